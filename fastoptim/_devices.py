@@ -1,0 +1,76 @@
+"""Where arrays live: host NumPy arrays here, CUDA device arrays in ``_cuda``.
+
+The optimizer and the functional API talk to arrays only through one of these
+objects, so the same validation and state code serves the CPU and the GPU.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _validation as V
+from .flat import find_segment
+
+
+def is_device_array(x) -> bool:
+    return hasattr(x, "__cuda_array_interface__") and not isinstance(x, np.ndarray)
+
+
+class HostArrays:
+    """NumPy arrays in host memory."""
+
+    on_device = False
+
+    check_param = staticmethod(V.check_param)
+    check_no_overlap = staticmethod(V.check_no_overlap)
+    find_segment = staticmethod(find_segment)
+
+    @staticmethod
+    def check_grad(name, grad, param):
+        """Check a gradient and return it ready for a kernel (contiguous)."""
+        if isinstance(grad, np.generic):  # a NumPy scalar for a 0-d parameter
+            grad = np.asarray(grad)
+        V.check_grad(name, grad, param)
+        if not grad.flags.c_contiguous or not grad.flags.aligned:
+            grad = np.ascontiguousarray(grad)  # read-only input: a contiguous copy is safe
+        return grad
+
+    @staticmethod
+    def overlaps(a, b) -> bool:
+        return bool(np.may_share_memory(a, b))
+
+    @staticmethod
+    def alloc(like, init):
+        return np.zeros(like.shape, like.dtype) if init == "zeros" else np.empty(like.shape, like.dtype)
+
+    @staticmethod
+    def ravel(a):
+        return a.reshape(-1)
+
+    @staticmethod
+    def step_counter(value=0.0):
+        return np.array(value, dtype=np.float32)
+
+    @staticmethod
+    def to_host(a):
+        return np.array(a, copy=True)
+
+    @staticmethod
+    def copy_into(dst, src):
+        dst[...] = np.asarray(src, dtype=dst.dtype)
+
+
+def device_support(arrays, names=None):
+    """The array support for ``arrays``: all on the host, or all on one CUDA device."""
+    flags = [is_device_array(a) for a in arrays]
+    if any(flags):
+        if not all(flags):
+            first_host = flags.index(False)
+            label = names[first_host] if names else "an array"
+            raise ValueError(
+                f"{label} is a host array but others are CUDA device arrays; "
+                "all parameters of one optimizer must live in the same place"
+            )
+        from . import _cuda
+
+        return _cuda.DeviceArrays()
+    return HostArrays

@@ -1,0 +1,75 @@
+"""Per-step scalars, computed once per call and rounded to the parameter's precision.
+
+torch evaluates ``1 - beta1``, ``lr / bias_correction1`` and friends in Python
+(double precision) and each tensor op then rounds its scalar to the tensor's
+dtype. Every backend calls these helpers so that all of them round the same
+way, and none of them recomputes a loop invariant per element.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+DECAY_NONE, DECAY_L2, DECAY_DECOUPLED = 0, 1, 2
+
+
+class SGDScalars(NamedTuple):
+    neg_lr: np.floating  # -lr: the update is param + (-lr) * d_p
+    weight_decay: np.floating  # L2 coefficient added to the gradient
+    momentum: np.floating
+    one_minus_dampening: np.floating
+    has_weight_decay: bool
+    has_momentum: bool
+
+
+class AdamScalars(NamedTuple):
+    lerp_weight: np.floating  # 1 - beta1: torch updates exp_avg with lerp(exp_avg, grad, 1 - beta1)
+    lerp_complement: np.floating  # 1 - (1 - beta1), used when lerp starts from the far end
+    lerp_from_start: bool  # torch's lerp: weight < 0.5 -> start + w * (end - start)
+    beta2: np.floating
+    one_minus_beta2: np.floating
+    bias_correction2_sqrt: np.floating  # sqrt(1 - beta2 ** step)
+    eps: np.floating
+    neg_step_size: np.floating  # -lr / (1 - beta1 ** step)
+    weight_decay: np.floating
+    decay_factor: np.floating  # 1 - lr * weight_decay (AdamW's decoupled decay)
+    weight_decay_mode: int  # DECAY_NONE, DECAY_L2 or DECAY_DECOUPLED
+
+
+def sgd_scalars(dtype, *, lr, momentum, dampening, weight_decay) -> SGDScalars:
+    t = np.dtype(dtype).type
+    return SGDScalars(
+        neg_lr=t(-lr),
+        weight_decay=t(weight_decay),
+        momentum=t(momentum),
+        one_minus_dampening=t(1 - dampening),
+        has_weight_decay=weight_decay != 0,
+        has_momentum=momentum != 0,
+    )
+
+
+def adam_scalars(
+    dtype, *, step, lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay
+) -> AdamScalars:
+    t = np.dtype(dtype).type
+    bias_correction1 = 1 - beta1**step
+    bias_correction2 = 1 - beta2**step
+    lerp_weight = t(1 - beta1)
+    if weight_decay == 0:
+        mode = DECAY_NONE
+    else:
+        mode = DECAY_DECOUPLED if decoupled_weight_decay else DECAY_L2
+    return AdamScalars(
+        lerp_weight=lerp_weight,
+        lerp_complement=t(1) - lerp_weight,
+        lerp_from_start=bool(abs(float(lerp_weight)) < 0.5),
+        beta2=t(beta2),
+        one_minus_beta2=t(1 - beta2),
+        bias_correction2_sqrt=t(bias_correction2**0.5),  # ** 0.5 as torch, not math.sqrt
+        eps=t(eps),
+        neg_step_size=t(-(lr / bias_correction1)),
+        weight_decay=t(weight_decay),
+        decay_factor=t(1 - lr * weight_decay),
+        weight_decay_mode=mode,
+    )

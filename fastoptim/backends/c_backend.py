@@ -1,0 +1,50 @@
+"""C backend: the kernels of ``kernels/fastoptim.c``, compiled by cffi at install time.
+
+Importing this module fails with ImportError when the extension was not built
+(no C compiler at install time); the dispatcher then leaves ``"c"`` out of
+``available_backends()``. cffi's ``from_buffer`` accepts any dtype, so the
+dispatcher checks dtype, contiguity and alignment before a call reaches here.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from fastoptim._ckernels import ffi, lib  # ImportError when not compiled
+
+from ._scalars import adam_scalars, sgd_scalars
+
+name = "c"
+
+_C = {
+    np.dtype(np.float32): ("float[]", lib.fo_sgd_f32, lib.fo_adam_f32),
+    np.dtype(np.float64): ("double[]", lib.fo_sgd_f64, lib.fo_adam_f64),
+}
+
+
+def sgd(param, grad, momentum_buffer, *, lr, momentum, dampening, weight_decay,
+        nesterov, maximize, first_step):
+    ctype, kernel, _ = _C[param.dtype]
+    s = sgd_scalars(param.dtype, lr=lr, momentum=momentum, dampening=dampening,
+                    weight_decay=weight_decay)
+    buf = ffi.NULL if momentum_buffer is None else ffi.from_buffer(ctype, momentum_buffer)
+    kernel(ffi.from_buffer(ctype, param), ffi.from_buffer(ctype, grad), buf, param.shape[0],
+           *s, bool(first_step), bool(nesterov), bool(maximize))
+
+
+def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, beta1, beta2,
+         eps, weight_decay, amsgrad, maximize, decoupled_weight_decay):
+    ctype, _, kernel = _C[param.dtype]
+    s = adam_scalars(param.dtype, step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                     weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay)
+    vmax = ffi.NULL if max_exp_avg_sq is None else ffi.from_buffer(ctype, max_exp_avg_sq)
+    kernel(ffi.from_buffer(ctype, param), ffi.from_buffer(ctype, grad),
+           ffi.from_buffer(ctype, exp_avg), ffi.from_buffer(ctype, exp_avg_sq), vmax,
+           param.shape[0], *s, bool(amsgrad), bool(maximize))
+
+
+def set_num_threads(n: int) -> None:
+    lib.fo_openmp_set_threads(n)
+
+
+def max_threads() -> int:
+    return lib.fo_openmp_max_threads()

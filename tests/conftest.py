@@ -1,0 +1,28 @@
+"""Test set-up shared by every test module.
+
+- CUDA: on a machine without a usable NVIDIA driver, Numba's CUDA simulator is
+  switched on *before* anything imports ``numba.cuda``, so the CUDA tests run
+  (slowly, on tiny arrays) everywhere; on a real GPU they run unchanged on it.
+  Set NUMBA_ENABLE_CUDASIM yourself to override.
+- FASTOPTIM_REQUIRE_BACKENDS (set by .ci/run): a comma-separated list of
+  backends that must be available; a missing one fails the run instead of
+  silently skipping its tests (e.g. an uncompiled C extension).
+"""
+import ctypes.util
+import os
+
+
+def _has_cuda_driver() -> bool:
+    return os.path.exists("/dev/nvidia0") or os.path.exists("/dev/nvidiactl") or bool(
+        ctypes.util.find_library("cuda") and os.path.exists("/proc/driver/nvidia")
+    )
+
+
+if "NUMBA_ENABLE_CUDASIM" not in os.environ and not _has_cuda_driver():
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+
+import sys
+
+# test helper modules (golden_cases.py, ...) are imported by name from this folder;
+# the repo root is NOT put on sys.path, so the installed fastoptim is the one tested.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
