@@ -1,9 +1,12 @@
 """Backend registry: every backend module exports ``sgd`` and ``adam`` with one signature.
 
     sgd(param, grad, momentum_buffer, *, lr, momentum, dampening, weight_decay,
-        nesterov, maximize, first_step)
+        nesterov, maximize, first_step, grad_scale=1.0)
     adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, beta1, beta2,
-         eps, weight_decay, amsgrad, maximize, decoupled_weight_decay)
+         eps, weight_decay, amsgrad, maximize, decoupled_weight_decay, grad_scale=1.0)
+
+``grad_scale`` multiplies the gradient before anything else (gradient clipping
+folded into the update; 1.0 is an exact no-op).
 
 Arrays are 1-D, contiguous, aligned, non-overlapping and of the parameter's dtype
 (the callers in ``functional`` and ``optimizers`` check this before any kernel

@@ -12,9 +12,10 @@ import math
 DECAY_L2, DECAY_DECOUPLED = 1, 2  # mirrors _scalars (kept literal for the compilers)
 
 
-def sgd_update(p, g, buf, neg_lr, weight_decay, momentum, one_minus_dampening,
+def sgd_update(p, g, buf, grad_scale, neg_lr, weight_decay, momentum, one_minus_dampening,
                has_weight_decay, has_momentum, first_step, nesterov, maximize):
     """One element of torch's SGD. Returns (param, momentum_buffer)."""
+    g = g * grad_scale  # gradient clipping folded in (exact no-op when grad_scale == 1)
     if maximize:
         g = -g
     if has_weight_decay:
@@ -31,10 +32,11 @@ def sgd_update(p, g, buf, neg_lr, weight_decay, momentum, one_minus_dampening,
     return p + neg_lr * g, buf
 
 
-def adam_update(p, g, m, v, vmax, lerp_weight, lerp_complement, lerp_from_start, beta2,
+def adam_update(p, g, m, v, vmax, grad_scale, lerp_weight, lerp_complement, lerp_from_start, beta2,
                 one_minus_beta2, bias_correction2_sqrt, eps, neg_step_size, weight_decay,
                 decay_factor, weight_decay_mode, amsgrad, maximize):
     """One element of torch's Adam/AdamW. Returns (param, exp_avg, exp_avg_sq, max_exp_avg_sq)."""
+    g = g * grad_scale  # gradient clipping folded in (exact no-op when grad_scale == 1)
     if maximize:
         g = -g
     if weight_decay_mode == DECAY_L2:

@@ -7,6 +7,7 @@ way, and none of them recomputes a loop invariant per element.
 """
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -15,6 +16,7 @@ DECAY_NONE, DECAY_L2, DECAY_DECOUPLED = 0, 1, 2
 
 
 class SGDScalars(NamedTuple):
+    grad_scale: np.floating  # gradients are multiplied by this first (gradient clipping; 1 = off)
     neg_lr: np.floating  # -lr: the update is param + (-lr) * d_p
     weight_decay: np.floating  # L2 coefficient added to the gradient
     momentum: np.floating
@@ -24,6 +26,7 @@ class SGDScalars(NamedTuple):
 
 
 class AdamScalars(NamedTuple):
+    grad_scale: np.floating  # gradients are multiplied by this first (gradient clipping; 1 = off)
     lerp_weight: np.floating  # 1 - beta1: torch updates exp_avg with lerp(exp_avg, grad, 1 - beta1)
     lerp_complement: np.floating  # 1 - (1 - beta1), used when lerp starts from the far end
     lerp_from_start: bool  # torch's lerp: weight < 0.5 -> start + w * (end - start)
@@ -37,9 +40,12 @@ class AdamScalars(NamedTuple):
     weight_decay_mode: int  # DECAY_NONE, DECAY_L2 or DECAY_DECOUPLED
 
 
-def sgd_scalars(dtype, *, lr, momentum, dampening, weight_decay) -> SGDScalars:
+# Cached: a step over many tensors asks for the same scalars once per tensor.
+@functools.lru_cache(maxsize=1024)
+def sgd_scalars(dtype, *, lr, momentum, dampening, weight_decay, grad_scale=1.0) -> SGDScalars:
     t = np.dtype(dtype).type
     return SGDScalars(
+        grad_scale=t(grad_scale),
         neg_lr=t(-lr),
         weight_decay=t(weight_decay),
         momentum=t(momentum),
@@ -49,8 +55,9 @@ def sgd_scalars(dtype, *, lr, momentum, dampening, weight_decay) -> SGDScalars:
     )
 
 
+@functools.lru_cache(maxsize=1024)
 def adam_scalars(
-    dtype, *, step, lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay
+    dtype, *, step, lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, grad_scale=1.0
 ) -> AdamScalars:
     t = np.dtype(dtype).type
     bias_correction1 = 1 - beta1**step
@@ -61,6 +68,7 @@ def adam_scalars(
     else:
         mode = DECAY_DECOUPLED if decoupled_weight_decay else DECAY_L2
     return AdamScalars(
+        grad_scale=t(grad_scale),
         lerp_weight=lerp_weight,
         lerp_complement=t(1) - lerp_weight,
         lerp_from_start=bool(abs(float(lerp_weight)) < 0.5),

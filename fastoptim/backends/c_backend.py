@@ -22,20 +22,21 @@ _C = {
 
 
 def sgd(param, grad, momentum_buffer, *, lr, momentum, dampening, weight_decay,
-        nesterov, maximize, first_step):
+        nesterov, maximize, first_step, grad_scale=1.0):
     ctype, kernel, _ = _C[param.dtype]
     s = sgd_scalars(param.dtype, lr=lr, momentum=momentum, dampening=dampening,
-                    weight_decay=weight_decay)
+                    weight_decay=weight_decay, grad_scale=grad_scale)
     buf = ffi.NULL if momentum_buffer is None else ffi.from_buffer(ctype, momentum_buffer)
     kernel(ffi.from_buffer(ctype, param), ffi.from_buffer(ctype, grad), buf, param.shape[0],
            *s, bool(first_step), bool(nesterov), bool(maximize))
 
 
 def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, beta1, beta2,
-         eps, weight_decay, amsgrad, maximize, decoupled_weight_decay):
+         eps, weight_decay, amsgrad, maximize, decoupled_weight_decay, grad_scale=1.0):
     ctype, _, kernel = _C[param.dtype]
     s = adam_scalars(param.dtype, step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
-                     weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay)
+                     weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
+                     grad_scale=grad_scale)
     vmax = ffi.NULL if max_exp_avg_sq is None else ffi.from_buffer(ctype, max_exp_avg_sq)
     kernel(ffi.from_buffer(ctype, param), ffi.from_buffer(ctype, grad),
            ffi.from_buffer(ctype, exp_avg), ffi.from_buffer(ctype, exp_avg_sq), vmax,

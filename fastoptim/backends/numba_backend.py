@@ -12,7 +12,7 @@ import numba
 import numpy as np
 
 from . import _math
-from ._jit import njit_inline, njit_parallel, njit_serial
+from ._jit import njit_inline, serial_and_parallel
 from ._scalars import adam_scalars, sgd_scalars
 
 name = "numba"
@@ -26,65 +26,63 @@ _adam_update = njit_inline(_math.adam_update)
 # loop is split on the flags that decide which arrays are read and written;
 # flags that only select arithmetic stay run-time arguments of the shared update.
 
-def _sgd_loop(param, grad, buf, neg_lr, weight_decay, momentum, one_minus_dampening,
+def _sgd_loop(param, grad, buf, grad_scale, neg_lr, weight_decay, momentum, one_minus_dampening,
               has_weight_decay, has_momentum, first_step, nesterov, maximize):
     if has_momentum and not first_step:
         for i in numba.prange(param.shape[0]):
-            param[i], buf[i] = _sgd_update(param[i], grad[i], buf[i], neg_lr, weight_decay,
+            param[i], buf[i] = _sgd_update(param[i], grad[i], buf[i], grad_scale, neg_lr, weight_decay,
                                            momentum, one_minus_dampening, has_weight_decay,
                                            True, False, nesterov, maximize)
     elif has_momentum:  # first step: the buffer is written, not read
         for i in numba.prange(param.shape[0]):
-            param[i], buf[i] = _sgd_update(param[i], grad[i], param[i], neg_lr, weight_decay,
+            param[i], buf[i] = _sgd_update(param[i], grad[i], param[i], grad_scale, neg_lr, weight_decay,
                                            momentum, one_minus_dampening, has_weight_decay,
                                            True, True, nesterov, maximize)
     else:
         for i in numba.prange(param.shape[0]):
-            param[i], _ = _sgd_update(param[i], grad[i], param[i], neg_lr, weight_decay,
+            param[i], _ = _sgd_update(param[i], grad[i], param[i], grad_scale, neg_lr, weight_decay,
                                       momentum, one_minus_dampening, has_weight_decay,
                                       False, False, nesterov, maximize)
 
 
-def _adam_loop(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lerp_weight,
+def _adam_loop(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, lerp_weight,
                lerp_complement, lerp_from_start, beta2, one_minus_beta2,
                bias_correction2_sqrt, eps, neg_step_size, weight_decay, decay_factor,
                weight_decay_mode, amsgrad, maximize):
     if amsgrad:
         for i in numba.prange(param.shape[0]):
             param[i], exp_avg[i], exp_avg_sq[i], max_exp_avg_sq[i] = _adam_update(
-                param[i], grad[i], exp_avg[i], exp_avg_sq[i], max_exp_avg_sq[i], lerp_weight,
+                param[i], grad[i], exp_avg[i], exp_avg_sq[i], max_exp_avg_sq[i], grad_scale, lerp_weight,
                 lerp_complement, lerp_from_start, beta2, one_minus_beta2,
                 bias_correction2_sqrt, eps, neg_step_size, weight_decay, decay_factor,
                 weight_decay_mode, True, maximize)
     else:
         for i in numba.prange(param.shape[0]):
             param[i], exp_avg[i], exp_avg_sq[i], _ = _adam_update(
-                param[i], grad[i], exp_avg[i], exp_avg_sq[i], exp_avg_sq[i], lerp_weight,
+                param[i], grad[i], exp_avg[i], exp_avg_sq[i], exp_avg_sq[i], grad_scale, lerp_weight,
                 lerp_complement, lerp_from_start, beta2, one_minus_beta2,
                 bias_correction2_sqrt, eps, neg_step_size, weight_decay, decay_factor,
                 weight_decay_mode, False, maximize)
 
 
-# prange is a plain range in the serial builds.
-_sgd_serial, _sgd_parallel = njit_serial(_sgd_loop), njit_parallel(_sgd_loop)
-_adam_serial, _adam_parallel = njit_serial(_adam_loop), njit_parallel(_adam_loop)
+_sgd_serial, _sgd_parallel = serial_and_parallel(_sgd_loop)
+_adam_serial, _adam_parallel = serial_and_parallel(_adam_loop)
 
 
 def sgd(param, grad, momentum_buffer, *, lr, momentum, dampening, weight_decay,
-        nesterov, maximize, first_step):
+        nesterov, maximize, first_step, grad_scale=1.0):
     s = sgd_scalars(param.dtype, lr=lr, momentum=momentum, dampening=dampening,
-                    weight_decay=weight_decay)
+                    weight_decay=weight_decay, grad_scale=grad_scale)
     buf = param if momentum_buffer is None else momentum_buffer  # unused without momentum
     kernel = _sgd_parallel if param.shape[0] >= PARALLEL_MIN else _sgd_serial
-    kernel(param, grad, buf, s.neg_lr, s.weight_decay, s.momentum, s.one_minus_dampening,
-           s.has_weight_decay, s.has_momentum, bool(first_step), bool(nesterov),
-           bool(maximize))
+    kernel(param, grad, buf, *s, bool(first_step), bool(nesterov), bool(maximize))
 
 
 def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, beta1, beta2,
-         eps, weight_decay, amsgrad, maximize, decoupled_weight_decay):
+         eps, weight_decay, amsgrad, maximize, decoupled_weight_decay, grad_scale=1.0):
     s = adam_scalars(param.dtype, step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
-                     weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay)
+                     weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
+                     grad_scale=grad_scale)
     vmax = exp_avg_sq if max_exp_avg_sq is None else max_exp_avg_sq  # unused without amsgrad
     kernel = _adam_parallel if param.shape[0] >= PARALLEL_MIN else _adam_serial
     kernel(param, grad, exp_avg, exp_avg_sq, vmax, *s, bool(amsgrad),

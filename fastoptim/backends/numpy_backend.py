@@ -19,10 +19,12 @@ _quiet = np.errstate(invalid="ignore", divide="ignore", over="ignore")
 
 @_quiet
 def sgd(param, grad, momentum_buffer, *, lr, momentum, dampening, weight_decay,
-        nesterov, maximize, first_step):
+        nesterov, maximize, first_step, grad_scale=1.0):
     s = sgd_scalars(param.dtype, lr=lr, momentum=momentum, dampening=dampening,
-                    weight_decay=weight_decay)
-    d_p = np.negative(grad) if maximize else grad.copy()
+                    weight_decay=weight_decay, grad_scale=grad_scale)
+    d_p = grad * s.grad_scale if grad_scale != 1 else grad.copy()  # gradient clipping
+    if maximize:
+        np.negative(d_p, out=d_p)
     if s.has_weight_decay:
         d_p += s.weight_decay * param  # L2: weight decay goes into the gradient
     if s.has_momentum:
@@ -41,10 +43,13 @@ def sgd(param, grad, momentum_buffer, *, lr, momentum, dampening, weight_decay,
 
 @_quiet
 def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, beta1, beta2,
-         eps, weight_decay, amsgrad, maximize, decoupled_weight_decay):
+         eps, weight_decay, amsgrad, maximize, decoupled_weight_decay, grad_scale=1.0):
     s = adam_scalars(param.dtype, step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
-                     weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay)
-    g = np.negative(grad) if maximize else grad
+                     weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
+                     grad_scale=grad_scale)
+    g = grad * s.grad_scale if grad_scale != 1 else grad  # gradient clipping
+    if maximize:
+        g = np.negative(g)
     if s.weight_decay_mode == DECAY_L2:
         g = g + s.weight_decay * param  # Adam: L2 regularization through the gradient
     elif s.weight_decay_mode == DECAY_DECOUPLED:
