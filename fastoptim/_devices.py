@@ -12,17 +12,40 @@ from .flat import find_segment
 
 
 def is_device_array(x) -> bool:
-    return hasattr(x, "__cuda_array_interface__") and not isinstance(x, np.ndarray)
+    """A CUDA array: anything with ``__cuda_array_interface__`` (Numba, CuPy, torch),
+    or a device array of Numba's CUDA simulator (which has no such interface)."""
+    if isinstance(x, np.ndarray):
+        return False
+    return hasattr(x, "__cuda_array_interface__") or bool(getattr(type(x), "__cuda_ndarray__", False))
 
 
-class HostArrays:
-    """NumPy arrays in host memory."""
+def is_array(x) -> bool:
+    """A single array (host or device), as opposed to a list of them."""
+    return isinstance(x, (np.ndarray, np.generic)) or is_device_array(x)
+
+
+class ArraySupport:
+    """What the optimizer needs to know about arrays; subclasses say where they live."""
 
     on_device = False
 
+    def span(self, a):
+        raise NotImplementedError
+
+    def check_no_overlap(self, named_arrays):
+        V.check_no_overlap([(name, self.span(a)) for name, a in named_arrays])
+
+    def check_reads_disjoint(self, reads, writes):
+        V.check_reads_disjoint([(n, self.span(a)) for n, a in reads],
+                               [(n, self.span(a)) for n, a in writes])
+
+
+class HostArrays(ArraySupport):
+    """NumPy arrays in host memory."""
+
     check_param = staticmethod(V.check_param)
-    check_no_overlap = staticmethod(V.check_no_overlap)
     find_segment = staticmethod(find_segment)
+    span = staticmethod(V.host_span)
 
     @staticmethod
     def check_grad(name, grad, param):
@@ -30,6 +53,8 @@ class HostArrays:
         if isinstance(grad, np.generic):  # a NumPy scalar for a 0-d parameter
             grad = np.asarray(grad)
         V.check_grad(name, grad, param)
+        if not param.flags.writeable:
+            raise ValueError(f"the parameter of {name} has become read-only; it is updated in place")
         if not grad.flags.c_contiguous or not grad.flags.aligned:
             grad = np.ascontiguousarray(grad)  # read-only input: a contiguous copy is safe
         return grad
@@ -59,6 +84,18 @@ class HostArrays:
         dst[...] = np.asarray(src, dtype=dst.dtype)
 
 
+HOST = HostArrays()
+
+
+def check_backend_fits(backend, on_device):
+    """Only the cuda backend updates device arrays, and only it needs them."""
+    if on_device != (backend == "cuda"):
+        raise ValueError(
+            f"backend {backend!r} cannot update "
+            + ("CUDA device arrays" if on_device else "host NumPy arrays")
+        )
+
+
 def device_support(arrays, names=None):
     """The array support for ``arrays``: all on the host, or all on one CUDA device."""
     flags = [is_device_array(a) for a in arrays]
@@ -73,4 +110,4 @@ def device_support(arrays, names=None):
         from . import _cuda
 
         return _cuda.DeviceArrays()
-    return HostArrays
+    return HOST

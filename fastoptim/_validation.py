@@ -5,6 +5,7 @@ parameter and no state. Messages follow torch where torch has one.
 """
 from __future__ import annotations
 
+import bisect
 import math
 import numbers
 
@@ -63,6 +64,12 @@ def check_adam_hyperparameters(lr, betas, eps, weight_decay, amsgrad, maximize,
     _flag("decoupled_weight_decay", decoupled_weight_decay)
 
 
+def check_safety_options(skip_nonfinite, max_grad_norm):
+    _flag("skip_nonfinite", skip_nonfinite)
+    if max_grad_norm is not None and not _real("max_grad_norm", max_grad_norm) > 0.0:
+        raise ValueError(f"Invalid max_grad_norm: {max_grad_norm} (must be > 0 or None)")
+
+
 def check_step(step):
     if isinstance(step, (bool, np.bool_)) or not isinstance(step, numbers.Real):
         raise TypeError(f"step must be a number, but got {type(step).__name__}")
@@ -102,19 +109,32 @@ def check_grad(name, g, p):
         raise ValueError(f"{name} shares memory with its parameter")
 
 
-def span(a):
-    """(start, stop) byte addresses of an array's memory."""
-    low, high = np.lib.array_utils.byte_bounds(a) if hasattr(np.lib, "array_utils") else np.byte_bounds(a)
-    return low, high
+def host_span(a):
+    """(start, stop) byte addresses of a NumPy array's memory."""
+    bounds = np.lib.array_utils.byte_bounds if hasattr(np.lib, "array_utils") else np.byte_bounds
+    return bounds(a)
 
 
-def check_no_overlap(named_arrays):
-    """ValueError if two arrays share memory (a parameter given twice, or overlapping views)."""
-    spans = sorted(
-        (span(a) + (name,) for name, a in named_arrays if a.size), key=lambda t: t[0]
-    )
+def check_no_overlap(named_spans):
+    """ValueError if two (name, (start, stop)) spans overlap (a parameter given twice...)."""
+    spans = sorted((lo, hi, name) for name, (lo, hi) in named_spans if hi > lo)
     for (lo1, hi1, n1), (lo2, hi2, n2) in zip(spans, spans[1:]):
         if lo2 < hi1:
             raise ValueError(
                 f"some parameters appear more than once or overlap in memory ({n1} and {n2})"
             )
+
+
+def check_reads_disjoint(read_spans, write_spans):
+    """ValueError if an array that is only read (a gradient) overlaps one that is written.
+
+    ``write_spans`` must be disjoint already (check_no_overlap); then a read span
+    overlaps a write span iff the last write starting before its end reaches past
+    its start: one binary search per read.
+    """
+    writes = sorted((lo, hi, name) for name, (lo, hi) in write_spans if hi > lo)
+    starts = [w[0] for w in writes]
+    for name, (lo, hi) in read_spans:
+        j = bisect.bisect_left(starts, hi) - 1
+        if hi > lo and j >= 0 and writes[j][1] > lo:
+            raise ValueError(f"{name} shares memory with {writes[j][2]}, which step() writes")

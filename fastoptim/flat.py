@@ -16,6 +16,10 @@ Python time for 10 or 10,000 tensors::
 
 Any list of parameters that tile one contiguous buffer in order (for example
 ``[buf[0:6].reshape(2, 3), buf[6:10]]``) is recognized the same way.
+
+``FlatParams(arrays, device="cuda")`` builds both buffers on the GPU (Numba
+device arrays; ``.params`` / ``.grads`` are device views), and an optimizer
+over those views launches one CUDA kernel per group per step (docs/cuda.md).
 """
 from __future__ import annotations
 
@@ -44,18 +48,25 @@ class FlatParams:
             initial values; they are copied, not aliased.
         dtype: the buffer's dtype (default: the arrays' common dtype, which must
             be float32 or float64).
+        device: None or "cpu" (default): NumPy buffers in host memory; "cuda":
+            device buffers on the current CUDA device (Numba device arrays;
+            the inputs may be host or device arrays and are copied).
 
     Attributes:
         buffer: the 1-D parameter buffer.
         params: views into ``buffer`` with the original shapes (list or dict).
         grad_buffer: a 1-D zero buffer of the same size for the gradients.
         grads: views into ``grad_buffer``; pass this object to ``opt.step``.
+        device: "cpu" or "cuda".
     """
 
-    def __init__(self, arrays, dtype=None):
+    def __init__(self, arrays, dtype=None, device=None):
+        if device not in (None, "cpu", "cuda"):
+            raise ValueError(f"FlatParams device must be None, 'cpu' or 'cuda', got {device!r}")
+        self.device = device or "cpu"
         named = isinstance(arrays, dict)
         keys = list(arrays.keys()) if named else None
-        values = [np.asarray(a) for a in (arrays.values() if named else arrays)]
+        values = [_host_copy(a) for a in (arrays.values() if named else arrays)]
         if not values:
             raise ValueError("FlatParams got an empty list of arrays")
         dtype = np.dtype(dtype) if dtype is not None else np.result_type(*values)
@@ -66,10 +77,19 @@ class FlatParams:
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         total = int(self.offsets[-1])
         self.buffer = np.empty(total, dtype=dtype)
-        self.grad_buffer = np.zeros(total, dtype=dtype)
         params = self._views(self.buffer)
         for view, value in zip(params, values):
             view[...] = value
+        if self.device == "cuda":
+            from . import _cuda
+
+            _cuda._require()
+            self.buffer = _cuda.to_device(self.buffer)
+            self.grad_buffer = _cuda.zeros(total, dtype)
+            _cuda.register_flat_buffer(self.buffer)  # views of it are one segment
+            params = self._views(self.buffer)
+        else:
+            self.grad_buffer = np.zeros(total, dtype=dtype)
         grads = self._views(self.grad_buffer)
         if named:
             self.params = dict(zip(keys, params))
@@ -91,7 +111,22 @@ class FlatParams:
 
     def zero_grad(self):
         """Set every gradient to zero in one pass."""
-        self.grad_buffer[...] = 0
+        if self.device == "cuda":
+            from . import _cuda
+
+            _cuda.fill(self.grad_buffer, 0)
+        else:
+            self.grad_buffer[...] = 0
+
+
+def _host_copy(a):
+    """``a`` as a NumPy array; device arrays (CUDA Array Interface) are copied to the host."""
+    if not isinstance(a, np.ndarray) and (
+            hasattr(a, "__cuda_array_interface__") or getattr(type(a), "__cuda_ndarray__", False)):
+        from . import _cuda
+
+        return _cuda.DeviceArrays.to_host(a)
+    return np.asarray(a)
 
 
 def _root(a):

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from . import _validation as V
 from . import backends
-from ._devices import device_support
+from ._devices import check_backend_fits, device_support, is_array
 
 
 def _as_list(name, arrays):
     if arrays is None:
         return None
-    if hasattr(arrays, "__cuda_array_interface__") or hasattr(arrays, "__array_interface__"):
+    if is_array(arrays):
         return [arrays]
     if not isinstance(arrays, (list, tuple)):
         raise TypeError(f"{name} must be an array or a list of arrays, got {type(arrays).__name__}")
@@ -38,6 +38,7 @@ def _prepare(backend, params, grads, states):
         raise ValueError(f"got {len(params)} params but {len(grads)} grads")
     devices = device_support(params, [f"params[{i}]" for i in range(len(params))])
     name = backends.resolve(backend, devices.on_device)
+    check_backend_fits(name, devices.on_device)
     contiguous = name != backends.REFERENCE
     named = []
     for i, p in enumerate(params):
@@ -62,6 +63,7 @@ def _prepare(backend, params, grads, states):
             named.append((label, a))
         checked[state_name] = arrays
     devices.check_no_overlap(named)
+    devices.check_reads_disjoint([(f"grads[{i}]", g) for i, g in enumerate(grads)], named)
     return backends.load(name), devices, params, grads, checked
 
 

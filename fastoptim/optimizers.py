@@ -7,13 +7,14 @@ parameter group, see ``fastoptim.flat``) to the backend's kernel.
 from __future__ import annotations
 
 import copy
+import math
 import numbers
 
 import numpy as np
 
 from . import _validation as V
 from . import backends
-from ._devices import device_support
+from ._devices import check_backend_fits, device_support, is_array
 from .flat import FlatGradDict, FlatGrads, find_segment
 
 
@@ -24,8 +25,9 @@ class _Segment:
 
     def __init__(self, root, start, param, params):
         self.root, self.start, self.param = root, start, param
-        ends = np.cumsum([p.size for p in params])
-        self.slices = [slice(int(e - p.size), int(e)) for e, p in zip(ends, params)]
+        sizes = [math.prod(p.shape) for p in params]  # torch tensors' .size is a method
+        ends = np.cumsum(sizes)
+        self.slices = [slice(int(e - n), int(e)) for e, n in zip(ends, sizes)]
         # True while every parameter of the group has stepped together, so the
         # group's state is one flat array per key and one shared step counter.
         self.uniform = True
@@ -77,9 +79,15 @@ class Optimizer:
 
     _uses_step = False  # Adam counts steps; SGD does not
 
-    def __init__(self, params, defaults, backend="auto"):
+    def __init__(self, params, defaults, backend="auto", skip_nonfinite=False, max_grad_norm=None):
+        V.check_safety_options(skip_nonfinite, max_grad_norm)
         self.defaults = defaults
-        if isinstance(params, np.ndarray) or hasattr(params, "__cuda_array_interface__"):
+        self.skip_nonfinite = skip_nonfinite
+        self.max_grad_norm = max_grad_norm
+        self.last_step_skipped = False  # True when the last step() found a NaN/Inf gradient
+        self.skipped_steps = 0  # how many steps skip_nonfinite has skipped so far
+        self.last_grad_norm = None  # total 2-norm of the last step's gradients, when computed
+        if is_array(params):
             raise TypeError(
                 "params argument given to the optimizer should be a list of arrays, a list "
                 f"of param-group dicts or a dict of named arrays, but got {type(params).__name__}"
@@ -125,7 +133,7 @@ class Optimizer:
                 "optimizer parameters need to be organized in ordered collections, but the "
                 "ordering of arrays in sets will change between runs. Please use a list instead."
             )
-        if isinstance(params, np.ndarray) or hasattr(params, "__cuda_array_interface__"):
+        if is_array(params):
             params = [params]
         params = list(params)
         if params and all(isinstance(p, tuple) and len(p) == 2 for p in params):
@@ -144,11 +152,7 @@ class Optimizer:
         if self._devices is not None and devices.on_device != self._devices.on_device:
             raise ValueError("all parameters of an optimizer must be on the host or all on a CUDA device")
         backend = self.backend or backends.resolve(self._requested_backend, devices.on_device)
-        if devices.on_device != (backend == "cuda"):
-            raise ValueError(
-                f"backend {backend!r} cannot update "
-                + ("CUDA device arrays" if devices.on_device else "host NumPy arrays")
-            )
+        check_backend_fits(backend, devices.on_device)
         contiguous = backend != backends.REFERENCE
         for i, p in enumerate(params):
             devices.check_param(f"params[{first + i}]", p, contiguous)
@@ -192,13 +196,17 @@ class Optimizer:
         """
         for group in self.param_groups:
             self._check_group(group)
+        V.check_safety_options(self.skip_nonfinite, self.max_grad_norm)
         plan = self._plan(grads)
+        grad_scale = self._check_gradients(plan)
+        if grad_scale is None:
+            return
         kernels = backends.load(self.backend)
         for (group, indices), segment, work in zip(self._group_indices(), self._segments, plan):
             if work is None:
                 continue
             if isinstance(work, tuple) and segment.uniform:  # the whole group in one call
-                self._step_segment(kernels, group, indices, segment, work[0])
+                self._step_segment(kernels, group, indices, segment, work[0], grad_scale)
             else:
                 if isinstance(work, tuple):  # flat gradients, but per-parameter state
                     work = [(i, work[0][sl].reshape(self._params[i].shape))
@@ -206,7 +214,31 @@ class Optimizer:
                 if segment is not None and segment.uniform:
                     self._unshare(indices, segment)
                 for index, grad in work:
-                    self._step_one(kernels, group, index, grad)
+                    self._step_one(kernels, group, index, grad, grad_scale)
+
+    def _check_gradients(self, plan):
+        """The skip_nonfinite / max_grad_norm pass: one read of every gradient, before any write.
+
+        Returns the factor to scale the gradients by inside the kernels (1.0 when
+        not clipping), or None when the step must be skipped.
+        """
+        self.last_step_skipped = False
+        if not self.skip_nonfinite and self.max_grad_norm is None:
+            return 1.0
+        from .clip import norm_and_finite
+
+        arrays = [g for work in plan if work is not None
+                  for g in (work if isinstance(work, tuple) else (g for _, g in work))]
+        norm, finite = norm_and_finite(arrays, 2.0, self.backend)
+        self.last_grad_norm = norm
+        if self.skip_nonfinite and not finite:
+            self.last_step_skipped = True
+            self.skipped_steps += 1
+            return None
+        if self.max_grad_norm is None:
+            return 1.0
+        # torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6), never up
+        return min(1.0, self.max_grad_norm / (norm + 1e-6)) if finite else float("nan")
 
     def _plan(self, grads):
         """Check every gradient; per group, either (flat_grad,) or [(index, grad), ...]."""
@@ -231,7 +263,7 @@ class Optimizer:
         else:
             if isinstance(grads, dict):
                 raise TypeError("step() takes a list of gradients (the optimizer was built from a list)")
-            if isinstance(grads, np.ndarray) or hasattr(grads, "__cuda_array_interface__"):
+            if is_array(grads):
                 if len(self._params) != 1:
                     raise TypeError("step() takes a list of gradients, one per parameter")
                 grads = [grads]
@@ -254,7 +286,29 @@ class Optimizer:
                 if flat is not None and not self._devices.overlaps(flat[2], segment.param):
                     work = (flat[2],)
             plan.append(work or None)
+        self._devices.check_reads_disjoint(
+            [(labels[i], g) for work in plan if isinstance(work, list) for i, g in work],
+            self._written_arrays())
         return plan
+
+    def _written_arrays(self):
+        """(name, array) of everything a step writes: parameters and state arrays.
+
+        A uniform flat group contributes its flat buffers only, so the flat path
+        stays O(number of groups).
+        """
+        out = []
+        for (group, indices), segment in zip(self._group_indices(), self._segments):
+            if segment is not None and segment.uniform:
+                out.append((f"params[{indices[0]}:{indices[-1] + 1}]", segment.param))
+                out.extend((f"state {key!r} of params[{indices[0]}:{indices[-1] + 1}]", a)
+                           for key, a in segment.state.items())
+                continue
+            for i in indices:
+                out.append((f"params[{i}]", self._params[i]))
+                entry = dict.get(self.state, i, {})
+                out.extend((f"state[{i}][{k!r}]", a) for k, a in entry.items() if k != "step")
+        return out
 
     def _plan_flat(self, grads):
         """The O(1) path for FlatParams.grads; None when the layout does not match."""
@@ -265,8 +319,11 @@ class Optimizer:
         buffer = grads.buffer
         if buffer.dtype != grads.param_buffer.dtype or buffer.shape != grads.param_buffer.shape:
             raise ValueError("grads.buffer does not match the parameter buffer's dtype and size")
-        if self._devices.overlaps(buffer, grads.param_buffer):
-            raise ValueError("the gradient buffer shares memory with the parameters")
+        self._devices.check_reads_disjoint([("grads.buffer", buffer)], self._written_arrays())
+        if isinstance(buffer, np.ndarray) and not (
+                buffer.flags.c_contiguous and buffer.flags.aligned
+                and grads.param_buffer.flags.writeable):
+            raise ValueError("FlatParams buffers must be contiguous, aligned and writeable")
         return [(buffer[s.start:s.start + s.param.size],) for s in self._segments]
 
     # ------------------------------------------------------------------- state
@@ -279,7 +336,7 @@ class Optimizer:
 
     def _ensure_state(self, group, indices, segment):
         """Allocate the state of a uniform flat group: one array per key, views per param."""
-        first = self.state.get(indices[0])
+        first = dict.get(self.state, indices[0])
         if first is None:
             shared = self._new_state(group, indices[0])  # one step counter for the group
             if not shared and not self._state_keys(group):
@@ -300,18 +357,18 @@ class Optimizer:
         """Give each parameter of a flat group its own step counter before a partial step."""
         segment.uniform = False
         for i in indices:
-            state = self.state.get(i)
+            state = dict.get(self.state, i)
             if state is not None and "step" in state:
                 state["step"] = state["step"].copy()
 
-    def _step_segment(self, kernels, group, indices, segment, grad):
+    def _step_segment(self, kernels, group, indices, segment, grad, grad_scale):
         first, fresh = self._ensure_state(group, indices, segment)
         if self._uses_step:
             first["step"] += 1  # shared by every parameter of the group
-        self._update(kernels, group, segment.param, grad, segment.state, first, fresh)
+        self._update(kernels, group, segment.param, grad, segment.state, first, fresh, grad_scale)
 
-    def _step_one(self, kernels, group, index, grad):
-        state = self.state.get(index)
+    def _step_one(self, kernels, group, index, grad, grad_scale):
+        state = dict.get(self.state, index)
         if state is None:
             state = self._new_state(group, index)
             if state or self._state_keys(group):  # plain SGD keeps no state, as in torch
@@ -326,7 +383,7 @@ class Optimizer:
             state["step"] += 1
         flat = {k: self._devices.ravel(state[k]) for k, _ in self._state_keys(group)}
         self._update(kernels, group, self._devices.ravel(param), self._devices.ravel(grad),
-                     flat, state, fresh)
+                     flat, state, fresh, grad_scale)
 
     # -------------------------------------------------------------- state_dict
     def state_dict(self):
@@ -491,16 +548,23 @@ class SGD(Optimizer):
         nesterov (bool): Nesterov momentum (needs momentum > 0, dampening = 0).
         maximize (bool): maximize the objective instead of minimizing.
         backend (str): "auto" (fastest available), "numpy", "numba", "c" or "cuda".
+        skip_nonfinite (bool): skip the whole step (no parameter, state or count
+            changes) when any gradient holds NaN/Inf; see ``last_step_skipped``.
+            Default False: non-finite values propagate, as in torch.
+        max_grad_norm (float or None): clip the total 2-norm of all gradients to
+            this value, as ``clip_grad_norm_`` would, folded into the update
+            (the gradient arrays are not modified).
 
     State per parameter: ``momentum_buffer`` (only when momentum != 0).
     """
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
-                 nesterov=False, *, maximize=False, backend="auto"):
+                 nesterov=False, *, maximize=False, backend="auto", skip_nonfinite=False,
+                 max_grad_norm=None):
         V.check_sgd_hyperparameters(lr, momentum, dampening, weight_decay, nesterov, maximize)
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
                         weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
-        super().__init__(params, defaults, backend)
+        super().__init__(params, defaults, backend, skip_nonfinite, max_grad_norm)
 
     def _check_group(self, g):
         V.check_sgd_hyperparameters(g["lr"], g["momentum"], g["dampening"], g["weight_decay"],
@@ -510,11 +574,11 @@ class SGD(Optimizer):
         # the buffer is written, not read, on its first step: no need to zero it
         return [("momentum_buffer", "empty")] if g["momentum"] != 0 else []
 
-    def _update(self, kernels, g, param, grad, state, entry, fresh):
+    def _update(self, kernels, g, param, grad, state, entry, fresh, grad_scale):
         kernels.sgd(param, grad, state.get("momentum_buffer"), lr=g["lr"],
                     momentum=g["momentum"], dampening=g["dampening"],
                     weight_decay=g["weight_decay"], nesterov=g["nesterov"],
-                    maximize=g["maximize"], first_step=fresh)
+                    maximize=g["maximize"], first_step=fresh, grad_scale=grad_scale)
 
 
 class Adam(Optimizer):
@@ -541,6 +605,12 @@ class Adam(Optimizer):
         maximize (bool): maximize the objective instead of minimizing.
         decoupled_weight_decay (bool): AdamW's decay instead of L2 (default False).
         backend (str): "auto" (fastest available), "numpy", "numba", "c" or "cuda".
+        skip_nonfinite (bool): skip the whole step (no parameter, state or count
+            changes) when any gradient holds NaN/Inf; see ``last_step_skipped``.
+            Default False: non-finite values propagate, as in torch.
+        max_grad_norm (float or None): clip the total 2-norm of all gradients to
+            this value, as ``clip_grad_norm_`` would, folded into the update
+            (the gradient arrays are not modified).
 
     State per parameter: ``step``, ``exp_avg``, ``exp_avg_sq`` and, with amsgrad,
     ``max_exp_avg_sq``.
@@ -549,13 +619,14 @@ class Adam(Optimizer):
     _uses_step = True
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
-                 amsgrad=False, *, maximize=False, decoupled_weight_decay=False, backend="auto"):
+                 amsgrad=False, *, maximize=False, decoupled_weight_decay=False, backend="auto",
+                 skip_nonfinite=False, max_grad_norm=None):
         V.check_adam_hyperparameters(lr, betas, eps, weight_decay, amsgrad, maximize,
                                      decoupled_weight_decay)
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                         amsgrad=amsgrad, maximize=maximize,
                         decoupled_weight_decay=decoupled_weight_decay)
-        super().__init__(params, defaults, backend)
+        super().__init__(params, defaults, backend, skip_nonfinite, max_grad_norm)
 
     def _check_group(self, g):
         V.check_adam_hyperparameters(g["lr"], g["betas"], g["eps"], g["weight_decay"],
@@ -567,13 +638,14 @@ class Adam(Optimizer):
             keys.append(("max_exp_avg_sq", "zeros"))
         return keys
 
-    def _update(self, kernels, g, param, grad, state, entry, fresh):
+    def _update(self, kernels, g, param, grad, state, entry, fresh, grad_scale):
         beta1, beta2 = g["betas"]
         kernels.adam(param, grad, state["exp_avg"], state["exp_avg_sq"],
                      state.get("max_exp_avg_sq") if g["amsgrad"] else None,
                      step=float(entry["step"]), lr=g["lr"], beta1=beta1, beta2=beta2,
                      eps=g["eps"], weight_decay=g["weight_decay"], amsgrad=g["amsgrad"],
-                     maximize=g["maximize"], decoupled_weight_decay=g["decoupled_weight_decay"])
+                     maximize=g["maximize"], decoupled_weight_decay=g["decoupled_weight_decay"],
+                     grad_scale=grad_scale)
 
 
 class AdamW(Adam):
@@ -586,6 +658,8 @@ class AdamW(Adam):
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, *, maximize=False, backend="auto"):
+                 amsgrad=False, *, maximize=False, backend="auto", skip_nonfinite=False,
+                 max_grad_norm=None):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
-                         decoupled_weight_decay=True, backend=backend)
+                         decoupled_weight_decay=True, backend=backend,
+                         skip_nonfinite=skip_nonfinite, max_grad_norm=max_grad_norm)

@@ -77,3 +77,10 @@ def test_docstring_example():
     w, g = np.ones(4, np.float32), np.full(4, 0.5, np.float32)
     F.adam_step([w], [g], [np.zeros_like(w)], [np.zeros_like(w)], step=1, lr=0.1)
     np.testing.assert_allclose(w, 0.9, rtol=1e-6)
+
+
+def test_grad_sharing_memory_with_state_is_rejected():
+    p, m, v = np.ones(3), np.zeros(3), np.zeros(3)
+    with pytest.raises(ValueError, match=r"grads\[0\] shares memory with exp_avgs\[0\]"):
+        F.adam_step([p], [m], [m], [v], step=1)
+    np.testing.assert_array_equal(p, np.ones(3))

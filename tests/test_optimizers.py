@@ -30,11 +30,11 @@ def test_defaults_match_torch():
     sig = inspect.signature(fastoptim.SGD)
     assert {k: v.default for k, v in sig.parameters.items() if k != "params"} == dict(
         lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, maximize=False,
-        backend="auto")
+        backend="auto", skip_nonfinite=False, max_grad_norm=None)
     sig = inspect.signature(fastoptim.Adam)
     assert {k: v.default for k, v in sig.parameters.items() if k != "params"} == dict(
         lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, maximize=False,
-        decoupled_weight_decay=False, backend="auto")
+        decoupled_weight_decay=False, backend="auto", skip_nonfinite=False, max_grad_norm=None)
     opt = fastoptim.AdamW([np.zeros(2)])
     assert opt.param_groups[0]["weight_decay"] == 1e-2
     assert opt.param_groups[0]["decoupled_weight_decay"] is True
@@ -253,3 +253,35 @@ def test_state_accepts_torch_state_dict_layout_from_arrays():
 def test_repr_lists_groups():
     text = repr(fastoptim.SGD([np.zeros(1)], lr=0.5))
     assert "SGD" in text and "lr: 0.5" in text and "Parameter Group 0" in text
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_param_made_read_only_after_construction_is_rejected(backend):
+    a = np.ones(3)
+    opt = fastoptim.SGD([a], lr=0.1, backend=backend)
+    a.setflags(write=False)
+    with pytest.raises(ValueError, match="read-only"):
+        opt.step([np.ones(3)])
+    assert (a == 1).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_grad_aliasing_another_param_or_state_is_rejected(backend):
+    a, b = np.ones(4), np.ones(4)
+    opt = fastoptim.Adam([a, b], lr=0.1, backend=backend)
+    with pytest.raises(ValueError, match=r"grads\[0\] shares memory with params\[1\]"):
+        opt.step([b, np.ones(4)])
+    opt.step([np.ones(4), np.ones(4)])
+    before = snapshot(opt, [a, b])
+    with pytest.raises(ValueError, match=r"grads\[1\] shares memory with state\[0\]\['exp_avg'\]"):
+        opt.step([np.ones(4), opt.state[0]["exp_avg"]])
+    assert_unchanged(opt, [a, b], before)
+
+
+def test_flat_grad_buffer_aliasing_state_is_rejected():
+    flat = fastoptim.FlatParams([np.ones(3), np.ones(2)])
+    opt = fastoptim.Adam(flat.params, lr=0.1)
+    opt.step(flat.grads)
+    flat.grads.buffer = opt.state[0]["exp_avg"].base  # a (contrived) grad buffer over the state
+    with pytest.raises(ValueError, match="grads.buffer shares memory with state 'exp_avg'"):
+        opt.step(flat.grads)

@@ -1,0 +1,414 @@
+"""The cuda backend against the NumPy reference, step by step.
+
+Without an NVIDIA driver, tests/conftest.py switches on Numba's CUDA simulator
+(every CUDA thread a Python thread), so these tests run everywhere on tiny
+arrays; on a machine with a GPU they run unchanged on it. Results are compared
+with rtol 1e-6 (float32) / 1e-13 (float64), relative to each array's scale: a
+GPU may contract a multiply and an add into one FMA, which the reference does not.
+"""
+import importlib.util
+import inspect
+import pathlib
+
+import numpy as np
+import pytest
+
+numba_cuda = pytest.importorskip("numba.cuda")
+if not numba_cuda.is_available():  # pragma: no cover - conftest enables the simulator
+    pytest.skip("numba.cuda is not available", allow_module_level=True)
+
+from numba import cuda  # noqa: E402
+
+import fastoptim  # noqa: E402
+import fastoptim.functional as F  # noqa: E402
+from fastoptim import _cuda, backends  # noqa: E402
+from fastoptim.backends import _scalars, cuda_backend  # noqa: E402
+
+SIZES = [(), (1,), (7,), (3, 11), (257,)]
+DTYPES = [np.float32, np.float64]
+RTOL = {np.dtype(np.float32): 1e-6, np.dtype(np.float64): 1e-13}
+
+SGD_FLAGS = [
+    {},
+    dict(momentum=0.9),
+    dict(momentum=0.9, dampening=0.4),
+    dict(momentum=0.9, nesterov=True),
+    dict(weight_decay=0.1),
+    dict(momentum=0.7, weight_decay=0.1, maximize=True),
+]
+ADAM_FLAGS = [
+    ("Adam", {}),
+    ("Adam", dict(weight_decay=0.1)),
+    ("Adam", dict(amsgrad=True)),
+    ("Adam", dict(maximize=True, weight_decay=0.01)),
+    ("Adam", dict(betas=(0.2, 0.5), eps=1e-4, amsgrad=True)),
+    ("AdamW", {}),
+    ("AdamW", dict(amsgrad=True, maximize=True, weight_decay=0.3)),
+]
+
+
+# ------------------------------------------------------------------- helpers
+def dev(a):
+    return cuda.to_device(np.asarray(a, order="C"))
+
+
+def host(a):
+    return a.copy_to_host()
+
+
+def assert_close(actual, expected, err_msg=""):
+    expected = np.asarray(expected)
+    actual = np.asarray(actual)
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype, err_msg
+    rtol = RTOL[expected.dtype]
+    scale = float(np.max(np.abs(expected))) if expected.size else 0.0
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale, err_msg=err_msg)
+
+
+def assert_states_close(dev_sd, ref_sd):
+    assert dev_sd["state"].keys() == ref_sd["state"].keys()
+    for i, entry in ref_sd["state"].items():
+        assert entry.keys() == dev_sd["state"][i].keys()
+        for key, value in entry.items():
+            got = dev_sd["state"][i][key]
+            assert isinstance(got, np.ndarray), f"state[{i}][{key!r}] is not on the host"
+            assert_close(got, value, err_msg=f"state[{i}][{key!r}]")
+
+
+def random_arrays(rng, sizes, dtype):
+    return [np.asarray(rng.standard_normal(s)).astype(dtype) for s in sizes]
+
+
+def run_pair(make, sizes, dtype, steps=3, seed=0, groups=None):
+    """Step the reference (host) and the cuda backend side by side; compare after every step."""
+    rng = np.random.default_rng(seed)
+    init = random_arrays(rng, sizes, dtype)
+    ref_params = [p.copy() for p in init]
+    dev_params = [dev(p) for p in init]
+    ref, fast = make(ref_params, "numpy"), make(dev_params, "cuda")
+    assert fast.backend == "cuda"
+    for _ in range(steps):
+        grads = random_arrays(rng, sizes, dtype)
+        ref.step(grads)
+        fast.step([dev(g) for g in grads])
+        for i, (a, b) in enumerate(zip(ref_params, dev_params)):
+            assert_close(host(b), a, err_msg=f"param {i}")
+        assert_states_close(fast.state_dict(), ref.state_dict())
+    return ref, fast, ref_params, dev_params
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    """Count optimizer kernel launches (fills and copies are not counted)."""
+    counter = {"n": 0}
+    original = cuda_backend._configured
+
+    def counting(kernel, n):
+        launcher = original(kernel, n)
+
+        def launch(*args):
+            counter["n"] += 1
+            return launcher(*args)
+
+        return launch
+
+    monkeypatch.setattr(cuda_backend, "_configured", counting)
+    return counter
+
+
+# ------------------------------------------------------------ registry, kernels
+def test_cuda_is_an_available_backend():
+    assert "cuda" in fastoptim.available_backends()
+    assert backends.resolve("auto", on_device=True) == "cuda"
+    assert cuda_backend.usable() and cuda_backend.why_unusable() == ""
+
+
+def test_kernels_take_the_scalars_in_order():
+    """Kernel arguments after the arrays are exactly _scalars' fields, then the flags."""
+    names = list(inspect.signature(cuda_backend._adam_kernel.py_func).parameters)
+    assert names[5:] == list(_scalars.AdamScalars._fields) + ["amsgrad", "maximize"]
+    names = list(inspect.signature(cuda_backend._sgd_kernel.py_func).parameters)
+    assert names[3:] == list(_scalars.SGDScalars._fields) + ["first_step", "nesterov", "maximize"]
+
+
+# ------------------------------------------------------------------- the math
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("flags", SGD_FLAGS, ids=str)
+def test_sgd_matches_reference(dtype, flags):
+    run_pair(lambda ps, b: fastoptim.SGD(ps, lr=0.05, backend=b, **flags), SIZES, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cls, flags", ADAM_FLAGS, ids=str)
+def test_adam_matches_reference(dtype, cls, flags):
+    run_pair(lambda ps, b: getattr(fastoptim, cls)(ps, lr=0.01, backend=b, **flags), SIZES, dtype)
+
+
+def test_two_param_groups():
+    def make(ps, b):
+        return fastoptim.Adam([{"params": ps[:2]}, {"params": ps[2:], "lr": 0.05, "amsgrad": True,
+                                                   "weight_decay": 0.1}], lr=0.01, backend=b)
+
+    run_pair(make, SIZES, np.float32, steps=3)
+
+
+def test_grid_stride_loop_covers_more_elements_than_threads(monkeypatch):
+    monkeypatch.setattr(_cuda, "GRID_LIMIT", 1)  # one block: every thread loops
+    n = 1000
+    assert _cuda.grid(n)[0] == 1 and _cuda.grid(n)[1] < n
+    run_pair(lambda ps, b: fastoptim.SGD(ps, lr=0.1, momentum=0.9, backend=b), [(n,)],
+             np.float32, steps=2)
+
+
+def test_launch_configurations_are_cached():
+    a = _cuda.configured(cuda_backend._adam_kernel, 1000, 0)
+    assert _cuda.configured(cuda_backend._adam_kernel, 1000, 0) is a
+    assert _cuda.configured(cuda_backend._adam_kernel, 1001, 0) is a  # the same size bucket
+    assert _cuda.configured(cuda_backend._sgd_kernel, 1000, 0) is not a
+
+
+# -------------------------------------------------------------- one-launch mode
+@pytest.mark.parametrize("named", [False, True])
+def test_flat_params_on_device_launch_once_per_group(launches, named):
+    rng = np.random.default_rng(1)
+    init = random_arrays(rng, SIZES, np.float32)
+    names = [f"w{i}" for i in range(len(init))]
+    flat = fastoptim.FlatParams(dict(zip(names, init)) if named else init, device="cuda")
+    assert flat.device == "cuda" and _cuda.is_device_array(flat.buffer)
+    views = [flat.params[k] for k in names] if named else flat.params
+    for view, value in zip(views, init):
+        assert tuple(view.shape) == value.shape and _cuda.is_device_array(view)
+        np.testing.assert_array_equal(host(view), value)
+    ref_params = [p.copy() for p in init]
+    if named:  # a dict of named arrays: one group
+        fast = fastoptim.AdamW(flat.params, lr=0.01, amsgrad=True)
+        ref = fastoptim.AdamW(dict(zip(names, ref_params)), lr=0.01, amsgrad=True,
+                              backend="numpy")
+    else:  # two groups over one buffer
+        fast = fastoptim.AdamW([{"params": views[:2]},
+                                {"params": views[2:], "lr": 0.05, "weight_decay": 0.1}],
+                               lr=0.01, amsgrad=True)
+        ref = fastoptim.AdamW([{"params": ref_params[:2]},
+                               {"params": ref_params[2:], "lr": 0.05, "weight_decay": 0.1}],
+                              lr=0.01, amsgrad=True, backend="numpy")
+    assert fast.backend == "cuda"
+    assert all(s is not None and s.root is flat.buffer for s in fast._segments)
+    for step in range(1, 4):
+        grads = random_arrays(rng, SIZES, np.float32)
+        flat.grad_buffer.copy_to_device(np.concatenate([g.ravel() for g in grads]))
+        before = launches["n"]
+        fast.step(flat.grads)
+        assert launches["n"] - before == len(fast.param_groups)  # one kernel per group
+        ref.step(dict(zip(names, grads)) if named else grads)
+        for i, (a, b) in enumerate(zip(ref_params, views)):
+            assert_close(host(b), a, err_msg=f"param {i}")
+        assert_states_close(fast.state_dict(), ref.state_dict())
+    assert float(fast.state[0]["step"]) == 3.0
+    flat.zero_grad()
+    assert not host(flat.grad_buffer).any()
+
+
+def test_views_of_one_device_buffer_launch_once(launches):
+    """Device views that tile one buffer (not made by FlatParams) also take one launch."""
+    buf, gbuf = dev(np.ones(40, np.float64)), dev(np.full(40, 0.5))
+    params = [buf[0:6].reshape(2, 3), buf[6:40]]
+    opt = fastoptim.SGD(params, lr=0.1, momentum=0.9)
+    for _ in range(2):
+        opt.step([gbuf[0:6].reshape(2, 3), gbuf[6:40]])
+    assert launches["n"] == 2
+    ref = np.ones(40)
+    ref_opt = fastoptim.SGD([ref], lr=0.1, momentum=0.9, backend="numpy")
+    for _ in range(2):
+        ref_opt.step([np.full(40, 0.5)])
+    assert_close(host(buf), ref)
+
+
+def test_separate_arrays_launch_once_each(launches):
+    params = [dev(np.ones(5, np.float32)) for _ in range(3)]
+    opt = fastoptim.Adam(params, lr=0.1)
+    opt.step([dev(np.ones(5, np.float32)) for _ in range(3)])
+    assert launches["n"] == 3
+
+
+def test_flat_params_device_inputs_and_errors():
+    src = [dev(np.arange(3.0)), np.ones((2, 2))]
+    flat = fastoptim.FlatParams(src, device="cuda")
+    np.testing.assert_array_equal(host(flat.buffer), [0, 1, 2, 1, 1, 1, 1])
+    assert fastoptim.FlatParams([np.ones(2)]).device == "cpu"
+    with pytest.raises(ValueError, match="device"):
+        fastoptim.FlatParams([np.ones(2)], device="gpu")
+
+
+# ------------------------------------------------------------ choosing, errors
+def test_auto_picks_cuda_and_cpu_backends_refuse_device_arrays():
+    assert fastoptim.SGD([dev(np.ones(3))], lr=0.1).backend == "cuda"
+    assert fastoptim.Adam([dev(np.ones(3))], backend="auto").backend == "cuda"
+    with pytest.raises(ValueError, match="cannot update CUDA device arrays"):
+        fastoptim.Adam([dev(np.ones(3))], backend="numpy")
+    with pytest.raises(ValueError, match="cannot update host NumPy arrays"):
+        fastoptim.Adam([np.ones(3)], backend="cuda")
+
+
+def test_mixing_host_and_device_params_is_an_error():
+    with pytest.raises(ValueError, match="host array but others are CUDA device arrays"):
+        fastoptim.Adam([dev(np.ones(3)), np.ones(3)])
+    opt = fastoptim.Adam([dev(np.ones(3))])
+    with pytest.raises(ValueError, match="host or all on a CUDA device"):
+        opt.add_param_group({"params": [np.ones(2)]})
+
+
+def test_gradient_errors():
+    p = dev(np.ones(4, np.float32))
+    opt = fastoptim.Adam([p], lr=0.1)
+    with pytest.raises(TypeError, match="host ndarray but its parameter is a CUDA device array"):
+        opt.step([np.ones(4, np.float32)])
+    with pytest.raises(TypeError, match="dtype"):
+        opt.step([dev(np.ones(4, np.float64))])
+    with pytest.raises(ValueError, match="shape"):
+        opt.step([dev(np.ones(5, np.float32))])
+    with pytest.raises(ValueError, match="shares memory"):
+        opt.step([p])
+    with pytest.raises(ValueError, match="C-contiguous"):
+        opt.step([dev(np.ones(8, np.float32))[::2]])
+    assert opt.state_dict()["state"] == {}  # nothing was written
+    np.testing.assert_array_equal(host(p), np.ones(4))
+
+
+def test_parameter_errors():
+    with pytest.raises(ValueError, match="C-contiguous"):
+        fastoptim.SGD([dev(np.ones(8))[::2]], lr=0.1)
+    with pytest.raises(TypeError, match="float32 and float64"):
+        fastoptim.SGD([dev(np.ones(3, np.int32))], lr=0.1)
+    p = dev(np.ones(8))
+    with pytest.raises(ValueError, match="overlap"):
+        fastoptim.SGD([p[0:5], p[3:8]], lr=0.1)
+    with pytest.raises(ValueError, match="more than once"):
+        fastoptim.SGD([p, p], lr=0.1)
+
+
+# ----------------------------------------------------------------- state_dict
+def test_state_dict_round_trip_on_device():
+    rng = np.random.default_rng(2)
+    init = random_arrays(rng, SIZES, np.float32)
+    grads = [random_arrays(rng, SIZES, np.float32) for _ in range(4)]
+    a_params, b_params = [dev(p) for p in init], [dev(p) for p in init]
+    a = fastoptim.Adam(a_params, lr=0.01, amsgrad=True)
+    for g in grads[:2]:
+        a.step([dev(x) for x in g])
+    sd = a.state_dict()
+    for entry in sd["state"].values():
+        for value in entry.values():
+            assert isinstance(value, np.ndarray)
+    for bp, ap in zip(b_params, a_params):
+        bp.copy_to_device(host(ap))
+    b = fastoptim.Adam(b_params, lr=0.01, amsgrad=True)
+    b.load_state_dict(sd)
+    for entry in b.state.values():
+        for key, value in entry.items():
+            assert key == "step" or _cuda.is_device_array(value)
+    for g in grads[2:]:
+        a.step([dev(x) for x in g])
+        b.step([dev(x) for x in g])
+    for x, y in zip(a_params, b_params):
+        np.testing.assert_array_equal(host(x), host(y))
+
+
+@pytest.mark.parametrize("flat", [False, True])
+def test_cpu_state_dict_continues_on_the_gpu(flat):
+    """Train on the CPU, load the state into a CUDA optimizer: it goes on like the CPU run."""
+    rng = np.random.default_rng(3)
+    init = random_arrays(rng, SIZES, np.float64)
+    grads = [random_arrays(rng, SIZES, np.float64) for _ in range(4)]
+    cpu_params = [p.copy() for p in init]
+    cpu = fastoptim.SGD(cpu_params, lr=0.05, momentum=0.9, weight_decay=0.01, backend="numpy")
+    for g in grads[:2]:
+        cpu.step(g)
+    if flat:
+        fp = fastoptim.FlatParams(cpu_params, device="cuda")
+        gpu_params = fp.params
+    else:
+        gpu_params = [dev(p) for p in cpu_params]
+    gpu = fastoptim.SGD(gpu_params, lr=0.05, momentum=0.9, weight_decay=0.01)
+    gpu.load_state_dict(cpu.state_dict())
+    for g in grads[2:]:
+        cpu.step(g)
+        gpu.step([dev(x) for x in g])
+    for i, (a, b) in enumerate(zip(cpu_params, gpu_params)):
+        assert_close(host(b), a, err_msg=f"param {i}")
+    assert_states_close(gpu.state_dict(), cpu.state_dict())
+
+
+# ----------------------------------------------------------------- functional
+def test_functional_adam_step_on_device():
+    rng = np.random.default_rng(4)
+    sizes = [(5,), (2, 3)]
+    p_ref = random_arrays(rng, sizes, np.float32)
+    p_dev = [dev(p) for p in p_ref]
+    m_ref, v_ref, w_ref = ([np.zeros_like(p) for p in p_ref] for _ in range(3))
+    m_dev, v_dev, w_dev = ([dev(np.zeros_like(p)) for p in p_ref] for _ in range(3))
+    for step in range(1, 4):
+        grads = random_arrays(rng, sizes, np.float32)
+        kw = dict(step=step, lr=0.01, weight_decay=0.1, amsgrad=True)
+        F.adam_step(p_ref, grads, m_ref, v_ref, w_ref, backend="numpy", **kw)
+        F.adam_step(p_dev, [dev(g) for g in grads], m_dev, v_dev, w_dev, **kw)
+    for a, b in zip(p_ref + m_ref + v_ref + w_ref, p_dev + m_dev + v_dev + w_dev):
+        assert_close(host(b), a)
+
+
+def test_functional_sgd_step_creates_device_buffers():
+    p_ref, p_dev = np.ones(5), dev(np.ones(5))
+    bufs_ref, bufs_dev = [None], [None]
+    for _ in range(3):
+        g = np.array([0.5, -1.0, 2.0, 0.0, 3.0])
+        F.sgd_step([p_ref], [g], bufs_ref, lr=0.1, momentum=0.9, nesterov=True, backend="numpy")
+        F.sgd_step([p_dev], [dev(g)], bufs_dev, lr=0.1, momentum=0.9, nesterov=True)
+    assert _cuda.is_device_array(bufs_dev[0])
+    assert_close(host(bufs_dev[0]), bufs_ref[0])
+    assert_close(host(p_dev), p_ref)
+    with pytest.raises(ValueError, match="backend 'numpy' cannot update CUDA device arrays"):
+        F.sgd_step([p_dev], [dev(g)], lr=0.1, backend="numpy")
+
+
+# -------------------------------------------------------------------- streams
+def test_streams():
+    assert _cuda.get_stream() == 0  # the default stream
+    s = cuda.stream()
+    p_a, p_b = dev(np.ones(33, np.float32)), dev(np.ones(33, np.float32))
+    g = dev(np.full(33, 0.25, np.float32))
+    a, b = fastoptim.Adam([p_a], lr=0.1), fastoptim.Adam([p_b], lr=0.1)
+    with cuda_backend.use_stream(s):
+        assert cuda_backend.get_stream() is s
+        a.step([g])
+        a.step([g])
+    assert cuda_backend.get_stream() == 0
+    try:
+        cuda_backend.set_stream(s)
+        b.step([g])
+        b.step([g])
+        host_b = b.state_dict()
+    finally:
+        cuda_backend.set_stream(None)
+    s.synchronize()
+    assert _cuda.get_stream() == 0
+    np.testing.assert_array_equal(host(p_a), host(p_b))
+    np.testing.assert_array_equal(host_b["state"][0]["exp_avg"], a.state_dict()["state"][0]["exp_avg"])
+    with pytest.raises(TypeError, match="stream must be"):
+        cuda_backend.set_stream("fast")
+
+
+# ---------------------------------------------------------------- benchmark
+@pytest.mark.filterwarnings("ignore:Simulator timings are bogus")
+def test_benchmark_script_smoke():
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_cuda.py"
+    if not path.exists():
+        pytest.skip("benchmarks/ is not part of this installation")
+    spec = importlib.util.spec_from_file_location("bench_cuda_under_test", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = bench.run_cuda_bench(sizes=[100], repeat=1, many=(3, 32), optimizers=["adam", "sgd"],
+                                peers=False, allow_simulator=True)
+    impls = {r["impl"] for r in rows}
+    assert "fastoptim cuda" in impls and "fastoptim cuda, FlatParams (one launch)" in impls
+    assert all(r["elements"] > 0 for r in rows)
+    with pytest.raises(ValueError):
+        bench.run_cuda_bench(sizes=["lots"], allow_simulator=True)
