@@ -1,0 +1,37 @@
+"""One large or medium tensor: optimizer x backend x size x dtype, the floor and torch.optim.
+
+One pytest-benchmark group per (optimizer, size, dtype): read the ratios inside a group.
+"""
+import pytest
+
+from fastoptim import bench
+
+TORCH = {key: impl for key, _, impl in bench.TORCH_PEERS}
+
+
+def _case(size):
+    return bench.Case(bench.format_size(size), (size,), ("single",))
+
+
+def _group(optimizer, size, dtype):
+    return f"{optimizer} {bench.format_size(size)} {dtype}"
+
+
+def test_fastoptim(benchmark, helpers, optimizer, backend, size, dtype):
+    step = helpers.fastoptim_step(optimizer, _case(size), "single", backend, dtype)
+    helpers.run(benchmark, step, group=_group(optimizer, size, dtype), optimizer=optimizer,
+                n=size, dtype=dtype, contestant=backend)
+
+
+def test_floor(benchmark, helpers, optimizer, size, dtype):
+    """Moves the optimizer's bytes with no math: what the memory bus allows."""
+    step = helpers.floor_step(optimizer, size, dtype)
+    helpers.run(benchmark, step, group=_group(optimizer, size, dtype), optimizer=optimizer,
+                n=size, dtype=dtype, contestant="floor")
+
+
+@pytest.mark.parametrize("peer", list(TORCH))
+def test_torch(benchmark, helpers, optimizer, peer, size, dtype):
+    step = helpers.torch_step(optimizer, _case(size), TORCH[peer], dtype)
+    helpers.run(benchmark, step, group=_group(optimizer, size, dtype), optimizer=optimizer,
+                n=size, dtype=dtype, contestant=peer)

@@ -1,0 +1,204 @@
+"""The ``fastoptim`` command: ``fastoptim bench`` and ``fastoptim demo``.
+
+Only argparse is imported here; NumPy, Numba, rich, torch and matplotlib load
+inside the command that needs them, so ``fastoptim --help`` is instant.
+Exit codes: 0 success, 1 a failure while running, 2 a usage error (unknown
+optimizer or backend, bad size, missing optional dependency for an option).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+_BENCH_EPILOG = """\
+examples:
+  fastoptim bench                          # SGD, Adam, AdamW in float32 (1-2 minutes)
+  fastoptim bench --quick                  # small sizes, a few seconds
+  fastoptim bench --optimizers adamw --sizes 64M,1M,16K --plot adamw.png
+  fastoptim bench --threads 1 --no-peers --json bench.json
+  fastoptim bench --latency --crossover
+
+Each fast backend is checked against the NumPy reference before it is timed.
+See docs/benchmarks.md for what every column means.
+"""
+
+
+def _version() -> str:
+    try:
+        from fastoptim import __version__
+    except Exception:  # pragma: no cover - a broken install still answers --version
+        from importlib.metadata import version
+
+        __version__ = version("fastoptim")
+    return __version__
+
+
+def _csv(text):
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fastoptim",
+        description="torch.optim's SGD, Adam and AdamW for NumPy arrays: benchmark and demo.",
+    )
+    parser.add_argument("--version", action="version", version=f"fastoptim {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    bench = commands.add_parser(
+        "bench", help="how fast is each backend, against the memory-bandwidth floor and peers",
+        description="Time SGD (momentum), Adam and AdamW steps on every available backend, "
+                    "against a bandwidth floor measured in the same run and against "
+                    "torch.optim / DeepSpeed when importable.",
+        epilog=_BENCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench.add_argument("--quick", action="store_true",
+                       help="small sizes and few repeats (well under 20 s)")
+    bench.add_argument("--optimizers", type=_csv, default=None, metavar="LIST",
+                       help="comma-separated: sgd, adam, adamw (default), sgd-plain, amsgrad")
+    bench.add_argument("--backends", type=_csv, default=None, metavar="LIST",
+                       help="comma-separated CPU backends: numpy, numba, c "
+                            "(default: every available one)")
+    bench.add_argument("--sizes", type=_csv, default=None, metavar="LIST",
+                       help="single-tensor sizes in elements, K/M suffixes allowed "
+                            "(default 16M,256K; --quick 1M,64K)")
+    bench.add_argument("--many", default="default", metavar="COUNTxSIZE",
+                       help="the many-small-tensors case, FlatParams and plain list "
+                            "(default 1000x1024; --quick 100x1024; 'none' to skip)")
+    bench.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    bench.add_argument("--threads", type=int, default=None, metavar="N",
+                       help="threads for numba, the C OpenMP kernels and torch (default: all)")
+    bench.add_argument("--repeat", type=int, default=None, metavar="N",
+                       help="timed repeats per measurement, the median is shown "
+                            "(default 10; --quick 5)")
+    bench.add_argument("--no-peers", dest="peers", action="store_false",
+                       help="do not time torch.optim / DeepSpeedCPUAdam")
+    bench.add_argument("--latency", dest="latency", action="store_true", default=None,
+                       help="measure the first-step latency with a cold and a warm Numba "
+                            "cache (default: only if it fits the default run's time budget)")
+    bench.add_argument("--no-latency", dest="latency", action="store_false")
+    bench.add_argument("--crossover", action="store_true",
+                       help="measure where the parallel kernels start beating the serial ones")
+    bench.add_argument("--json", dest="json_path", metavar="PATH",
+                       help="write every result and the machine description as JSON ('-': stdout)")
+    bench.add_argument("--plot", dest="plot_path", metavar="PATH",
+                       help="PNG of GB/s against size "
+                            '(needs matplotlib: pip install "fastoptim[plot]")')
+    bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                       help="cuda runs the GPU benchmark (fastoptim.bench_cuda) instead")
+
+    parser.bench_parser = bench  # for usage errors found after parsing (unknown names)
+
+    demo = commands.add_parser("demo", help="train a small MLP: optimizers and schedulers "
+                                            "compared (fastoptim.demo)",
+                               add_help=False)
+    demo.add_argument("args", nargs=argparse.REMAINDER, help="passed to the demo")
+    return parser
+
+
+def main(argv=None) -> int:
+    """Entry point of ``fastoptim`` and ``python -m fastoptim``; returns the exit code."""
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["demo"]:  # everything after "demo" is the demo's own (argparse's
+        return _demo(argv[1:])  # REMAINDER would reject a leading --option)
+    args = parser.parse_args(argv)
+    if args.command == "bench":
+        return _bench(parser, args)
+    if args.command == "demo":
+        return _demo(args.args)
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _usage_error(parser, message) -> int:
+    parser.print_usage(sys.stderr)
+    print(f"{parser.prog}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _bench(parser, args) -> int:
+    bench_parser = parser.bench_parser
+    from fastoptim import bench
+
+    if args.plot_path:  # fail before a long run, not after it
+        try:
+            bench.require_matplotlib()
+        except ImportError as exc:
+            return _usage_error(bench_parser, str(exc))
+
+    from rich.console import Console
+
+    console = Console(stderr=args.json_path == "-")
+    if not console.is_terminal and "COLUMNS" not in os.environ:  # a log file: room for the tables
+        console = Console(stderr=args.json_path == "-", width=100)
+    try:
+        if args.device == "cuda":
+            return _bench_cuda(bench, args, console)
+        report = bench.run(
+            optimizers=args.optimizers or bench.DEFAULT_OPTIMIZERS, backends=args.backends,
+            sizes=args.sizes, many=args.many, dtype=args.dtype, threads=args.threads,
+            repeat=args.repeat, peers=args.peers, quick=args.quick, latency=args.latency,
+            crossover=args.crossover, console=console)
+    except bench.BenchError as exc:
+        return _usage_error(bench_parser, str(exc))
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/red]")
+        return 130
+    if args.json_path:
+        report.write_json(args.json_path)
+        if args.json_path != "-":
+            console.print(f"wrote {args.json_path}")
+    if args.plot_path:
+        bench.plot(report, args.plot_path)
+        console.print(f"wrote {args.plot_path}")
+    return 0
+
+
+def _bench_cuda(bench, args, console) -> int:
+    try:
+        result, passed = bench.run_device(
+            "cuda", console=console, optimizers=args.optimizers or list(bench.DEFAULT_OPTIMIZERS),
+            backends=args.backends, sizes=args.sizes, many=args.many, dtype=args.dtype,
+            threads=args.threads, repeat=args.repeat, quick=args.quick, peers=args.peers,
+            json_path=args.json_path, plot_path=args.plot_path)
+    except bench.BenchError as exc:
+        print(f"fastoptim bench --device cuda: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # no GPU benchmark, no GPU, or a bad argument (ValueError too)
+        print(f"fastoptim bench --device cuda: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ValueError) else 1
+    if args.plot_path and "plot_path" not in passed:
+        print("fastoptim bench --device cuda: --plot is not supported by the CUDA benchmark",
+              file=sys.stderr)
+    if args.json_path and "json_path" not in passed and result is not None:
+        import json
+
+        doc = {"schema": "fastoptim-bench-cuda/1", "machine": bench.machine_info(args.threads),
+               "cuda": result}
+        text = json.dumps(doc, indent=2, default=str)
+        if args.json_path == "-":
+            print(text)
+        else:
+            with open(args.json_path, "w") as f:
+                f.write(text + "\n")
+    return 0 if not isinstance(result, int) else result
+
+
+def _demo(argv) -> int:
+    try:
+        import fastoptim.demo as demo
+    except ModuleNotFoundError as exc:
+        if exc.name == "fastoptim.demo":
+            print("fastoptim demo: the demo is not available in this installation "
+                  "(no fastoptim.demo module)", file=sys.stderr)
+            return 1
+        print(f"fastoptim demo: the demo needs a package that is not installed: {exc.name} "
+              '(try: pip install "fastoptim[examples]")', file=sys.stderr)
+        return 1
+    result = demo.main(list(argv))
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

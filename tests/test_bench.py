@@ -1,0 +1,266 @@
+"""fastoptim.bench through its Python API, on tiny sizes (the whole file runs in seconds)."""
+import io
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from fastoptim import backends, bench
+
+TINY = dict(sizes=[4096], many=(4, 256), repeat=2, quick=True, latency=False)
+FAST = [b for b in backends.available_backends() if b not in (backends.REFERENCE, "cuda")]
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(file=io.StringIO(), width=140, color_system=None)
+
+
+def _timed_rows_are_sane(report):
+    for row in report.results:
+        if row.check in ("ok", "reference", "n/a", "peer"):
+            assert row.time_s > 0 and row.repeats == 2 and len(row.times_s) == 2, row
+            assert row.inner >= 1 and row.gb_per_s > 0
+            assert all(t > 0 for t in row.times_s)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("4096", 4096), ("4K", 4096), ("4k", 4096), ("256K", 262144), ("16M", 16 * 2**20),
+    ("1.5K", 1536), (" 2M ", 2 * 2**20), (7, 7),
+])
+def test_parse_size(text, expected):
+    assert bench.parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "12Q", "-4", "0", "K", "1e6"])
+def test_parse_size_rejects(text):
+    with pytest.raises(bench.BenchError, match="bad size"):
+        bench.parse_size(text)
+
+
+def test_parse_many_and_format_size():
+    assert bench.parse_many("1000x1K") == (1000, 1024)
+    assert bench.parse_many("none") is None
+    with pytest.raises(bench.BenchError):
+        bench.parse_many("1000")
+    assert [bench.format_size(n) for n in (1000, 1024, 262144, 16 * 2**20)] == \
+        ["1000", "1K", "256K", "16M"]
+
+
+def test_run_prints_tables_and_fills_every_result():
+    console = _console()
+    report = bench.run(optimizers=["sgd", "adam", "adamw"], peers=False, console=console, **TINY)
+    out = console.file.getvalue()
+    assert "fastoptim bench" in out and "median of 2 repeats" in out
+    for title in ("SGD (momentum 0.9), float32, one tensor of 4K elements",
+                  "Adam, float32, 4 tensors x 256 via FlatParams",
+                  "AdamW, float32, 4 tensors x 256 as a plain list",
+                  "Summary"):
+        assert title in out
+    for name in ["floor", "numpy"] + FAST:
+        assert name in out
+    _timed_rows_are_sane(report)
+    # per optimizer: one single-tensor case, a flat and a list case
+    rows = [r for r in report.results if r.optimizer == "adam"]
+    assert {(r.case, r.mode) for r in rows if r.kind != "floor"} == \
+        {("4K", "single"), ("4x256", "flat"), ("4x256", "list")}
+    assert all(r.check == "ok" for r in rows if r.kind == "fastoptim")
+    assert {r.bytes_per_element for r in rows} == {28}
+    assert {r.bytes_per_element for r in report.results if r.optimizer == "sgd"} == {20}
+    for r in rows:
+        if r.kind in ("reference", "fastoptim"):
+            assert r.speedup_vs_numpy > 0 and r.fraction_of_floor > 0
+    assert report.machine["numba_threading_layer"] != "not initialised"
+
+
+def test_json_document(tmp_path):
+    report = bench.run(optimizers=["adamw"], peers=False, console=None, **TINY)
+    path = tmp_path / "bench.json"
+    report.write_json(path)
+    doc = json.loads(path.read_text())
+    assert {"schema", "machine", "settings", "results", "latency", "crossover",
+            "wall_time_s"} <= set(doc)
+    for key in ("cpu", "logical_cpus", "numba_threading_layer", "python", "numpy", "numba",
+                "torch", "fastoptim", "threads"):
+        assert key in doc["machine"]
+    assert doc["settings"]["repeat"] == 2 and doc["settings"]["dtype"] == "float32"
+    timed = [r for r in doc["results"] if r["time_s"] is not None]
+    # a floor per case (4K, 4x256), each backend in three modes (single, flat, list)
+    assert len(timed) == len(doc["results"]) == 2 + 3 * len(["numpy"] + FAST)
+    assert all(r["time_s"] > 0 and r["gb_per_s"] > 0 for r in timed)
+
+
+@pytest.mark.skipif(not FAST, reason="no fast backend to break")
+def test_a_broken_backend_is_reported_and_never_timed(monkeypatch):
+    victim = FAST[0]
+    module = backends.load(victim)
+    original = module.adam
+
+    def broken_adam(param, *args, **kwargs):
+        original(param, *args, **kwargs)
+        param *= np.float32(1.001)  # a small, systematic error
+
+    monkeypatch.setattr(module, "adam", broken_adam)
+    console = _console()
+    report = bench.run(optimizers=["adam"], peers=False, console=console, **TINY)
+    broken = [r for r in report.results if r.contestant == victim]
+    assert len(broken) == 3 and all(r.check == "mismatch" for r in broken)
+    assert all(r.time_s is None and r.times_s == [] for r in broken)
+    assert "param[0]: max rel err" in broken[0].detail
+    out = console.file.getvalue()
+    assert "MISMATCH" in out and "not timed" in out
+    # the other contestants are still checked and timed
+    others = [r for r in report.results if r.contestant != victim]
+    assert all(r.timed for r in others)
+
+
+@pytest.mark.skipif(not FAST, reason="no fast backend")
+def test_a_backend_that_raises_is_reported(monkeypatch):
+    def fails(*args, **kwargs):
+        raise RuntimeError("kernel exploded")
+
+    monkeypatch.setattr(backends.load(FAST[0]), "sgd", fails)
+    report = bench.run(optimizers=["sgd"], sizes=[1024], many=None, repeat=2, peers=False,
+                       latency=False, quick=True, console=None)
+    row = next(r for r in report.results if r.contestant == FAST[0])
+    assert row.check == "error" and "kernel exploded" in row.detail and not row.timed
+
+
+def test_sequential_schedule_when_memory_is_short(monkeypatch):
+    monkeypatch.setattr(bench, "_physical_memory", lambda: 1)
+    report = bench.run(optimizers=["sgd"], sizes=[2048], many=None, repeat=2, peers=False,
+                       latency=False, quick=True, console=None)
+    assert {r.schedule for r in report.results} == {"sequential"}
+    _timed_rows_are_sane(report)
+
+
+def test_float64_uses_its_own_tolerance():
+    report = bench.run(optimizers=["sgd-plain", "amsgrad"], sizes=[1000], many=None, repeat=2,
+                       dtype="float64", peers=False, latency=False, quick=True, console=None)
+    assert report.settings["rtol"] == 1e-12
+    assert {r.bytes_per_element for r in report.results if r.optimizer == "sgd-plain"} == {24}
+    assert {r.bytes_per_element for r in report.results if r.optimizer == "amsgrad"} == {72}
+    assert all(r.check in ("ok", "reference", "n/a") for r in report.results)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(optimizers=["adagrad"]), "unknown optimizer: 'adagrad'"),
+    (dict(backends=["tpu"]), "unknown backend: 'tpu'"),
+    (dict(backends=["cuda"]), "--device cuda"),
+    (dict(sizes=["12Q"]), "bad size"),
+    (dict(dtype="float16"), "bad dtype"),
+    (dict(threads=0), "--threads 0"),
+    (dict(repeat=0), "--repeat 0"),
+])
+def test_bad_requests_raise_bench_error(kwargs, message):
+    with pytest.raises(bench.BenchError, match=message.replace("(", r"\(")):
+        bench.run(console=None, **{**TINY, **kwargs})
+
+
+def test_torch_peers_are_labelled_and_compared():
+    pytest.importorskip("torch")
+    report = bench.run(optimizers=["adam"], sizes=[4096], many=None, repeat=2, peers=True,
+                       latency=False, quick=True, console=None)
+    peers = [r for r in report.results if r.kind == "peer"]
+    assert {r.contestant for r in peers} == {"torch-forloop", "torch-foreach", "torch-fused"}
+    assert all(r.check in ("peer", "error") for r in peers)
+    assert any(r.timed for r in peers)
+    fast = [r for r in report.results if r.kind == "fastoptim"]
+    assert fast and all(r.speedup_vs_best_torch > 0 for r in fast)
+
+
+def test_first_step_latency_cold_and_warm():
+    rows = bench.run_latency(["sgd"], threads=1, console=None, progress=False)
+    (row,) = rows
+    for which in ("cold", "warm"):
+        assert "error" not in row[which], row[which]
+        assert row[which]["total_s"] > 0 and row[which]["first_step_s"] > 0
+        assert isinstance(row[f"{which}_meets_goal"], bool)
+    assert row["warm"]["first_step_s"] < row["cold"]["first_step_s"]  # the cache was used
+
+
+@pytest.mark.skipif("numba" not in FAST, reason="numba backend unavailable")
+def test_crossover_reports_serial_and_parallel_times():
+    console = _console()
+    result = bench.run_crossover(sizes=[1024, 65536], repeat=2, console=console)
+    entry = result["kernels"]["numba"]
+    assert [p["elements"] for p in entry["points"]] == [1024, 65536]
+    assert all(p["serial_s"] > 0 and p["parallel_s"] > 0 for p in entry["points"])
+    assert "Serial vs parallel, numba Adam kernel" in console.file.getvalue()
+
+
+def test_crossover_point():
+    assert bench._crossover_point([(1, 1, 2), (2, 2, 1), (4, 4, 2)]) == 2
+    assert bench._crossover_point([(1, 1, 2), (2, 2, 1), (4, 2, 4)]) is None
+    assert bench._crossover_point([(1, 2, 1), (2, 2, 1)]) == 1
+
+
+def test_plot_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    report = bench.run(optimizers=["sgd", "adam"], sizes=[1024, 4096], many=None, repeat=2,
+                       peers=False, latency=False, quick=True, console=None)
+    path = tmp_path / "bench.png"
+    bench.plot(report, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ImportError, match=r'pip install "fastoptim\[plot\]"'):
+        bench.require_matplotlib()
+
+
+def test_device_cuda_without_the_module(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "fastoptim.bench_cuda", None)
+    monkeypatch.setattr(bench, "_cuda_bench_file", lambda: str(tmp_path / "missing.py"))
+    with pytest.raises(RuntimeError, match="CUDA benchmark is not available"):
+        bench.run_device("cuda", sizes=["4K"])
+
+
+def test_device_cuda_passes_only_the_options_it_accepts(monkeypatch):
+    seen = {}
+
+    def run_cuda_bench(sizes, dtype, console=None):
+        seen.update(sizes=sizes, dtype=dtype, console=console)
+        return {"ok": True}
+
+    fake = types.ModuleType("fastoptim.bench_cuda")
+    fake.run_cuda_bench = run_cuda_bench
+    monkeypatch.setitem(sys.modules, "fastoptim.bench_cuda", fake)
+    result, passed = bench.run_device("cuda", sizes=["4K"], dtype="float32", repeat=3)
+    assert result == {"ok": True} and set(passed) == {"sizes", "dtype", "console"}
+    assert seen["sizes"] == ["4K"]
+    with pytest.raises(bench.BenchError, match="unknown device"):
+        bench.run_device("tpu")
+
+
+def test_print_report_renders_a_finished_report():
+    report = bench.run(optimizers=["sgd"], sizes=[1024], many=(2, 128), repeat=2, peers=False,
+                       latency=False, quick=True, console=None)
+    console = _console()
+    bench.print_report(report, console)
+    out = console.file.getvalue()
+    assert "one tensor of 1K elements" in out and "via FlatParams" in out and "Summary" in out
+
+
+def test_a_slow_contestant_stops_after_its_time_budget(monkeypatch):
+    monkeypatch.setattr(bench, "QUICK_CONTESTANT_BUDGET_S", 0.0)
+    report = bench.run(optimizers=["sgd"], sizes=[1024], many=None, repeat=6, peers=False,
+                       latency=False, quick=True, console=None)
+    assert {r.repeats for r in report.results} == {bench.MIN_REPEATS}
+    assert report.settings["min_repeats"] == bench.MIN_REPEATS
+
+
+def test_cpu_meter_counts_other_processes_not_this_one():
+    meter = bench.CpuMeter().start()
+    x = 0
+    for i in range(300000):  # busy in this process: must not count as "others"
+        x += i
+    others = meter.stop()
+    assert others is None or others >= 0
+    report = bench.run(optimizers=["sgd"], sizes=[1024], many=None, repeat=2, peers=False,
+                       latency=False, quick=True, console=None)
+    assert all(r.busy_cpus is None or r.busy_cpus >= 0 for r in report.results)

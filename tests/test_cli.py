@@ -1,0 +1,142 @@
+"""The ``fastoptim`` command: bench and demo subcommands, exit codes, messages."""
+import json
+import os
+import subprocess
+import sys
+import types
+
+import pytest
+
+import fastoptim
+from fastoptim import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastoptim.__file__)))
+TINY = ["bench", "--quick", "--sizes", "4K", "--many", "4x256", "--repeat", "2", "--no-peers",
+        "--no-latency"]
+
+
+def _python(*args, timeout=120):
+    """Run ``python -m fastoptim ...`` on the same fastoptim these tests import."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    env.pop("COLUMNS", None)
+    return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_python_m_fastoptim_bench_prints_tables_and_writes_json(tmp_path):
+    path = tmp_path / "out.json"
+    proc = _python("-m", "fastoptim", *TINY, "--optimizers", "adam", "--json", str(path))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "fastoptim bench" in out and "Adam, float32, one tensor of 4K elements" in out
+    assert "via FlatParams" in out and "as a plain list" in out and "Summary" in out
+    assert "floor" in out and "numpy" in out and f"wrote {path}" in out
+    doc = json.loads(path.read_text())
+    assert {"machine", "settings", "results"} <= set(doc)
+    assert doc["settings"]["optimizers"] == ["adam"] and doc["settings"]["sizes"] == [4096]
+    assert doc["results"] and all(r["time_s"] > 0 for r in doc["results"])
+    assert {r["optimizer"] for r in doc["results"]} == {"adam"}
+
+
+def test_version():
+    proc = _python("-m", "fastoptim", "--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"fastoptim {fastoptim.__version__}"
+
+
+def test_the_cli_module_imports_nothing_heavy():
+    proc = _python("-c", "import sys, fastoptim.cli; "
+                   "print(sorted(m for m in ('rich', 'torch', 'matplotlib', 'numba') "
+                   "if m in sys.modules))")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_in_process_bench_with_json_on_stdout(capsys):
+    assert cli.main([*TINY, "--optimizers", "sgd", "--backends", "numpy", "--json", "-"]) == 0
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)  # stdout is the JSON document only; tables go to stderr
+    assert {r["contestant"] for r in doc["results"]} == {"floor", "numpy"}
+    assert "SGD (momentum 0.9)" in captured.err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--optimizers", "adam,adagrad"], "unknown optimizer: 'adagrad'"),
+    (["--backends", "numba,tpu"], "unknown backend: 'tpu'"),
+    (["--sizes", "12Q"], "bad size '12Q'"),
+    (["--many", "1000"], "bad --many"),
+    (["--threads", "0"], "--threads 0"),
+    (["--repeat", "0"], "--repeat 0"),
+])
+def test_bad_requests_exit_2_with_a_clear_message(capsys, argv, message):
+    assert cli.main(["bench", *argv]) == 2
+    err = capsys.readouterr().err
+    assert "usage: fastoptim bench" in err and message in err
+
+
+def test_argparse_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["bench", "--dtype", "float16"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["frobnicate"])
+    assert exc.value.code == 2
+
+
+def test_no_command_prints_help(capsys):
+    assert cli.main([]) == 2
+    assert "bench" in capsys.readouterr().err
+
+
+def test_plot_writes_a_png(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "bench.png"
+    assert cli.main([*TINY, "--optimizers", "adam", "--many", "none", "--plot", str(path)]) == 0
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"wrote {path}" in capsys.readouterr().out
+
+
+def test_plot_without_matplotlib_fails_before_running(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert cli.main([*TINY, "--plot", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert 'pip install "fastoptim[plot]"' in err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_device_cuda_without_a_gpu_benchmark(monkeypatch, capsys, tmp_path):
+    from fastoptim import bench
+
+    monkeypatch.setitem(sys.modules, "fastoptim.bench_cuda", None)
+    monkeypatch.setattr(bench, "_cuda_bench_file", lambda: str(tmp_path / "missing.py"))
+    assert cli.main(["bench", "--device", "cuda"]) == 1
+    assert "CUDA benchmark is not available" in capsys.readouterr().err
+
+
+def test_device_cuda_calls_run_cuda_bench(monkeypatch, tmp_path):
+    calls = []
+    fake = types.ModuleType("fastoptim.bench_cuda")
+    fake.run_cuda_bench = lambda sizes=None, optimizers=None, quick=False, console=None: \
+        calls.append((sizes, optimizers, quick)) or [{"impl": "fake", "ms": 1.0}]
+    monkeypatch.setitem(sys.modules, "fastoptim.bench_cuda", fake)
+    path = tmp_path / "cuda.json"
+    assert cli.main(["bench", "--device", "cuda", "--quick", "--sizes", "1M",
+                     "--optimizers", "adam", "--json", str(path)]) == 0
+    assert calls == [(["1M"], ["adam"], True)]
+    assert json.loads(path.read_text())["cuda"] == [{"impl": "fake", "ms": 1.0}]
+
+
+def test_demo_passes_the_rest_of_the_arguments(monkeypatch):
+    seen = []
+    fake = types.ModuleType("fastoptim.demo")
+    fake.main = lambda argv: seen.append(argv) or 0
+    monkeypatch.setitem(sys.modules, "fastoptim.demo", fake)
+    monkeypatch.setattr(fastoptim, "demo", fake, raising=False)
+    assert cli.main(["demo", "--quick", "--out", "x"]) == 0
+    assert seen == [["--quick", "--out", "x"]]
+
+
+def test_demo_missing_is_a_clear_error(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "fastoptim.demo", None)
+    assert cli.main(["demo"]) == 1
+    assert "demo is not available" in capsys.readouterr().err
