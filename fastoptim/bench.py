@@ -1455,41 +1455,17 @@ def require_matplotlib():
 
 
 # --------------------------------------------------------------------------- device
-CUDA_UNAVAILABLE = ("the CUDA benchmark is not available in this installation (neither a "
-                    "fastoptim.bench_cuda module nor a source checkout's benchmarks/bench_cuda.py)")
-
-
-def _cuda_bench_file():
-    """``benchmarks/bench_cuda.py`` of the source checkout this package runs from, if any."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(fastoptim.__file__)))
-    return os.path.join(root, "benchmarks", "bench_cuda.py")
-
-
 def _load_cuda_bench():
     try:
         return importlib.import_module("fastoptim.bench_cuda")
-    except ModuleNotFoundError as exc:
-        if exc.name != "fastoptim.bench_cuda":
-            raise RuntimeError(f"the CUDA benchmark could not be loaded: {exc}") from None
     except ImportError as exc:
         raise RuntimeError(f"the CUDA benchmark could not be loaded: {exc}") from None
-    path = _cuda_bench_file()
-    if not os.path.isfile(path):
-        raise RuntimeError(CUDA_UNAVAILABLE)
-    spec = importlib.util.spec_from_file_location("fastoptim_bench_cuda", path)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except ImportError as exc:
-        raise RuntimeError(f"the CUDA benchmark ({path}) could not be loaded: {exc}") from None
-    return module
 
 
 def run_device(device, console=None, **options):
     """Hand ``--device cuda`` to ``run_cuda_bench`` of the GPU benchmark; return (result, kwargs).
 
-    The GPU benchmark is ``fastoptim.bench_cuda`` or, in a source checkout,
-    ``benchmarks/bench_cuda.py``. Only the keyword arguments its ``run_cuda_bench``
+    The GPU benchmark is ``fastoptim.bench_cuda``. Only the keyword arguments its ``run_cuda_bench``
     accepts are passed (of optimizers, backends, sizes, many, dtype, threads,
     repeat, quick, peers, json_path, plot_path, console). Raises BenchError for
     another device and RuntimeError when no GPU benchmark can be loaded; errors

@@ -398,13 +398,9 @@ def test_streams():
 
 # ---------------------------------------------------------------- benchmark
 @pytest.mark.filterwarnings("ignore:Simulator timings are bogus")
-def test_benchmark_script_smoke():
-    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_cuda.py"
-    if not path.exists():
-        pytest.skip("benchmarks/ is not part of this installation")
-    spec = importlib.util.spec_from_file_location("bench_cuda_under_test", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_benchmark_smoke():
+    from fastoptim import bench_cuda as bench
+
     rows = bench.run_cuda_bench(sizes=[100], repeat=1, many=(3, 32), optimizers=["adam", "sgd"],
                                 peers=False, allow_simulator=True)
     impls = {r["impl"] for r in rows}
