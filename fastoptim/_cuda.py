@@ -328,6 +328,10 @@ class DeviceArrays(ArraySupport):
             fill(out, 0)
         return out
 
+    @classmethod
+    def kernel_views(cls, arrays):
+        return [None if a is None else cls.ravel(a) for a in arrays]
+
     @staticmethod
     def ravel(a):
         a = as_device(a)

@@ -72,6 +72,15 @@ class HostArrays(ArraySupport):
         return a.reshape(-1)
 
     @staticmethod
+    def kernel_views(arrays):
+        """1-D views of the arrays one kernel call touches, or the arrays themselves
+        when one of them is strided: only the (elementwise) NumPy reference accepts
+        those, and a reshape would silently copy them."""
+        if all(a is None or a.flags.c_contiguous for a in arrays):
+            return [None if a is None else a.reshape(-1) for a in arrays]
+        return list(arrays)
+
+    @staticmethod
     def step_counter(value=0.0):
         return np.array(value, dtype=np.float32)
 

@@ -86,8 +86,8 @@ def sgd_step(params, grads, momentum_buffers=None, *, lr=1e-3, momentum=0, dampe
         first_step = momentum != 0 and buffers[i] is None
         if first_step:
             buffers[i] = devices.alloc(p, "empty")
-        buf = devices.ravel(buffers[i]) if momentum != 0 else None
-        kernels.sgd(devices.ravel(p), devices.ravel(g), buf, lr=lr, momentum=momentum,
+        p, g, buf = devices.kernel_views([p, g, buffers[i] if momentum != 0 else None])
+        kernels.sgd(p, g, buf, lr=lr, momentum=momentum,
                     dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
                     maximize=maximize, first_step=first_step)
     if isinstance(momentum_buffers, list):
@@ -114,11 +114,11 @@ def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, ste
     for name in ("exp_avgs", "exp_avg_sqs") + (("max_exp_avg_sqs",) if amsgrad else ()):
         if any(a is None for a in states[name]):
             raise ValueError(f"{name} must have an array for every parameter")
-    ravel = devices.ravel
     for i, (p, g) in enumerate(zip(params, grads)):
-        vmax = ravel(states["max_exp_avg_sqs"][i]) if amsgrad else None
-        kernels.adam(ravel(p), ravel(g), ravel(states["exp_avgs"][i]),
-                     ravel(states["exp_avg_sqs"][i]), vmax, step=step, lr=lr,
+        vmax = states["max_exp_avg_sqs"][i] if amsgrad else None
+        p, g, m, v, vmax = devices.kernel_views(
+            [p, g, states["exp_avgs"][i], states["exp_avg_sqs"][i], vmax])
+        kernels.adam(p, g, m, v, vmax, step=step, lr=lr,
                      beta1=betas[0], beta2=betas[1], eps=eps, weight_decay=weight_decay,
                      amsgrad=amsgrad, maximize=maximize,
                      decoupled_weight_decay=decoupled_weight_decay)

@@ -225,7 +225,7 @@ class Optimizer:
         self.last_step_skipped = False
         if not self.skip_nonfinite and self.max_grad_norm is None:
             return 1.0
-        from .clip import norm_and_finite
+        from .clip import clip_coef, norm_and_finite
 
         arrays = [g for work in plan if work is not None
                   for g in (work if isinstance(work, tuple) else (g for _, g in work))]
@@ -237,8 +237,10 @@ class Optimizer:
             return None
         if self.max_grad_norm is None:
             return 1.0
-        # torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6), never up
-        return min(1.0, self.max_grad_norm / (norm + 1e-6)) if finite else float("nan")
+        # torch.nn.utils.clip_grad_norm_'s factor, clamp(max_norm / (norm + 1e-6), max=1),
+        # rounded as torch rounds it (in the norm's dtype)
+        dtype = np.float64 if any(g.dtype == np.float64 for g in arrays) else np.float32
+        return float(clip_coef(self.max_grad_norm, norm, dtype))
 
     def _plan(self, grads):
         """Check every gradient; per group, either (flat_grad,) or [(index, grad), ...]."""
@@ -381,9 +383,9 @@ class Optimizer:
                 fresh = True
         if self._uses_step:
             state["step"] += 1
-        flat = {k: self._devices.ravel(state[k]) for k, _ in self._state_keys(group)}
-        self._update(kernels, group, self._devices.ravel(param), self._devices.ravel(grad),
-                     flat, state, fresh, grad_scale)
+        keys = [k for k, _ in self._state_keys(group)]
+        param, grad, *arrays = self._devices.kernel_views([param, grad] + [state[k] for k in keys])
+        self._update(kernels, group, param, grad, dict(zip(keys, arrays)), state, fresh, grad_scale)
 
     # -------------------------------------------------------------- state_dict
     def state_dict(self):
@@ -412,6 +414,12 @@ class Optimizer:
         if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= set(state_dict):
             raise TypeError("state_dict must be a dict with 'state' and 'param_groups'")
         saved_groups = state_dict["param_groups"]
+        if not isinstance(saved_groups, (list, tuple)) or not all(
+                isinstance(g, dict) and "params" in g for g in saved_groups):
+            raise TypeError("state_dict['param_groups'] must be a list of dicts with 'params'")
+        if not isinstance(state_dict["state"], dict) or not all(
+                isinstance(entry, dict) for entry in state_dict["state"].values()):
+            raise TypeError("state_dict['state'] must be a dict of {index: dict of arrays}")
         if len(saved_groups) != len(self.param_groups):
             raise ValueError("loaded state dict has a different number of parameter groups")
         index_map = {}
@@ -436,6 +444,8 @@ class Optimizer:
             allowed.add("step")
         new_state = {}
         for saved_index, values in state_dict["state"].items():
+            if not values:
+                continue  # an empty entry: that parameter has not started yet (as in torch)
             if saved_index not in index_map:
                 raise ValueError(f"state_dict has state for unknown parameter index {saved_index!r}")
             index = index_map[saved_index]

@@ -165,7 +165,8 @@ def test_torch_peers_are_labelled_and_compared():
     report = bench.run(optimizers=["adam"], sizes=[4096], many=None, repeat=2, peers=True,
                        latency=False, quick=True, console=None)
     peers = [r for r in report.results if r.kind == "peer"]
-    assert {r.contestant for r in peers} == {"torch-forloop", "torch-foreach", "torch-fused"}
+    torch_peers = {"torch-forloop", "torch-foreach", "torch-fused"}
+    assert torch_peers <= {r.contestant for r in peers} <= torch_peers | {"deepspeed-cpuadam"}
     assert all(r.check in ("peer", "error") for r in peers)
     assert any(r.timed for r in peers)
     fast = [r for r in report.results if r.kind == "fastoptim"]

@@ -408,3 +408,35 @@ def test_benchmark_smoke():
     assert all(r["elements"] > 0 for r in rows)
     with pytest.raises(ValueError):
         bench.run_cuda_bench(sizes=["lots"], allow_simulator=True)
+
+
+# ------------------------------------------------------------- safe training
+@pytest.mark.parametrize("flat", [False, True])
+def test_skip_nonfinite_and_max_grad_norm_on_device(flat):
+    rng = np.random.default_rng(11)
+    init = [rng.standard_normal(s).astype(np.float32) for s in [(7,), (3, 2)]]
+    grads = [[rng.standard_normal(p.shape).astype(np.float32) * 3 for p in init] for _ in range(3)]
+    poisoned = [g.copy() for g in grads[1]]
+    poisoned[1][0, 0] = np.inf
+    ref_params = [p.copy() for p in init]
+    ref = fastoptim.Adam(ref_params, lr=0.1, backend="numpy", max_grad_norm=1.0)
+    for g in grads:
+        ref.step(g)
+    if flat:
+        fp = fastoptim.FlatParams(init, device="cuda")
+        params = fp.params
+    else:
+        params = [dev(p) for p in init]
+    opt = fastoptim.Adam(params, lr=0.1, skip_nonfinite=True, max_grad_norm=1.0)
+    assert opt.backend == "cuda"
+    for g in (grads[0], poisoned, grads[1], grads[2]):
+        if flat:
+            for view, value in zip(fp.grads, g):
+                view.copy_to_device(value)
+            opt.step(fp.grads)
+        else:
+            opt.step([dev(x) for x in g])
+        assert opt.last_step_skipped == (g is poisoned)
+    assert opt.skipped_steps == 1 and float(opt.state[0]["step"]) == 3
+    for p, r in zip(params, ref_params):
+        assert_close(host(p), r)

@@ -1,0 +1,736 @@
+r"""Gradient norms and clipping with the semantics of ``torch.nn.utils`` (torch 2.13).
+
+    >>> import numpy as np
+    >>> from fastoptim.clip import clip_grad_norm_, total_norm
+    >>> grads = [np.array([3.0, 0.0], np.float32), np.array([4.0], np.float32)]
+    >>> total_norm(grads)
+    5.0
+    >>> clip_grad_norm_(grads, max_norm=1.0)  # returns the norm before clipping
+    5.0
+    >>> grads[0]
+    array([0.6, 0. ], dtype=float32)
+
+What torch does, and so what this module does:
+
+* The total norm is the p-norm of the per-array p-norms, as if every gradient
+  were concatenated into one vector (``torch.nn.utils.get_total_norm``). Each
+  per-array norm is rounded to the array's dtype; the total is in the promoted
+  dtype (float64 if any gradient is float64, else float32) and returned as a
+  Python float.
+* ``norm_type``: any real p (``p > 0``), ``inf`` (max abs), ``-inf`` (min abs),
+  negative p, or ``0``. torch's 0-"norm" of the per-array counts of non-zeros is
+  the number of **arrays** that hold a non-zero (NaN counts as non-zero).
+  Strings such as ``"inf"`` are accepted, as torch's ``float(norm_type)`` does.
+* NaN and Inf propagate: a NaN gradient gives a NaN norm (except for the
+  0-norm), an Inf one an Inf norm (or 0 for negative p). As in torch, squares
+  are formed in the gradient's dtype, so float32 values above ~1.8e19 overflow
+  to an infinite 2-norm, and the sums round to the dtype before the root.
+  Sums are accumulated in float64 (torch accumulates float32 sums in float32),
+  so results agree with torch to ~1e-6 relative in float32, ~1e-15 in float64,
+  not bit for bit.
+* ``clip_grad_norm_`` scales every gradient in place by
+  ``clamp(max_norm / (total_norm + 1e-6), max=1)``, computed as torch does: in
+  the total norm's dtype, as ``reciprocal(total_norm + 1e-6) * max_norm``; each
+  gradient is multiplied by that coefficient rounded to its own dtype. Given the
+  same total norm, the clipped gradients are bit-identical to torch's. A
+  negative or NaN ``max_norm`` is accepted, as torch does (the gradients are
+  then flipped or become NaN). With ``error_if_nonfinite=True`` a NaN/Inf total
+  norm raises torch's ``RuntimeError`` and the gradients are left unchanged.
+* ``clip_grad_value_`` clamps in place to ``[-clip_value, clip_value]``
+  (NaN gradients stay NaN; a NaN ``clip_value`` makes every gradient NaN).
+
+Differences from torch (all on degenerate inputs): an empty array contributes 0
+to the ``inf`` norm (torch raises because max has no identity); ``-inf`` and
+negative-p norms of an empty array raise ``ValueError`` (torch: RuntimeError).
+
+Gradients may be a list (``None`` entries are skipped, like a missing
+``.grad``), a single array, a dict (its values) or ``FlatParams.grads`` (the
+whole ``.buffer`` is read or scaled in one call). They must be float32/float64
+NumPy arrays (``TypeError`` otherwise, naming the argument); the clipping
+functions update them in place, so read-only arrays raise ``ValueError``. CUDA
+device arrays (anything with ``__cuda_array_interface__``) are reduced and
+scaled on the device; the total norm is copied back to the host (one sync).
+
+Backends: ``"numba"`` (parallel reductions with float64 accumulators, compiled
+with the options of ``backends/_jit.py`` plus ``fastmath={"reassoc"}`` for the sums), ``"numpy"``
+(the reference), ``"auto"`` (numba if it loads, else numpy; ``"cuda"`` for
+device arrays). ``"c"`` has no reduction kernels of its own and uses numba (or
+numpy when numba cannot load), so an optimizer's ``backend`` can be passed
+through unchanged.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from . import _validation as V
+from . import backends
+from ._devices import is_device_array
+from .flat import FlatGradDict, FlatGrads
+
+__all__ = [
+    "total_norm", "get_total_norm", "norm_and_finite", "clip_grad_norm_",
+    "clip_grads_with_norm_", "clip_grad_value_", "clip_coef",
+]
+
+EPS = 1e-6  # torch's clip_grad_norm_ adds this to the norm before dividing
+PARALLEL_MIN = 65536  # below this a serial loop beats waking the thread pool
+
+_NONFINITE_MESSAGE = (
+    "The total norm of order {} for gradients from `parameters` is non-finite, so it cannot "
+    "be clipped. To disable this error and scale the gradients by the non-finite norm anyway, "
+    "set `error_if_nonfinite=False`"
+)
+
+# reduction modes
+_SUM_SQ, _SUM_ABS, _SUM_POW, _MAX_ABS, _MIN_ABS, _COUNT = range(6)
+
+
+# --------------------------------------------------------------------------- arguments
+def _mode(p):
+    if p == 2.0:
+        return _SUM_SQ
+    if p == 1.0:
+        return _SUM_ABS
+    if p == math.inf:
+        return _MAX_ABS
+    if p == -math.inf:
+        return _MIN_ABS
+    if p == 0.0:
+        return _COUNT
+    return _SUM_POW
+
+
+def _norm_type(norm_type) -> float:
+    if isinstance(norm_type, (bool, np.bool_)):
+        raise TypeError("norm_type must be a real number or 'inf', but got bool")
+    if isinstance(norm_type, str):
+        try:
+            p = float(norm_type)
+        except ValueError:
+            raise ValueError(f"Invalid norm_type: {norm_type!r} (a real number or 'inf')") from None
+    elif isinstance(norm_type, numbers.Real):
+        p = float(norm_type)
+    else:
+        raise TypeError(f"norm_type must be a real number or 'inf', but got {type(norm_type).__name__}")
+    if math.isnan(p):
+        raise ValueError("Invalid norm_type: nan")
+    return p
+
+
+def _real(name, value) -> float:
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    return V._real(name, value)
+
+
+class _Grads:
+    """The gradients of one call, checked: host NumPy arrays or device arrays, never mixed."""
+
+    __slots__ = ("arrays", "labels", "views", "on_device")
+
+    def __init__(self, grads, *, writable, argname="grads"):
+        self.views = None  # FlatParams.grads: the per-parameter views, for per-array norms
+        buffer = getattr(grads, "buffer", None)
+        if isinstance(grads, (FlatGrads, FlatGradDict)) and (
+                isinstance(buffer, np.ndarray) or is_device_array(buffer)):
+            self.views = list(grads.values() if isinstance(grads, dict) else grads)
+            items = [(f"{argname}.buffer", grads.buffer)]
+        elif isinstance(grads, np.ndarray) or is_device_array(grads):
+            items = [(argname, grads)]
+        elif isinstance(grads, dict):
+            items = [(f"{argname}[{k!r}]", g) for k, g in grads.items()]
+        elif grads is None or isinstance(grads, (str, bytes, numbers.Number)):
+            raise TypeError(
+                f"{argname} must be an array, a list or dict of arrays, or FlatParams.grads, "
+                f"but got {type(grads).__name__}"
+            )
+        else:
+            try:
+                grads = list(grads)
+            except TypeError:
+                raise TypeError(
+                    f"{argname} must be an array, a list or dict of arrays, or FlatParams.grads, "
+                    f"but got {type(grads).__name__}"
+                ) from None
+            items = [(f"{argname}[{i}]", g) for i, g in enumerate(grads)]
+        items = [(name, g) for name, g in items if g is not None]
+        flags = [is_device_array(g) for _, g in items]
+        self.on_device = bool(items) and flags[0]
+        if any(f != self.on_device for f in flags):
+            raise ValueError(f"{argname} mixes host NumPy arrays and CUDA device arrays")
+        if self.on_device:
+            from . import _cuda
+
+            for name, g in items:
+                d = _cuda._desc(g)
+                if d.dtype not in V.FLOAT_DTYPES:
+                    raise TypeError(f"{name} has dtype {d.dtype}; fastoptim handles float32 and float64 gradients")
+                if writable and d.readonly:
+                    raise ValueError(f"{name} is read-only; gradients are clipped in place")
+                if d.strides is not None:
+                    raise ValueError(f"{name} is not C-contiguous; pass a contiguous device array")
+            self.arrays = [_cuda.as_device(g) for _, g in items]
+        else:
+            for k, (name, g) in enumerate(items):
+                if isinstance(g, np.generic) and not writable:
+                    items[k] = (name, g := np.asarray(g))  # a NumPy scalar, read as a 0-d array
+                if isinstance(g, np.generic):
+                    raise TypeError(
+                        f"{name} is a NumPy scalar, not an array: it cannot be clipped in place"
+                    )
+                if not isinstance(g, np.ndarray):
+                    raise TypeError(
+                        f"{name} must be a NumPy float32/float64 array (or a CUDA device array), "
+                        f"but got {type(g).__name__}"
+                    )
+                if g.dtype not in V.FLOAT_DTYPES:
+                    raise TypeError(f"{name} has dtype {g.dtype}; fastoptim handles float32 and float64 gradients")
+                if writable and not g.flags.writeable:
+                    raise ValueError(f"{name} is read-only; gradients are clipped in place")
+            self.arrays = [g for _, g in items]
+        self.labels = [name for name, _ in items]
+
+    def dtype(self, i):
+        a = self.arrays[i]
+        return a.dtype if isinstance(a, np.ndarray) else np.dtype(a.dtype)
+
+    def result_dtype(self):
+        if any(self.dtype(i) == np.float64 for i in range(len(self.arrays))):
+            return np.dtype(np.float64)
+        return np.dtype(np.float32)
+
+
+def _kernel_backend(backend, on_device) -> str:
+    """'numpy', 'numba' or 'cuda': which code reduces and scales."""
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a str, but got {type(backend).__name__}")
+    if backend == "auto":
+        if on_device:
+            return "cuda"
+        return "numba" if backends.is_available("numba") else "numpy"
+    if backend in backends.ALL_BACKENDS and on_device != (backend == "cuda"):
+        raise ValueError(
+            f"backend {backend!r} cannot handle "
+            + ("CUDA device arrays" if on_device else "host NumPy arrays")
+        )
+    backends.load(backend)  # ValueError if unknown, RuntimeError if not available here
+    if backend == "c":  # no C reduction kernels: numba's, or numpy's without numba
+        return "numba" if backends.is_available("numba") else "numpy"
+    return backend
+
+
+# ------------------------------------------------------------------ numpy reference
+def _quiet():
+    return np.errstate(all="ignore")
+
+
+def _reduce_numpy(x, mode, p):
+    """Per-array statistic: float64 sum of the terms (sum modes), max/min |x|, or the count."""
+    with _quiet():
+        if mode == _SUM_SQ:
+            return float(np.sum(np.square(x), dtype=np.float64))
+        if mode == _SUM_ABS:
+            return float(np.sum(np.abs(x), dtype=np.float64))
+        if mode == _SUM_POW:
+            return float(np.sum(np.abs(x) ** x.dtype.type(p), dtype=np.float64))
+        if mode == _MAX_ABS:
+            return float(np.max(np.abs(x))) if x.size else 0.0
+        if mode == _MIN_ABS:
+            return float(np.min(np.abs(x)))
+        return float(np.count_nonzero(x))
+
+
+def _finite_numpy(x):
+    return bool(np.isfinite(x).all())
+
+
+# ----------------------------------------------------------------------- numba kernels
+_numba = None
+numba = None  # imported on first use, by _numba_kernels (the kernels below resolve it then)
+
+
+# Plain functions at module level (so Numba's disk cache can find them), compiled
+# on first use; prange is a plain range in the serial builds.
+def _nb_sum_sq(x):
+    s = 0.0
+    for i in numba.prange(x.shape[0]):
+        v = x[i]
+        s += v * v  # the square in x's dtype (overflows as torch's), the sum in float64
+    return s
+
+
+def _nb_sum_abs(x):
+    s = 0.0
+    for i in numba.prange(x.shape[0]):
+        s += abs(x[i])
+    return s
+
+
+def _nb_sum_pow(x, p):  # p has x's dtype: the power is taken in x's precision, as torch
+    s = 0.0
+    for i in numba.prange(x.shape[0]):
+        s += abs(x[i]) ** p
+    return s
+
+
+def _nb_max_abs(x):
+    m = 0.0
+    nans = 0
+    for i in numba.prange(x.shape[0]):
+        v = abs(x[i])
+        m = max(m, v)
+        nans += v != v  # max() would drop NaNs: count them instead
+    return m if nans == 0 else math.nan
+
+
+def _nb_scale(x, c):
+    for i in numba.prange(x.shape[0]):
+        x[i] *= c
+
+
+def _nb_clamp(x, lo, hi):
+    for i in numba.prange(x.shape[0]):
+        v = x[i]
+        if v < lo:
+            v = lo
+        if v > hi:
+            v = hi
+        x[i] = v  # NaN stays NaN; lo > hi gives hi everywhere, as torch.clamp
+
+
+def _numba_kernels():
+    """Compile (or load from Numba's disk cache) the CPU kernels, serial and parallel."""
+    global _numba, numba
+    if _numba is not None:
+        return _numba
+    import numba as numba_module
+
+    from .backends._jit import PARALLEL, SERIAL
+
+    numba = numba_module
+    # Reassociation lets LLVM vectorize the float64 sums (several partial sums, ~5x
+    # faster for float32): it changes their rounding only, not NaN/Inf behaviour
+    # (no nnan/ninf flags), and the result stays deterministic for a thread count.
+    sums = dict(fastmath={"reassoc"})
+
+    def both(fn, extra=None):
+        extra = extra or {}
+        return (numba.njit(**dict(SERIAL, **extra))(fn),
+                numba.njit(**dict(PARALLEL, **extra))(fn))
+
+    _numba = {
+        _SUM_SQ: both(_nb_sum_sq, sums),
+        _SUM_ABS: both(_nb_sum_abs, sums),
+        _SUM_POW: both(_nb_sum_pow, sums),
+        _MAX_ABS: both(_nb_max_abs),
+        "scale": both(_nb_scale),
+        "clamp": both(_nb_clamp),
+    }
+    return _numba
+
+
+def _pick(pair, n):
+    return pair[1] if n >= PARALLEL_MIN else pair[0]
+
+
+def _flat_host(x):
+    """A 1-D contiguous view (or, for a non-contiguous array, a copy) for reading."""
+    if not (x.flags.c_contiguous and x.flags.aligned):
+        x = np.ascontiguousarray(x)
+    return x.reshape(-1)
+
+
+def _reduce_numba(x, mode, p):
+    if mode in (_MIN_ABS, _COUNT) or x.size == 0:
+        return _reduce_numpy(x, mode, p)
+    kernels = _numba_kernels()
+    flat = _flat_host(x)
+    kernel = _pick(kernels[mode], flat.shape[0])
+    if mode == _SUM_POW:
+        return float(kernel(flat, x.dtype.type(p)))
+    return float(kernel(flat))
+
+
+# ------------------------------------------------------------------- CUDA kernels
+_cuda_kernels = None
+_STAT_COLUMNS = 6  # sum of terms, max |x|, min |x|, NaN count, non-finite count, non-zero count
+_STAT_THREADS = 256  # threads per block of the statistics kernel (a power of two)
+cuda = None  # numba.cuda, imported on first use by _device()
+_f64 = None  # numba.float64, for the shared arrays
+
+
+def _cu_stats(x, mode, p, out, row):
+    # each thread reduces a grid-stride slice, the block a shared-memory tree, and
+    # thread 0 adds the block's result into out[row] with one atomic per statistic
+    s_sum = cuda.shared.array(_STAT_THREADS, _f64)
+    s_max = cuda.shared.array(_STAT_THREADS, _f64)
+    s_min = cuda.shared.array(_STAT_THREADS, _f64)
+    s_cnt = cuda.shared.array((_STAT_THREADS, 3), _f64)
+    tid = cuda.threadIdx.x
+    acc = 0.0
+    hi = 0.0
+    lo = math.inf
+    nans = 0.0
+    bad = 0.0
+    nonzero = 0.0
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        v = x[i]
+        a = abs(v)
+        if mode == 0:
+            acc += v * v  # in x's dtype, as on the CPU
+        elif mode == 1:
+            acc += a
+        elif mode == 2:
+            acc += a ** p
+        if a != a:
+            nans += 1.0
+        else:
+            hi = max(hi, a)
+            lo = min(lo, a)
+        if not a < math.inf:
+            bad += 1.0
+        if v != 0:
+            nonzero += 1.0
+    s_sum[tid] = acc
+    s_max[tid] = hi
+    s_min[tid] = lo
+    s_cnt[tid, 0] = nans
+    s_cnt[tid, 1] = bad
+    s_cnt[tid, 2] = nonzero
+    cuda.syncthreads()
+    half = cuda.blockDim.x // 2
+    while half > 0:
+        if tid < half:
+            s_sum[tid] += s_sum[tid + half]
+            s_max[tid] = max(s_max[tid], s_max[tid + half])
+            s_min[tid] = min(s_min[tid], s_min[tid + half])
+            for k in range(3):
+                s_cnt[tid, k] += s_cnt[tid + half, k]
+        cuda.syncthreads()
+        half //= 2
+    if tid == 0:
+        cuda.atomic.add(out, (row, 0), s_sum[0])
+        cuda.atomic.max(out, (row, 1), s_max[0])
+        cuda.atomic.min(out, (row, 2), s_min[0])
+        for k in range(3):
+            cuda.atomic.add(out, (row, 3 + k), s_cnt[0, k])
+
+
+def _cu_scale(x, c):
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        x[i] *= c
+
+
+def _cu_clamp(x, lo, hi):
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        v = x[i]
+        if v < lo:
+            v = lo
+        if v > hi:
+            v = hi
+        x[i] = v
+
+
+def _device():
+    """``fastoptim._cuda`` and this module's CUDA kernels (numba.cuda is imported only here)."""
+    global _cuda_kernels, cuda, _f64
+    from . import _cuda
+
+    if _cuda_kernels is not None:
+        return _cuda, _cuda_kernels
+    _cuda._require()
+    import numba
+
+    cuda, _f64 = _cuda.cuda, numba.float64
+    jit = cuda.jit(cache=not _cuda.SIMULATOR)
+    _cuda_kernels = dict(
+        stats=jit(_cu_stats), scale=jit(_cu_scale), clamp=jit(_cu_clamp),
+        # the simulator runs a Python thread per CUDA thread: keep its blocks small
+        threads=32 if _cuda.SIMULATOR else _STAT_THREADS,
+    )
+    return _cuda, _cuda_kernels
+
+
+def _device_stats(arrays, mode, p, want_finite):
+    """Per-array statistics of device arrays: one kernel per array, one copy back."""
+    _cuda, k = _device()
+    stream = _cuda.get_stream()
+    init = np.zeros((len(arrays), _STAT_COLUMNS), dtype=np.float64)
+    init[:, 2] = np.inf
+    out = _cuda.cuda.to_device(init, stream=stream)
+    device_mode = {_SUM_SQ: 0, _SUM_ABS: 1, _SUM_POW: 2}.get(mode, 3)
+    threads = k["threads"]
+    for row, x in enumerate(arrays):
+        flat = _cuda.DeviceArrays.ravel(x)
+        n = flat.shape[0]
+        if n == 0:
+            continue
+        blocks = min(-(-n // threads), _cuda.max_blocks())
+        k["stats"][blocks, threads, stream](flat, device_mode, flat.dtype.type(p), out, row)
+    host = out.copy_to_host(stream=stream)
+    if stream:
+        stream.synchronize()
+    nan = host[:, 3] > 0
+    if mode in (_SUM_SQ, _SUM_ABS, _SUM_POW):
+        stats = host[:, 0]
+    elif mode == _MAX_ABS:
+        stats = np.where(nan, np.nan, host[:, 1])
+    elif mode == _MIN_ABS:
+        stats = np.where(nan, np.nan, host[:, 2])
+    else:
+        stats = host[:, 5]
+    return np.ascontiguousarray(stats), bool((host[:, 4] == 0).all())
+
+
+def _device_scale(x, c):
+    _cuda, k = _device()
+    flat = _cuda.DeviceArrays.ravel(x)
+    if flat.shape[0]:
+        _cuda.configured(k["scale"], flat.shape[0])(flat, c)
+
+
+def _device_clamp(x, lo, hi):
+    _cuda, k = _device()
+    flat = _cuda.DeviceArrays.ravel(x)
+    if not flat.shape[0]:
+        return
+    if math.isnan(lo) or math.isnan(hi):
+        _cuda.fill(flat, math.nan)  # torch.clamp with a NaN bound gives NaN
+    else:
+        _cuda.configured(k["clamp"], flat.shape[0])(flat, lo, hi)
+
+
+# ----------------------------------------------------------------------- the norm
+def _root(s, p, mode, dtype):
+    """torch's finish of vector_norm: the sums rounded to ``dtype``, then the 1/p power in ``dtype``."""
+    t = dtype.type
+    with _quiet():
+        s = np.asarray(s, dtype=np.float64).astype(dtype)
+        if mode == _SUM_SQ:
+            return np.sqrt(s)
+        if mode == _SUM_ABS:
+            return s
+        if mode == _SUM_POW:
+            return s ** t(1.0 / p)
+        return s  # max/min abs and counts are exact in the dtype
+
+
+def _stats(g: _Grads, mode, p, kernel_backend, want_finite):
+    """Per-array statistics (float64 array) and whether every element is finite."""
+    n = len(g.arrays)
+    if kernel_backend == "cuda":
+        if mode in (_MIN_ABS, _SUM_POW) and p < 0:
+            for i, x in enumerate(g.arrays):
+                if _size(x) == 0:
+                    raise ValueError(_empty_message(p, g.labels[i]))
+        return _device_stats(g.arrays, mode, p, want_finite)
+    reduce = _reduce_numba if kernel_backend == "numba" else _reduce_numpy
+    stats = np.empty(n, dtype=np.float64)
+    finite = True
+    for i, x in enumerate(g.arrays):
+        if x.size == 0 and mode in (_MIN_ABS, _SUM_POW) and p < 0:
+            raise ValueError(_empty_message(p, g.labels[i]))
+        stats[i] = s = reduce(x, mode, p)
+        if want_finite and finite:
+            # for p > 0 (and max abs) a finite statistic proves every element finite
+            if not (p > 0 and math.isfinite(s)):
+                finite = _finite_numpy(x)
+    return stats, finite
+
+
+def _empty_message(p, label):
+    return (f"cannot compute the {p} norm of {label}: it is empty and the operation "
+            "does not have an identity")
+
+
+def _total(g: _Grads, p, kernel_backend, want_finite):
+    """(total norm as a float, its dtype, all elements finite)."""
+    if not g.arrays:
+        return 0.0, np.dtype(np.float32), True
+    mode = _mode(p)
+    if g.views is not None and (p <= 0 or mode == _MIN_ABS):
+        # FlatParams.grads: these norms depend on the per-parameter split
+        per_view = _Grads.__new__(_Grads)
+        per_view.arrays, per_view.views, per_view.on_device = g.views, None, g.on_device
+        per_view.labels = [f"{g.labels[0]}[{i}]" for i in range(len(g.views))]
+        return _total(per_view, p, kernel_backend, want_finite)
+    stats, finite = _stats(g, mode, p, kernel_backend, want_finite)
+    result = g.result_dtype()
+    # per-array norms, each rounded to its array's dtype, as torch's per-tensor norms
+    dtypes = [g.dtype(i) for i in range(len(g.arrays))]
+    norms = np.empty(len(stats), dtype=result)
+    for dtype in set(dtypes):
+        sel = np.fromiter((d == dtype for d in dtypes), dtype=bool, count=len(dtypes))
+        norms[sel] = _root(stats[sel], p, mode, dtype)
+    # the norm of the vector of norms, in the result dtype (torch.stack + vector_norm)
+    total = _root(_reduce_numpy(norms, mode, p), p, mode, result)
+    if mode == _COUNT:
+        total = result.type(total)
+    return float(total), result, finite
+
+
+def _size(x):
+    return x.size if isinstance(x, np.ndarray) else int(np.prod(x.shape))
+
+
+# ----------------------------------------------------------------------- public API
+def total_norm(grads, norm_type=2.0, backend="auto", *, error_if_nonfinite=False) -> float:
+    """The total ``norm_type``-norm of ``grads``, as ``torch.nn.utils.get_total_norm``.
+
+    Args:
+        grads: an array, a list/tuple/iterable of arrays (``None`` entries are
+            skipped), a dict of arrays, or ``FlatParams.grads``.
+        norm_type: p (float), ``inf``/``"inf"``, ``-inf`` or 0 (see the module doc).
+        backend: "auto", "numba", "numpy", "c" (numba's kernels) or "cuda".
+        error_if_nonfinite: raise torch's ``RuntimeError`` if the norm is NaN/Inf.
+
+    Returns:
+        The norm as a Python float (0.0 for no gradients), rounded to float32
+        unless a gradient is float64.
+    """
+    p = _norm_type(norm_type)
+    V._flag("error_if_nonfinite", error_if_nonfinite)
+    g = _Grads(grads, writable=False)
+    norm, _, _ = _total(g, p, _kernel_backend(backend, g.on_device), False)
+    if error_if_nonfinite and not math.isfinite(norm):
+        raise RuntimeError(_NONFINITE_MESSAGE.format(p))
+    return norm
+
+
+get_total_norm = total_norm  # torch's name
+
+
+def norm_and_finite(grads, norm_type=2.0, backend="auto"):
+    """``(total_norm(grads, norm_type), every element of every gradient is finite)``.
+
+    One read of the gradients for ``p > 0`` and ``inf`` (a finite norm proves
+    every element finite; only a non-finite norm costs a second look); other
+    norm types check finiteness in a separate pass. An overflowing norm of
+    finite values (float32 entries above ~1.8e19 squared) is ``(inf, True)``.
+    """
+    p = _norm_type(norm_type)
+    g = _Grads(grads, writable=False)
+    norm, _, finite = _total(g, p, _kernel_backend(backend, g.on_device), True)
+    return norm, finite
+
+
+def clip_coef(max_norm, total_norm, dtype=np.float32):
+    """torch's clipping factor ``clamp(max_norm / (total_norm + 1e-6), max=1)`` in ``dtype``.
+
+    Computed as torch evaluates it (``Tensor.__rtruediv__`` is a reciprocal
+    then a multiply), in ``dtype`` (the total norm's: float64 if any gradient
+    is float64, else float32). Returned as a NumPy scalar of ``dtype``; a NaN
+    total norm or ``max_norm`` gives NaN, an infinite norm 0.
+    """
+    t = np.dtype(dtype).type
+    with _quiet():
+        coef = (t(1.0) / (t(total_norm) + t(EPS))) * t(max_norm)
+    return coef if not coef > 1 else t(1.0)  # torch.clamp(max=1) keeps NaN
+
+
+def _scale(g: _Grads, coef, kernel_backend):
+    if kernel_backend == "cuda":
+        for x in g.arrays:
+            _device_scale(x, np.dtype(x.dtype).type(coef))
+        return
+    for x in g.arrays:
+        c = x.dtype.type(coef)
+        if kernel_backend == "numba" and x.size and x.flags.c_contiguous and x.flags.aligned:
+            flat = x.reshape(-1)
+            _pick(_numba_kernels()["scale"], flat.shape[0])(flat, c)
+        else:
+            with _quiet():
+                np.multiply(x, c, out=x)
+
+
+def _check_no_overlap(g: _Grads):
+    from ._devices import device_support
+
+    try:
+        device_support(g.arrays).check_no_overlap(list(zip(g.labels, g.arrays)))
+    except ValueError:
+        raise ValueError(
+            "some gradients appear more than once or overlap in memory; clipping would "
+            "scale the shared memory twice"
+        ) from None
+
+
+def clip_grads_with_norm_(grads, max_norm, total_norm, backend="auto") -> None:
+    """Scale ``grads`` in place by :func:`clip_coef` of a precomputed total norm
+    (``torch.nn.utils.clip_grads_with_norm_``)."""
+    max_norm = _real("max_norm", max_norm)
+    total_norm_ = _real("total_norm", total_norm)
+    g = _Grads(grads, writable=True)
+    kernel_backend = _kernel_backend(backend, g.on_device)
+    if not g.arrays:
+        return
+    _check_no_overlap(g)
+    coef = clip_coef(max_norm, total_norm_, g.result_dtype())
+    if coef != 1:  # multiplying by exactly 1 changes no bit: skip the pass
+        _scale(g, coef, kernel_backend)
+
+
+def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False,
+                    backend="auto") -> float:
+    """Clip the total norm of ``grads`` to ``max_norm`` in place; return the total norm
+    before clipping (``torch.nn.utils.clip_grad_norm_``).
+
+    Every gradient is multiplied by ``min(max_norm / (total_norm + 1e-6), 1)``
+    (see :func:`clip_coef`), so gradients are only ever scaled down. With
+    ``error_if_nonfinite=True``, a NaN/Inf total norm raises ``RuntimeError``
+    (torch's message) and no gradient is changed; otherwise, as in torch, a NaN
+    norm makes every gradient NaN and an Inf norm zeroes the finite entries.
+    Everything is checked before any gradient is written.
+
+    Args:
+        grads: an array, a list/tuple of arrays (``None`` skipped), a dict of
+            arrays or ``FlatParams.grads`` (scaled through ``.buffer`` in one call).
+            Writable float32/float64 arrays, no two sharing memory.
+        max_norm (float): the largest allowed total norm.
+        norm_type: as :func:`total_norm`.
+        error_if_nonfinite (bool): raise instead of clipping by a NaN/Inf norm.
+        backend: "auto", "numba", "numpy", "c" or "cuda".
+    """
+    max_norm = _real("max_norm", max_norm)
+    p = _norm_type(norm_type)
+    V._flag("error_if_nonfinite", error_if_nonfinite)
+    g = _Grads(grads, writable=True)
+    kernel_backend = _kernel_backend(backend, g.on_device)
+    if not g.arrays:
+        return 0.0
+    _check_no_overlap(g)
+    norm, result, _ = _total(g, p, kernel_backend, False)
+    if error_if_nonfinite and not math.isfinite(norm):
+        raise RuntimeError(_NONFINITE_MESSAGE.format(p))
+    coef = clip_coef(max_norm, norm, result)
+    if coef != 1:
+        _scale(g, coef, kernel_backend)
+    return norm
+
+
+def clip_grad_value_(grads, clip_value, backend="auto") -> None:
+    """Clamp every gradient in place to ``[-clip_value, clip_value]``
+    (``torch.nn.utils.clip_grad_value_``).
+
+    NaN entries stay NaN; a negative ``clip_value`` sets everything to
+    ``clip_value`` and a NaN one sets everything to NaN, as ``torch.clamp`` does.
+    """
+    clip_value = _real("clip_value", clip_value)
+    g = _Grads(grads, writable=True)
+    kernel_backend = _kernel_backend(backend, g.on_device)
+    for x in g.arrays:
+        t = np.dtype(x.dtype).type
+        lo, hi = t(-clip_value), t(clip_value)
+        if kernel_backend == "cuda":
+            _device_clamp(x, lo, hi)
+        elif math.isnan(clip_value):
+            x[...] = np.nan
+        elif kernel_backend == "numba" and x.size and x.flags.c_contiguous and x.flags.aligned:
+            flat = x.reshape(-1)
+            _pick(_numba_kernels()["clamp"], flat.shape[0])(flat, lo, hi)
+        else:  # x < lo ? lo : x, then x > hi ? hi : x (NaN stays, -0.0 stays), as torch
+            np.copyto(x, lo, where=x < lo)
+            np.copyto(x, hi, where=x > hi)
