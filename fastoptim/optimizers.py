@@ -288,9 +288,13 @@ class Optimizer:
                 if flat is not None and not self._devices.overlaps(flat[2], segment.param):
                     work = (flat[2],)
             plan.append(work or None)
-        self._devices.check_reads_disjoint(
-            [(labels[i], g) for work in plan if isinstance(work, list) for i, g in work],
-            self._written_arrays())
+        reads = []
+        for work, (_, indices) in zip(plan, self._group_indices()):
+            if isinstance(work, tuple):
+                reads.append((f"grads[{indices[0]}:{indices[-1] + 1}]", work[0]))
+            elif work is not None:
+                reads.extend((labels[i], g) for i, g in work)
+        self._devices.check_reads_disjoint(reads, self._written_arrays())
         return plan
 
     def _written_arrays(self):
@@ -538,6 +542,17 @@ class Optimizer:
         return "\n".join(lines)
 
 
+_COMMON_ARGS = """\
+        backend (str): "auto" (fastest available), "numpy", "numba", "c" or "cuda".
+        skip_nonfinite (bool): skip the whole step (no parameter, state or count
+            changes) when any gradient holds NaN/Inf; see ``last_step_skipped``.
+            Default False: non-finite values propagate, as in torch.
+        max_grad_norm (float or None): clip the total 2-norm of all gradients to
+            this value, as ``clip_grad_norm_`` would, folded into the update
+            (the gradient arrays are not modified).
+"""
+
+
 class SGD(Optimizer):
     r"""Stochastic gradient descent (optionally with momentum), as ``torch.optim.SGD``.
 
@@ -557,14 +572,7 @@ class SGD(Optimizer):
         weight_decay (float): L2 penalty :math:`\lambda` (default 0).
         nesterov (bool): Nesterov momentum (needs momentum > 0, dampening = 0).
         maximize (bool): maximize the objective instead of minimizing.
-        backend (str): "auto" (fastest available), "numpy", "numba", "c" or "cuda".
-        skip_nonfinite (bool): skip the whole step (no parameter, state or count
-            changes) when any gradient holds NaN/Inf; see ``last_step_skipped``.
-            Default False: non-finite values propagate, as in torch.
-        max_grad_norm (float or None): clip the total 2-norm of all gradients to
-            this value, as ``clip_grad_norm_`` would, folded into the update
-            (the gradient arrays are not modified).
-
+{common_args}
     State per parameter: ``momentum_buffer`` (only when momentum != 0).
     """
 
@@ -614,14 +622,7 @@ class Adam(Optimizer):
         amsgrad (bool): use the running maximum of :math:`v_t` (AMSGrad).
         maximize (bool): maximize the objective instead of minimizing.
         decoupled_weight_decay (bool): AdamW's decay instead of L2 (default False).
-        backend (str): "auto" (fastest available), "numpy", "numba", "c" or "cuda".
-        skip_nonfinite (bool): skip the whole step (no parameter, state or count
-            changes) when any gradient holds NaN/Inf; see ``last_step_skipped``.
-            Default False: non-finite values propagate, as in torch.
-        max_grad_norm (float or None): clip the total 2-norm of all gradients to
-            this value, as ``clip_grad_norm_`` would, folded into the update
-            (the gradient arrays are not modified).
-
+{common_args}
     State per parameter: ``step``, ``exp_avg``, ``exp_avg_sq`` and, with amsgrad,
     ``max_exp_avg_sq``.
     """
@@ -656,6 +657,10 @@ class Adam(Optimizer):
                      eps=g["eps"], weight_decay=g["weight_decay"], amsgrad=g["amsgrad"],
                      maximize=g["maximize"], decoupled_weight_decay=g["decoupled_weight_decay"],
                      grad_scale=grad_scale)
+
+
+SGD.__doc__ = SGD.__doc__.replace("{common_args}", _COMMON_ARGS)
+Adam.__doc__ = Adam.__doc__.replace("{common_args}", _COMMON_ARGS)
 
 
 class AdamW(Adam):

@@ -67,3 +67,15 @@ def test_flat_grads_from_another_buffer_fall_back_to_checks():
     opt = fastoptim.SGD(b.params, lr=1.0)
     with pytest.raises(ValueError, match="expected 2 gradients"):
         opt.step(a.grads)
+
+
+def test_gradient_views_tiling_another_parameter_buffer_are_rejected():
+    a = fastoptim.FlatParams([np.ones(3), np.ones(2)])
+    b = fastoptim.FlatParams([np.ones(3), np.ones(2)])
+    opt = fastoptim.SGD(a.params + b.params, lr=0.1)  # two flat layouts in one group
+    opt2 = fastoptim.SGD([{"params": a.params}, {"params": b.params}], lr=0.1)
+    with pytest.raises(ValueError, match="shares memory with params"):
+        opt2.step(list(b.params) + [np.ones(3), np.ones(2)])  # group 0's grads tile b's buffer
+    assert (a.buffer == 1).all() and (b.buffer == 1).all()
+    opt.step([np.ones(3), np.ones(2), np.ones(3), np.ones(2)])
+    assert np.allclose(a.buffer, 0.9) and np.allclose(b.buffer, 0.9)
