@@ -1,5 +1,8 @@
 """fastoptim.clip: torch.nn.utils' gradient norms and clipping, on NumPy (and CUDA) arrays."""
+import functools
+import hashlib
 import math
+import os
 import warnings
 
 import numpy as np
@@ -36,36 +39,94 @@ def assert_norm_close(actual, expected, dtype):
         assert actual == pytest.approx(expected, rel=RTOL[dtype], abs=1e-30)
 
 
-# ------------------------------------------------------------------ against torch
-def _torch():
-    return pytest.importorskip("torch")
+# ------------------------------------------------------------------ against torch (golden)
+# torch's results are recorded in tests/data/clip_golden.npz by tools/gen_clip_golden.py
+# (torch 2.13), which imports the grid and the inputs below: these tests do not need torch.
+GOLDEN_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "clip_golden.npz")
+DTYPE_SETS = {"f32": (np.float32,), "f64": (np.float64,), "mixed": (np.float32, np.float64)}
+NORM_SEEDS = range(3)
+BADS = [np.nan, np.inf, -np.inf]
+MAX_NORMS = [1.0, 0.01, 1e6, 0.0, -2.0]
+NONFINITE_CLIP_BADS = [np.nan, np.inf]
+CLIP_VALUES = [0.5, 3.0, 0.0, -1.0, np.inf, np.nan]
+ERROR_GRADS = [np.array([3.0, np.inf], np.float32), np.array([4.0], np.float32)]
+# torch squares float32 values in float32: 1e20**2 overflows, 1e-30**2 underflows
+OVERFLOW_CASES = [[np.array([1e30, 1e30], np.float32)], [np.array([1e-30, 1e-30], np.float32)],
+                  [np.array([1e19], np.float32), np.array([1e19], np.float32)],
+                  [np.full(10, 1e19, np.float32)]]
 
 
-def torch_norm(grads, p):
-    t = _torch()
-    return float(t.nn.utils.get_total_norm([t.from_numpy(np.array(g)) for g in grads], p))
+def k(*parts):
+    """Fixture key: floats by repr ('2.0', 'inf', '-inf', 'nan')."""
+    return "/".join(repr(float(x)) if isinstance(x, (float, np.floating)) else str(x) for x in parts)
+
+
+def input_key(*parts):
+    return k("inputs", *parts)
+
+
+def fingerprint(grads):
+    h = hashlib.sha256()
+    for g in grads:
+        h.update(f"{g.dtype.str}{g.shape}".encode())
+        h.update(np.ascontiguousarray(g).tobytes())
+    return h.hexdigest()
+
+
+def nonfinite_grads(bad):
+    grads = make_grads(4)
+    grads[2].reshape(-1)[5] = bad
+    return grads
+
+
+def nonfinite_clip_grads(bad):
+    return [np.array([3.0, bad, 1.0], np.float32), np.array([4.0], np.float32)]
+
+
+def clip_value_input(dtype):
+    return np.array([-3.0, -0.2, 0.0, -0.0, 0.4, 5.0, np.nan, np.inf, -np.inf], dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _golden():
+    with np.load(GOLDEN_PATH) as data:
+        return {key: data[key] for key in data.files}
+
+
+def golden(*parts):
+    return _golden()[k(*parts)]
+
+
+def golden_float(*parts):
+    return float(golden(*parts))
+
+
+def checked(grads, *parts):
+    """``grads``, after checking they are the inputs torch saw when the fixture was made."""
+    assert fingerprint(grads) == str(_golden()[input_key(*parts)]), \
+        "inputs drifted from the fixture: rerun tools/gen_clip_golden.py"
+    return grads
 
 
 @pytest.mark.parametrize("backend", CPU)
 @pytest.mark.parametrize("p", NORMS)
-@pytest.mark.parametrize("dtypes", [(np.float32,), (np.float64,), (np.float32, np.float64)],
-                         ids=["f32", "f64", "mixed"])
+@pytest.mark.parametrize("dtypes", list(DTYPE_SETS))
 def test_total_norm_matches_torch(backend, p, dtypes):
-    for seed in range(3):
-        grads = make_grads(seed, dtypes, specials=seed == 1)
-        expected = torch_norm(grads, p)
+    for seed in NORM_SEEDS:
+        grads = checked(make_grads(seed, DTYPE_SETS[dtypes], specials=seed == 1), "norm", dtypes, seed)
+        expected = golden_float("norm", dtypes, p, seed)
         # with mixed dtypes the float32 arrays' norms are float32: float32 accuracy
-        result_dtype = np.float64 if dtypes == (np.float64,) else np.float32
+        result_dtype = np.float64 if dtypes == "f64" else np.float32
         assert_norm_close(total_norm(grads, p, backend=backend), expected, result_dtype)
 
 
 @pytest.mark.parametrize("backend", CPU)
 @pytest.mark.parametrize("p", NORMS)
-@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("bad", BADS)
 def test_nonfinite_values_propagate_like_torch(backend, p, bad):
-    grads = make_grads(4)
-    grads[2].reshape(-1)[5] = bad
-    expected = torch_norm(grads, p)
+    checked(make_grads(4), "nonfinite")
+    grads = nonfinite_grads(bad)
+    expected = golden_float("nonfinite", bad, p)
     assert_norm_close(total_norm(grads, p, backend=backend), expected, np.float32)
     norm, finite = norm_and_finite(grads, p, backend=backend)
     assert_norm_close(norm, expected, np.float32)
@@ -74,82 +135,93 @@ def test_nonfinite_values_propagate_like_torch(backend, p, bad):
 
 @pytest.mark.parametrize("backend", CPU)
 def test_float32_overflow_and_underflow_follow_torch(backend):
-    # torch squares float32 values in float32: 1e20**2 overflows, 1e-30**2 underflows
-    cases = [[np.array([1e30, 1e30], np.float32)], [np.array([1e-30, 1e-30], np.float32)],
-             [np.array([1e19], np.float32), np.array([1e19], np.float32)],
-             [np.full(10, 1e19, np.float32)]]
-    for grads in cases:
-        assert total_norm(grads, backend=backend) == torch_norm(grads, 2.0)
-    assert norm_and_finite(cases[0], backend=backend) == (math.inf, True)  # finite values
+    for i, grads in enumerate(OVERFLOW_CASES):
+        assert total_norm(grads, backend=backend) == golden_float("overflow", i)
+    assert norm_and_finite(OVERFLOW_CASES[0], backend=backend) == (math.inf, True)  # finite values
     big64 = [np.array([1e30, 1e30])]
     assert total_norm(big64, backend=backend) == pytest.approx(math.sqrt(2) * 1e30)
 
 
 @pytest.mark.parametrize("backend", CPU)
-@pytest.mark.parametrize("dtypes", [(np.float32,), (np.float64,), (np.float32, np.float64)],
-                         ids=["f32", "f64", "mixed"])
-@pytest.mark.parametrize("max_norm", [1.0, 0.01, 1e6, 0.0, -2.0])
+@pytest.mark.parametrize("dtypes", list(DTYPE_SETS))
+@pytest.mark.parametrize("max_norm", MAX_NORMS)
 def test_clip_grad_norm_is_bit_identical_to_torch_given_the_norm(backend, dtypes, max_norm):
-    t = _torch()
-    grads = make_grads(7, dtypes)
-    params = []
-    for g in grads:
-        p = t.nn.Parameter(t.zeros(g.shape, dtype=t.float32 if g.dtype == np.float32 else t.float64))
-        p.grad = t.from_numpy(g.copy())
-        params.append(p)
-    expected_norm = t.nn.utils.get_total_norm([p.grad for p in params])
+    grads = checked(make_grads(7, DTYPE_SETS[dtypes]), "clipnorm", dtypes)
+    fresh = [g.copy() for g in grads]
+    expected_norm = golden_float("clipnorm", dtypes, max_norm, "norm")
+    norm_dtype = np.dtype(str(golden("clipnorm", dtypes, max_norm, "dtype")))
+    expected = [golden("clipnorm", dtypes, max_norm, f"g{i}") for i in range(len(grads))]
     norm = clip_grad_norm_(grads, max_norm, backend=backend)
-    assert norm == pytest.approx(float(expected_norm), rel=2e-6)
-    # torch's scaling from our norm (same dtype): bit for bit
-    t.nn.utils.clip_grads_with_norm_(params, max_norm,
-                                     t.tensor(norm, dtype=expected_norm.dtype))
-    for g, p in zip(grads, params):
-        np.testing.assert_array_equal(g, p.grad.numpy())
-        assert g.dtype == p.grad.numpy().dtype
+    assert norm == pytest.approx(expected_norm, rel=2e-6)
+    # torch's scaling given its norm (same dtype): bit for bit
+    clip_grads_with_norm_(fresh, max_norm, expected_norm, backend=backend)
+    for f, e in zip(fresh, expected):
+        np.testing.assert_array_equal(f, e)
+        assert f.dtype == e.dtype
+    # and clip_grad_norm_ scales by its own norm exactly that way (torch's grads where the norms agree)
+    if norm_dtype.type(norm) != norm_dtype.type(expected_norm):
+        fresh = [g.copy() for g in checked(make_grads(7, DTYPE_SETS[dtypes]), "clipnorm", dtypes)]
+        clip_grads_with_norm_(fresh, max_norm, norm, backend=backend)
+        expected = fresh
+    for g, e in zip(grads, expected):
+        np.testing.assert_array_equal(g, e)
+        assert g.dtype == e.dtype
 
 
 @pytest.mark.parametrize("backend", CPU)
 def test_clip_grad_norm_nonfinite_like_torch(backend):
-    t = _torch()
-    for bad in (np.nan, np.inf):
-        grads = [np.array([3.0, bad, 1.0], np.float32), np.array([4.0], np.float32)]
-        p = [t.nn.Parameter(t.zeros(3)), t.nn.Parameter(t.zeros(1))]
-        for q, g in zip(p, grads):
-            q.grad = t.from_numpy(g.copy())
-        expected = t.nn.utils.clip_grad_norm_(p, 1.0)
+    for bad in NONFINITE_CLIP_BADS:
+        grads = nonfinite_clip_grads(bad)
         norm = clip_grad_norm_(grads, 1.0, backend=backend)
-        assert_norm_close(norm, float(expected), np.float32)
-        for g, q in zip(grads, p):
-            np.testing.assert_array_equal(g, q.grad.numpy())
+        assert_norm_close(norm, golden_float("clipnorm_nonfinite", bad, "norm"), np.float32)
+        for i, g in enumerate(grads):
+            np.testing.assert_array_equal(g, golden("clipnorm_nonfinite", bad, f"g{i}"))
 
 
 @pytest.mark.parametrize("backend", CPU)
 def test_error_if_nonfinite_raises_torchs_error_and_changes_nothing(backend):
-    grads = [np.array([3.0, np.inf], np.float32), np.array([4.0], np.float32)]
-    before = [g.copy() for g in grads]
-    with pytest.raises(RuntimeError, match=r"The total norm of order 2.0 for gradients from "
-                                           r"`parameters` is non-finite, so it cannot be clipped"):
+    grads = [g.copy() for g in ERROR_GRADS]
+    torch_message = str(_golden()["error/clip_grad_norm_"])
+    assert torch_message.startswith("The total norm of order 2.0 for gradients from `parameters` "
+                                    "is non-finite, so it cannot be clipped")
+    with pytest.raises(RuntimeError) as info:
         clip_grad_norm_(grads, 1.0, error_if_nonfinite=True, backend=backend)
-    for g, b in zip(grads, before):
+    assert str(info.value) == torch_message
+    for g, b in zip(grads, ERROR_GRADS):
         np.testing.assert_array_equal(g, b)
-    with pytest.raises(RuntimeError, match="order inf"):
+    with pytest.raises(RuntimeError, match="order inf") as info:
         total_norm([np.array([np.nan])], "inf", error_if_nonfinite=True)
-    assert clip_grad_norm_([np.array([3.0, 4.0])], 1.0, error_if_nonfinite=True) == 5.0
+    assert str(info.value) == str(_golden()["error/total_norm_inf"])
+    result = clip_grad_norm_([np.array([3.0, 4.0])], 1.0, error_if_nonfinite=True)
+    assert result == 5.0 == golden_float("error", "finite_result")
 
 
 @pytest.mark.parametrize("backend", CPU)
-@pytest.mark.parametrize("clip_value", [0.5, 3.0, 0.0, -1.0, np.inf, np.nan])
+@pytest.mark.parametrize("clip_value", CLIP_VALUES)
 def test_clip_grad_value_matches_torch(backend, clip_value):
-    t = _torch()
     for dtype in (np.float32, np.float64):
-        g = np.array([-3.0, -0.2, 0.0, -0.0, 0.4, 5.0, np.nan, np.inf, -np.inf], dtype)
-        p = t.nn.Parameter(t.zeros(g.shape, dtype=t.from_numpy(g).dtype))
-        p.grad = t.from_numpy(g.copy())
-        t.nn.utils.clip_grad_value_([p], clip_value)
+        g = clip_value_input(dtype)
         clip_grad_value_([g], clip_value, backend=backend)
-        expected = p.grad.numpy()
+        expected = golden("clipvalue", clip_value, np.dtype(dtype).name)
         np.testing.assert_array_equal(g, expected)
+        assert g.dtype == expected.dtype
         np.testing.assert_array_equal(np.signbit(g), np.signbit(expected))  # -0.0 kept
+
+
+def test_golden_fixture_still_matches_live_torch():
+    """Optional: with torch installed, spot-check the fixture against it."""
+    t = pytest.importorskip("torch")
+    for dtypes in DTYPE_SETS:
+        grads = make_grads(1, DTYPE_SETS[dtypes], specials=True)
+        for p in (2.0, 0.5, math.inf):
+            live = float(t.nn.utils.get_total_norm([t.from_numpy(g.copy()) for g in grads], p))
+            assert live == golden_float("norm", dtypes, p, 1)
+    for clip_value in (0.5, np.nan):
+        x = t.from_numpy(clip_value_input(np.float32))
+        p = t.nn.Parameter(t.zeros_like(x))
+        p.grad = x
+        t.nn.utils.clip_grad_value_([p], clip_value)
+        np.testing.assert_array_equal(p.grad.numpy(), golden("clipvalue", clip_value, "float32"))
 
 
 # ------------------------------------------------------------------ semantics, no torch
