@@ -332,7 +332,20 @@ def _lambda_list(optimizer: Any, lr_lambda: Any) -> list[Callable[[int], float]]
 
 
 class _LambdaStateMixin:
+    """LambdaLR and MultiplicativeLR: one lr_lambda per group, saved without functions."""
+
     lr_lambdas: list[Callable[[int], float]]
+
+    def __init__(
+        self,
+        optimizer: Any,
+        lr_lambda: Callable[[int], float] | Sequence[Callable[[int], float]],
+        last_epoch: int = -1,
+    ) -> None:
+        _check_optimizer(optimizer)
+        self.optimizer = optimizer
+        self.lr_lambdas = _lambda_list(optimizer, lr_lambda)
+        super().__init__(optimizer, last_epoch)
 
     def state_dict(self) -> dict[str, Any]:
         """Scheduler state; ``lr_lambdas`` holds ``None`` for plain functions/lambdas
@@ -365,17 +378,6 @@ class LambdaLR(_LambdaStateMixin, LRScheduler):
     ``state_dict`` saves only callable objects' ``__dict__`` (not lambdas).
     """
 
-    def __init__(
-        self,
-        optimizer: Any,
-        lr_lambda: Callable[[int], float] | Sequence[Callable[[int], float]],
-        last_epoch: int = -1,
-    ) -> None:
-        _check_optimizer(optimizer)
-        self.optimizer = optimizer
-        self.lr_lambdas = _lambda_list(optimizer, lr_lambda)
-        super().__init__(optimizer, last_epoch)
-
     def get_lr(self) -> list[Any]:
         _warn_get_lr_called_within_step(self)
         return [base_lr * lmbda(self.last_epoch) for lmbda, base_lr in zip(self.lr_lambdas, self.base_lrs)]
@@ -394,17 +396,6 @@ class MultiplicativeLR(_LambdaStateMixin, LRScheduler):
         lr_lambda: a function of the integer epoch, or a list with one per group.
         last_epoch: index of the last epoch. Default: -1.
     """
-
-    def __init__(
-        self,
-        optimizer: Any,
-        lr_lambda: Callable[[int], float] | Sequence[Callable[[int], float]],
-        last_epoch: int = -1,
-    ) -> None:
-        _check_optimizer(optimizer)
-        self.optimizer = optimizer
-        self.lr_lambdas = _lambda_list(optimizer, lr_lambda)
-        super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[Any]:
         _warn_get_lr_called_within_step(self)
