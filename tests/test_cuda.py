@@ -28,23 +28,7 @@ SIZES = [(), (1,), (7,), (3, 11), (257,)]
 DTYPES = [np.float32, np.float64]
 RTOL = {np.dtype(np.float32): 1e-6, np.dtype(np.float64): 1e-13}
 
-SGD_FLAGS = [
-    {},
-    dict(momentum=0.9),
-    dict(momentum=0.9, dampening=0.4),
-    dict(momentum=0.9, nesterov=True),
-    dict(weight_decay=0.1),
-    dict(momentum=0.7, weight_decay=0.1, maximize=True),
-]
-ADAM_FLAGS = [
-    ("Adam", {}),
-    ("Adam", dict(weight_decay=0.1)),
-    ("Adam", dict(amsgrad=True)),
-    ("Adam", dict(maximize=True, weight_decay=0.01)),
-    ("Adam", dict(betas=(0.2, 0.5), eps=1e-4, amsgrad=True)),
-    ("AdamW", {}),
-    ("AdamW", dict(amsgrad=True, maximize=True, weight_decay=0.3)),
-]
+from flag_cases import ADAM_FLAGS, SGD_FLAGS  # noqa: E402
 
 
 # ------------------------------------------------------------------- helpers
