@@ -317,10 +317,6 @@ class DeviceArrays(ArraySupport):
         return None if flat is None else (flat, 0, flat)
 
     @staticmethod
-    def overlaps(a, b) -> bool:
-        return _spans_overlap(_desc(a), _desc(b))
-
-    @staticmethod
     def alloc(like, init):
         d = _desc(like)
         out = cuda.device_array(d.shape, dtype=d.dtype)

@@ -60,10 +60,6 @@ class HostArrays(ArraySupport):
         return grad
 
     @staticmethod
-    def overlaps(a, b) -> bool:
-        return bool(np.may_share_memory(a, b))
-
-    @staticmethod
     def alloc(like, init):
         return np.zeros(like.shape, like.dtype) if init == "zeros" else np.empty(like.shape, like.dtype)
 

@@ -285,7 +285,7 @@ class Optimizer:
                     work.append((i, check(labels[i], grads[i], self._params[i])))
             if segment is not None and len(work) == len(indices):
                 flat = self._devices.find_segment([g for _, g in work])
-                if flat is not None and not self._devices.overlaps(flat[2], segment.param):
+                if flat is not None:  # checked against everything written, below
                     work = (flat[2],)
             plan.append(work or None)
         reads = []

@@ -36,6 +36,15 @@ def dev(a):
     return cuda.to_device(np.asarray(a, order="C"))
 
 
+def to_device_params(arrays, flat):
+    """Copies of host ``arrays`` on the device: views of one FlatParams buffer (returned
+    too) when ``flat``, separate device arrays otherwise."""
+    if flat:
+        fp = fastoptim.FlatParams(arrays, device="cuda")
+        return fp.params, fp
+    return [dev(a) for a in arrays], None
+
+
 def host(a):
     return a.copy_to_host()
 
@@ -307,11 +316,7 @@ def test_cpu_state_dict_continues_on_the_gpu(flat):
     cpu = fastoptim.SGD(cpu_params, lr=0.05, momentum=0.9, weight_decay=0.01, backend="numpy")
     for g in grads[:2]:
         cpu.step(g)
-    if flat:
-        fp = fastoptim.FlatParams(cpu_params, device="cuda")
-        gpu_params = fp.params
-    else:
-        gpu_params = [dev(p) for p in cpu_params]
+    gpu_params, _ = to_device_params(cpu_params, flat)
     gpu = fastoptim.SGD(gpu_params, lr=0.05, momentum=0.9, weight_decay=0.01)
     gpu.load_state_dict(cpu.state_dict())
     for g in grads[2:]:
@@ -406,11 +411,7 @@ def test_skip_nonfinite_and_max_grad_norm_on_device(flat):
     ref = fastoptim.Adam(ref_params, lr=0.1, backend="numpy", max_grad_norm=1.0)
     for g in grads:
         ref.step(g)
-    if flat:
-        fp = fastoptim.FlatParams(init, device="cuda")
-        params = fp.params
-    else:
-        params = [dev(p) for p in init]
+    params, fp = to_device_params(init, flat)
     opt = fastoptim.Adam(params, lr=0.1, skip_nonfinite=True, max_grad_norm=1.0)
     assert opt.backend == "cuda"
     for g in (grads[0], poisoned, grads[1], grads[2]):
