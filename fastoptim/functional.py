@@ -79,6 +79,9 @@ def sgd_step(params, grads, momentum_buffers=None, *, lr=1e-3, momentum=0, dampe
     V.check_sgd_hyperparameters(lr, momentum, dampening, weight_decay, nesterov, maximize)
     if momentum != 0 and momentum_buffers is None:
         raise ValueError("momentum != 0 needs momentum_buffers (a list, None entries on the first step)")
+    if (momentum != 0 and isinstance(momentum_buffers, tuple)
+            and any(b is None for b in momentum_buffers)):
+        raise TypeError("momentum_buffers with None entries must be a list: the new buffers are stored in it")
     kernels, devices, params, grads, states = _prepare(
         backend, params, grads, {"momentum_buffers": momentum_buffers})
     buffers = states["momentum_buffers"]

@@ -84,3 +84,10 @@ def test_grad_sharing_memory_with_state_is_rejected():
     with pytest.raises(ValueError, match=r"grads\[0\] shares memory with exp_avgs\[0\]"):
         F.adam_step([p], [m], [m], [v], step=1)
     np.testing.assert_array_equal(p, np.ones(3))
+
+
+def test_new_momentum_buffers_need_a_list_to_land_in():
+    p = np.ones(3)
+    with pytest.raises(TypeError, match="must be a list"):
+        F.sgd_step([p], [np.ones(3)], (None,), lr=0.1, momentum=0.9)
+    np.testing.assert_array_equal(p, np.ones(3))
