@@ -97,11 +97,11 @@ class Helpers:
             pytest.fail(f"{backend} differs from the NumPy reference, not timed: {mismatch}")
         return step
 
-    def floor_step(self, optimizer, n, dtype):
+    def floor_step(self, optimizer, n, dtype, variant):
         spec = bench.OPTIMIZERS[optimizer]
         param0, grad = self.data(dtype)(n)
         arrays = [param0.copy(), grad] + [np.zeros(n, dtype) for _ in range(spec.arrays - 2)]
-        kernel = bench.floor_kernel(spec.arrays, n)
+        kernel = bench.floor_kernel(spec.arrays, n, variant)
         return lambda: kernel(*arrays)
 
     def torch_step(self, optimizer, case, impl, dtype):

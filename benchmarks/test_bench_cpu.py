@@ -23,11 +23,13 @@ def test_fastoptim(benchmark, helpers, optimizer, backend, size, dtype):
                 n=size, dtype=dtype, contestant=backend)
 
 
-def test_floor(benchmark, helpers, optimizer, size, dtype):
-    """Moves the optimizer's bytes with no math: what the memory bus allows."""
-    step = helpers.floor_step(optimizer, size, dtype)
+@pytest.mark.parametrize("variant", list(bench.FLOOR_VARIANTS))
+def test_floor(benchmark, helpers, optimizer, size, dtype, variant):
+    """Moves the optimizer's bytes with no math: what the memory bus allows (the faster
+    of the two variants is the floor)."""
+    step = helpers.floor_step(optimizer, size, dtype, variant)
     helpers.run(benchmark, step, group=_group(optimizer, size, dtype), optimizer=optimizer,
-                n=size, dtype=dtype, contestant="floor")
+                n=size, dtype=dtype, contestant=f"floor {variant}")
 
 
 @pytest.mark.parametrize("peer", list(TORCH))

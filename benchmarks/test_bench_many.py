@@ -31,10 +31,11 @@ def test_fastoptim(benchmark, helpers, optimizer, backend, mode):
                 contestant=f"{backend} {mode}")
 
 
-def test_floor(benchmark, helpers, optimizer):
-    step = helpers.floor_step(optimizer, N, DTYPE)
+@pytest.mark.parametrize("variant", list(bench.FLOOR_VARIANTS))
+def test_floor(benchmark, helpers, optimizer, variant):
+    step = helpers.floor_step(optimizer, N, DTYPE, variant)
     helpers.run(benchmark, step, group=_group(optimizer), optimizer=optimizer, n=N, dtype=DTYPE,
-                contestant="floor")
+                contestant=f"floor {variant}")
 
 
 @pytest.mark.parametrize("peer", list(TORCH))

@@ -5,8 +5,10 @@ An optimizer step is memory-bandwidth bound, so every case is measured against a
 arrays as the optimizer (same bytes per element, same threads, same serial or
 parallel dispatch) and does no math. Each contestant is then one row of a table:
 
-- ``floor``: the bandwidth floor (SGD+momentum 20 B/element in fp32, Adam/AdamW 28 B,
-  AMSGrad 36 B, plain SGD 12 B);
+- ``floor`` and ``floor, prefetching``: two such kernels, a plain ``prange`` loop
+  and the chunked, prefetching loop the numba backend runs; the faster of the two
+  is the bandwidth floor (SGD+momentum 20 B/element in fp32, Adam/AdamW 28 B,
+  AMSGrad 36 B, plain SGD 12 B) that "of floor" divides by;
 - ``numpy``: the NumPy reference backend, and every available fast backend
   (``numba``, ``c``), each through the optimizer classes a user calls. The first
   ``CHECK_STEPS`` steps of each fast backend are compared with the reference
@@ -52,7 +54,7 @@ import numpy as np
 
 import fastoptim
 from fastoptim import backends as _backends
-from fastoptim.backends._jit import serial_and_parallel
+from fastoptim.backends._jit import kernel_pair
 
 __all__ = [
     "OPTIMIZERS", "DEFAULT_OPTIMIZERS", "run", "run_latency", "run_crossover", "run_device",
@@ -61,7 +63,9 @@ __all__ = [
 ]
 
 # --------------------------------------------------------------------------- settings
-DEFAULT_SIZES = (16 * 2**20, 256 * 2**10)  # one large, one medium tensor
+# one large tensor; one of the many-tensor case's 1M elements (FlatParams against one
+# tensor, in the same run); one medium tensor
+DEFAULT_SIZES = (16 * 2**20, 2**20, 256 * 2**10)
 DEFAULT_MANY = (1000, 1024)  # a model-like set: 1000 tensors of 1024 elements
 QUICK_SIZES = (2**20, 64 * 2**10)
 QUICK_MANY = (100, 1024)
@@ -197,45 +201,40 @@ def resolve_backends(names=None) -> list:
 
 # --------------------------------------------------------------------------- floor kernels
 # Same arrays, same bytes per element as the optimizer, a trivial add instead of the
-# math (every array read is used, so nothing can be optimized away). Serial and
-# parallel builds are compiled (and cached) separately by serial_and_parallel.
+# math (every array read is used, so nothing can be optimized away). Each is built
+# twice: a plain prange loop, and the chunked, prefetching loop the numba backend
+# runs (backends/_jit.py); the floor of a case is the faster of the two.
 
-def _move2(p, g):
-    for i in numba.prange(p.shape[0]):
+def _move2(lo, hi, p, g):
+    for i in range(lo, hi):
         p[i] = p[i] + g[i]
 
 
-def _move3(p, g, b):
-    for i in numba.prange(p.shape[0]):
+def _move3(lo, hi, p, g, b):
+    for i in range(lo, hi):
         b[i] = b[i] + g[i]
         p[i] = p[i] + g[i]
 
 
-def _move4(p, g, m, v):
-    for i in numba.prange(p.shape[0]):
+def _move4(lo, hi, p, g, m, v):
+    for i in range(lo, hi):
         m[i] = m[i] + g[i]
         v[i] = v[i] + g[i]
         p[i] = p[i] + g[i]
 
 
-def _move5(p, g, m, v, w):
-    for i in numba.prange(p.shape[0]):
+def _move5(lo, hi, p, g, m, v, w):
+    for i in range(lo, hi):
         m[i] = m[i] + g[i]
         v[i] = v[i] + g[i]
         w[i] = w[i] + g[i]
         p[i] = p[i] + g[i]
 
 
-_move2_serial, _move2_parallel = serial_and_parallel(_move2)
-_move3_serial, _move3_parallel = serial_and_parallel(_move3)
-_move4_serial, _move4_parallel = serial_and_parallel(_move4)
-_move5_serial, _move5_parallel = serial_and_parallel(_move5)
-
-FLOOR_KERNELS = {  # arrays -> (serial, parallel)
-    2: (_move2_serial, _move2_parallel),
-    3: (_move3_serial, _move3_parallel),
-    4: (_move4_serial, _move4_parallel),
-    5: (_move5_serial, _move5_parallel),
+FLOOR_VARIANTS = {"plain": "floor", "prefetch": "floor, prefetching"}  # variant -> row label
+FLOOR_KERNELS = {  # arrays -> variant -> KernelPair
+    arrays: {"plain": kernel_pair(move, prefetching=False), "prefetch": kernel_pair(move)}
+    for arrays, move in ((2, _move2), (3, _move3), (4, _move4), (5, _move5))
 }
 
 
@@ -246,10 +245,14 @@ def _parallel_min() -> int:
         return 32768
 
 
-def floor_kernel(arrays: int, n: int):
-    """The no-math kernel for ``arrays`` arrays of ``n`` elements, dispatched like the backends."""
-    serial, parallel = FLOOR_KERNELS[arrays]
-    return parallel if n >= _parallel_min() else serial
+def floor_kernel(arrays: int, n: int, variant: str = "prefetch"):
+    """``f(*arrays)``: the no-math kernel for ``arrays`` arrays of ``n`` elements,
+    dispatched like the backends (parallel from ``PARALLEL_MIN`` elements).
+    ``variant``: "plain" (a prange loop) or "prefetch" (the backend's chunked loop)."""
+    pair = FLOOR_KERNELS[arrays][variant]
+    if n >= _parallel_min():
+        return lambda *a: pair.run_parallel(a, ())
+    return lambda *a: pair.run_serial(a, ())
 
 
 # --------------------------------------------------------------------------- results
@@ -708,7 +711,8 @@ class _Runner:
         return out
 
     def contestants(self, spec, case) -> int:
-        return 1 + len(self.backends) * len(case.modes) + len(self.peers(spec))
+        return (len(FLOOR_VARIANTS) + len(self.backends) * len(case.modes)
+                + len(self.peers(spec)))
 
     def count(self) -> int:
         """Progress units: one per contestant (build, check, warm up) and one per round."""
@@ -732,7 +736,7 @@ class _Runner:
 
     # ---------------------------------------------------------------- contestants
     def _entries(self, spec, case):
-        entries = [self._floor_entry(spec, case)]
+        entries = [self._floor_entry(spec, case, variant) for variant in FLOOR_VARIANTS]
         for mode in case.modes:
             reference = {}  # filled by the first fastoptim contestant of this mode
             for backend in self.backends:
@@ -741,15 +745,16 @@ class _Runner:
             entries.append(self._peer_entry(spec, case, key, label, impl))
         return entries
 
-    def _floor_entry(self, spec, case):
-        row = self._row(spec, case, "floor", "floor", "floor", "floor", "n/a")
+    def _floor_entry(self, spec, case, variant):
+        name = "floor" if variant == "plain" else f"floor-{variant}"
+        row = self._row(spec, case, "floor", name, FLOOR_VARIANTS[variant], "floor", "n/a")
 
         def prepare():
             param0, grad = self.data(case.n)
             arrays = [param0.copy(), grad] + [np.zeros(case.n, self.dtype)
                                               for _ in range(spec.arrays - 2)]
-            kernel = floor_kernel(spec.arrays, case.n)
-            row.detail = "parallel" if kernel is FLOOR_KERNELS[spec.arrays][1] else "serial"
+            kernel = floor_kernel(spec.arrays, case.n, variant)
+            row.detail = "parallel" if case.n >= _parallel_min() else "serial"
             return lambda: kernel(*arrays)
 
         return _Entry(row, prepare)
@@ -859,7 +864,8 @@ class _Runner:
 def _derive(results, optimizer, case):
     """Fill GB/s, fraction of the floor and the speedups of one case's rows."""
     rows = [r for r in results if r.optimizer == optimizer and r.case == case]
-    floor = next((r for r in rows if r.kind == "floor" and r.timed), None)
+    floor = min((r for r in rows if r.kind == "floor" and r.timed), key=lambda r: r.time_s,
+                default=None)  # the faster floor kernel is the floor
     torch_times = [r.time_s for r in rows if r.contestant.startswith("torch") and r.timed]
     best_torch = min(torch_times) if torch_times else None
     for r in rows:
@@ -930,7 +936,7 @@ def run(optimizers=DEFAULT_OPTIMIZERS, backends=None, sizes=None, many="default"
     with _Threads(threads, torch):
         # run one tiny parallel kernel: it starts Numba's thread pool, so the header can
         # name the threading layer and no timed step pays for starting it
-        FLOOR_KERNELS[2][1](np.zeros(64, dtype), np.zeros(64, dtype))
+        FLOOR_KERNELS[2]["plain"].parallel((np.zeros(64, dtype), np.zeros(64, dtype)), ())
         report = Report(machine=machine_info(threads), settings=settings)
         report.machine["busy_cpus_before"] = busy_cpus(0.1 if quick else 0.25)
         if console is not None:
@@ -1088,8 +1094,9 @@ def _caption(spec, case, mode, dtype, rows):
     floor = next((r for r in rows if r.kind == "floor"), None)
     how = f"{floor.detail} " if floor is not None and floor.detail else ""
     text = (f"{spec.streams * dtype.itemsize} B/element (reads {', '.join(names)}; writes all "
-            f"but grad) x {format_size(case.n)} elements; floor: {how}Numba kernel moving "
-            f"the same bytes with no math")
+            f"but grad) x {format_size(case.n)} elements; floor: the faster of two {how}Numba "
+            f"kernels moving the same bytes with no math (a plain loop; the backend's "
+            f"chunked, prefetching loop)")
     if mode != "single":
         text += f"; peers step the {len(case.sizes)} tensors as separate tensors"
     if any(r.contestant.startswith("torch") for r in rows):
@@ -1168,7 +1175,7 @@ t2 = time.perf_counter()
 opt.step(grads)
 t3 = time.perf_counter()
 print(json.dumps({"import_s": t1 - t0, "construct_s": t2 - t1, "first_step_s": t3 - t2,
-                  "total_s": t3 - t0}))
+                  "total_s": t3 - t0, "scipy_imported": "scipy" in sys.modules}))
 """
 
 
@@ -1237,7 +1244,10 @@ def latency_table(rows):
         title_justify="left",
         caption="cold: fresh NUMBA_CACHE_DIR, every kernel compiles; warm: second process, same "
                 "cache. Params: 1M + 1K elements (parallel and serial kernels). "
-                f"Goal: < {LATENCY_GOAL_S['cold']:g} s cold, < {LATENCY_GOAL_S['warm']:g} s warm",
+                f"Goal: < {LATENCY_GOAL_S['cold']:g} s cold, < {LATENCY_GOAL_S['warm']:g} s warm"
+        + ("; SciPy is installed: Numba's first compile or cache load imports scipy.linalg "
+           "(its BLAS check), about 0.2 s of every figure here"
+           if any(row.get("warm", {}).get("scipy_imported") for row in rows) else ""),
         caption_justify="left")
     for name in ("optimizer", "cold total", "import", "construct", "first step", "warm total",
                  "goal"):
@@ -1278,9 +1288,7 @@ def _crossover_point(points):
 def run_crossover(sizes=CROSSOVER_SIZES, dtype="float32", threads=None, repeat=7, console=None):
     """Serial vs parallel Adam kernels by size: where does the thread pool start paying off?
 
-    numba: the backend's serial and parallel loops (``numba_backend._adam_serial`` /
-    ``_adam_parallel``), rebuilt here without the on-disk cache so that each is truly
-    the build it claims to be. C: the OpenMP kernel with 1 thread vs ``threads``; its
+    numba: the backend's serial and parallel Adam kernels (``numba_backend._ADAM``). C: the OpenMP kernel with 1 thread vs ``threads``; its
     threshold is compiled in, so only sizes from ``C_PARALLEL_MIN`` compare anything.
     """
     from fastoptim.backends._scalars import adam_scalars
@@ -1296,26 +1304,12 @@ def run_crossover(sizes=CROSSOVER_SIZES, dtype="float32", threads=None, repeat=7
     try:
         if _backends.is_available("numba"):
             nb = _backends.load("numba")
-            serial, parallel = (_uncached(nb._adam_serial), _uncached(nb._adam_parallel))
-            points, shipped = [], []
+            points = []
             for n in sizes:
-                p, g, m, v = _crossover_arrays(n, dtype)
-                args = (p, g, m, v, v, *scalars, False, False)
-                points.append((n, _median_time(lambda: serial(*args), repeat),
-                               _median_time(lambda: parallel(*args), repeat)))
-                # the backend's own parallel dispatcher, as loaded (possibly from the cache)
-                shipped.append(_median_time(lambda: nb._adam_parallel(*args), repeat))
-            entry = _crossover_entry(points, nb.PARALLEL_MIN)
-            for point, t in zip(entry["points"], shipped):
-                point["backend_parallel_s"] = t
-            largest = entry["points"][-1] if entry["points"] else None
-            if (largest and threads > 1 and largest["parallel_s"] < 0.8 * largest["serial_s"]
-                    and largest["backend_parallel_s"] > 0.8 * largest["serial_s"]):
-                entry["warning"] = (
-                    "numba_backend._adam_parallel runs at serial speed: it was loaded from the "
-                    "on-disk cache, whose key ignores parallel=True, so a serial build of the "
-                    "same function stands in for it")
-            out["kernels"]["numba"] = entry
+                arrays, args = _crossover_arrays(n, dtype), (*scalars, False)
+                points.append((n, _median_time(lambda: nb._ADAM.run_serial(arrays, args), repeat),
+                               _median_time(lambda: nb._ADAM.run_parallel(arrays, args), repeat)))
+            out["kernels"]["numba"] = _crossover_entry(points, nb.PARALLEL_MIN)
         if _backends.is_available("c"):
             c = _backends.load("c")
             kw = dict(step=10, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0,
@@ -1340,13 +1334,6 @@ def run_crossover(sizes=CROSSOVER_SIZES, dtype="float32", threads=None, repeat=7
         for table in crossover_tables(out):
             console.print(table)
     return out
-
-
-def _uncached(dispatcher):
-    """A fresh build of a Numba kernel with its own options, bypassing the on-disk cache
-    (the cache key ignores ``parallel``: a cached serial build can stand in for a parallel one)."""
-    options = {k: v for k, v in dispatcher.targetoptions.items() if k != "nopython"}
-    return numba.njit(**options)(dispatcher.py_func)
 
 
 def _crossover_arrays(n, dtype):
@@ -1383,12 +1370,9 @@ def crossover_tables(crossover):
         caption = f"{verdict}; the backend switches to parallel at {format_size(threshold)}"
         table = Table(title=title, title_justify="left", caption=caption,
                       caption_justify="left")
-        shipped = name == "numba" and all("backend_parallel_s" in pt for pt in entry["points"])
         columns = ["elements", "serial" if name == "numba" else "1 thread",
                    "parallel" if name == "numba" else f"{crossover['threads']} threads",
                    "parallel speedup", "winner"]
-        if shipped:
-            columns.append("backend's parallel")
         for col in columns:
             table.add_column(col, justify="right")
         for pt in entry["points"]:
@@ -1396,11 +1380,7 @@ def crossover_tables(crossover):
             cells = [format_size(pt["elements"]), _format_time(pt["serial_s"]),
                      _format_time(pt["parallel_s"]), _ratio(speedup),
                      "parallel" if speedup > 1 else "serial"]
-            if shipped:
-                cells.append(_format_time(pt["backend_parallel_s"]))
             table.add_row(*cells)
-        if entry.get("warning"):
-            table.caption += f"\n[bold red]warning[/bold red]: {entry['warning']}"
         tables.append(table)
     return tables
 
@@ -1426,8 +1406,9 @@ def plot(report: Report, path) -> None:
             pts = sorted((r.n_elements, r.gb_per_s, r.label) for r in rows
                          if r.contestant == contestant)
             xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-            if contestant == "floor":
-                ax.plot(xs, ys, "k--", linewidth=2, label="floor (no math)")
+            if contestant.startswith("floor"):
+                ax.plot(xs, ys, "k--" if contestant == "floor" else "k:", linewidth=2,
+                        label=f"{pts[0][2]} (no math)")
             else:
                 ax.plot(xs, ys, marker="o", label=pts[0][2])
         ax.set_xscale("log", base=2)

@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: every available one)")
     bench.add_argument("--sizes", type=_csv, default=None, metavar="LIST",
                        help="single-tensor sizes in elements, K/M suffixes allowed "
-                            "(default 16M,256K; --quick 1M,64K)")
+                            "(default 16M,1M,256K; --quick 1M,64K)")
     bench.add_argument("--many", default="default", metavar="COUNTxSIZE",
                        help="the many-small-tensors case, FlatParams and plain list "
                             "(default 1000x1024; --quick 100x1024; 'none' to skip)")

@@ -68,6 +68,24 @@ def test_adam_matches_reference(backend, dtype, opt_flags):
     run_pair(lambda ps, b: cls(ps, lr=0.01, backend=b, **flags), SIZES, dtype, backend)
 
 
+# Around the parallel loop's edges: the first parallel size, a last chunk of one
+# element, and sizes whose tail is shorter than the prefetch distance (2 KiB ahead).
+EDGE_SIZES = [(32767,), (32768,), (32769,), (32768 + 511,), (65536 + 63,)]
+
+
+@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("optimizer", ["SGD", "SGD-plain", "Adam", "AMSGrad"])
+def test_parallel_loop_edges_match_reference(backend, dtype, optimizer):
+    make = {
+        "SGD": lambda ps, b: fastoptim.SGD(ps, lr=0.05, momentum=0.9, backend=b),
+        "SGD-plain": lambda ps, b: fastoptim.SGD(ps, lr=0.05, backend=b),
+        "Adam": lambda ps, b: fastoptim.Adam(ps, lr=0.01, backend=b),
+        "AMSGrad": lambda ps, b: fastoptim.AdamW(ps, lr=0.01, amsgrad=True, backend=b),
+    }[optimizer]
+    run_pair(make, EDGE_SIZES, dtype, backend, steps=2)
+
+
 @pytest.mark.parametrize("backend", FAST)
 def test_groups_match_reference(backend):
     def make(ps, b):

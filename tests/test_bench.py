@@ -88,9 +88,30 @@ def test_json_document(tmp_path):
         assert key in doc["machine"]
     assert doc["settings"]["repeat"] == 2 and doc["settings"]["dtype"] == "float32"
     timed = [r for r in doc["results"] if r["time_s"] is not None]
-    # a floor per case (4K, 4x256), each backend in three modes (single, flat, list)
-    assert len(timed) == len(doc["results"]) == 2 + 3 * len(["numpy"] + FAST)
+    # two floors per case (4K, 4x256), each backend in three modes (single, flat, list)
+    assert len(timed) == len(doc["results"]) == 2 * 2 + 3 * len(["numpy"] + FAST)
     assert all(r["time_s"] > 0 and r["gb_per_s"] > 0 for r in timed)
+    for case in ("4K", "4x256"):
+        floors = [r for r in timed if r["case"] == case and r["kind"] == "floor"]
+        assert sorted(r["contestant"] for r in floors) == ["floor", "floor-prefetch"]
+        # "of floor" divides by the faster floor kernel: it is 1 there, <= 1 on the other
+        assert sorted(r["fraction_of_floor"] for r in floors)[1] == 1.0
+        assert all(0 < r["fraction_of_floor"] <= 1.0 for r in floors)
+
+
+@pytest.mark.parametrize("variant", list(bench.FLOOR_VARIANTS))
+@pytest.mark.parametrize("arrays", [2, 3, 4, 5])
+@pytest.mark.parametrize("n", [7, 40000])  # serial and parallel dispatch
+def test_floor_kernels_move_every_array(variant, arrays, n):
+    """The floor adds grad to every other array, over every element, both dispatches."""
+    rng = np.random.default_rng(n)
+    data = [rng.random(n, dtype=np.float32) for _ in range(arrays)]
+    before = [a.copy() for a in data]
+    bench.floor_kernel(arrays, n, variant)(*data)
+    grad = before[1]
+    np.testing.assert_array_equal(data[1], grad)
+    for got, old in zip(data[:1] + data[2:], before[:1] + before[2:]):
+        np.testing.assert_array_equal(got, old + grad)
 
 
 @pytest.mark.skipif(not FAST, reason="no fast backend to break")

@@ -1,4 +1,5 @@
-"""Numba compile options, defined once so every CPU kernel is built the same way.
+"""Numba compile options and the parallel loop, defined once so every CPU kernel
+is built the same way.
 
 - ``cache=True``: compiled machine code is kept on disk; a warm start skips LLVM.
 - ``error_model="numpy"``: division by zero gives inf/nan as NumPy does; the default
@@ -7,26 +8,99 @@
   ``contract``/``arcp`` would round differently from the NumPy reference.
 - ``nogil=True``: two optimizers can step concurrently from two threads.
 
-Decorator options such as ``parallel`` are not part of Numba's cache key: two
-builds of one Python function (serial and parallel) would share one cache
-entry, and the second would silently load the first. ``serial_and_parallel``
-therefore compiles two renamed copies of the function, each with its own
-cache entry. (The cache is also keyed on the source file of the compiled
-function only: after editing ``_math.py`` alone, clear ``__pycache__``.)
+A kernel is written once as a *range kernel*, ``kernel(lo, hi, *arrays, *scalars)``,
+a plain loop over ``range(lo, hi)``. ``lo`` and ``hi`` are always ``np.uint64``:
+with a signed index Numba adds a negative-index wraparound to every array access,
+and that stops LLVM from vectorizing the loop. ``kernel_pair`` compiles it as is (the serial
+kernel, for arrays below the crossover) and wraps it in a ``prange`` loop over
+chunks of a few cache lines that prefetches the data a few KiB ahead of the
+chunk it updates (the parallel kernel). The prefetch is what lets a loop with
+divisions and square roots keep the memory bus as busy as a loop that only
+copies: without it, the Adam loop ran at 0.91-0.93 of the bandwidth floor; with
+it, at the floor (measured with ``fastoptim bench``, see docs/benchmarks.md).
+
+Numba's on-disk cache keys each function on its qualified name and the source
+file that defines it, not on its decorator options, its globals or the code of
+the functions it calls. Every wrapper is therefore a renamed copy of one
+template with its own globals and its own cache entry, and after editing a
+kernel's callee alone (``_math.py``, or a range kernel but not this file),
+clear ``__pycache__``.
 """
 import types
+from typing import NamedTuple
 
 import numba
+import numpy as np
+from llvmlite import ir
+from numba.core import types as nbtypes
+from numba.extending import intrinsic
 
 SERIAL = dict(cache=True, error_model="numpy", nogil=True)
 PARALLEL = dict(SERIAL, parallel=True)
 
-njit_inline = numba.njit(inline="always", **SERIAL)
+LINE_BYTES = 64  # one prefetch per cache line
+PLAIN_CHUNK = 4096  # elements per block of the plain (non-prefetching) parallel loop
+_ZERO = np.uint64(0)
+CHUNK_BYTES = 4 * LINE_BYTES  # per array, one parallel task's work between two prefetch bursts
+PREFETCH_AHEAD_BYTES = 2048  # how far ahead of the chunk being updated data is fetched
 
 
-def _renamed(func, suffix):
-    """A copy of ``func`` whose qualified name (Numba's cache key) ends in ``suffix``."""
-    copy = types.FunctionType(func.__code__, func.__globals__, func.__name__ + suffix,
+@intrinsic
+def prefetch(typingctx, arrays, index):
+    """Hint the CPU to fetch element ``index`` of every array in the tuple ``arrays``
+    into the cache (``llvm.prefetch``: read, keep in all levels). A hint only: it
+    never faults, changes no value and costs one instruction per array."""
+    if not (isinstance(arrays, nbtypes.BaseTuple)
+            and all(isinstance(a, nbtypes.Array) for a in arrays)
+            and isinstance(index, nbtypes.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        tuple_type, index_type = signature.args
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = builder.module.declare_intrinsic(
+            "llvm.prefetch", [i8p], ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]))
+        idx = context.cast(builder, args[1], index_type, nbtypes.intp)
+        for k, array_type in enumerate(tuple_type):
+            array = context.make_array(array_type)(context, builder,
+                                                   builder.extract_value(args[0], k))
+            address = builder.gep(array.data, [idx])  # may lie past the end: a hint never faults
+            builder.call(fn, [builder.bitcast(address, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return nbtypes.void(arrays, index), codegen
+
+
+def _chunked_template(arrays, scalars):
+    n = arrays[0].shape[0]
+    line = LINE_BYTES // arrays[0].itemsize
+    chunk = 4 * line  # CHUNK_BYTES
+    ahead = PREFETCH_AHEAD_BYTES // arrays[0].itemsize
+    for c in numba.prange((n + chunk - 1) // chunk):
+        lo = c * chunk
+        if lo + ahead < n:  # unrolled: a loop here costs compile time
+            prefetch(arrays, lo + ahead)
+            prefetch(arrays, lo + ahead + line)
+            prefetch(arrays, lo + ahead + 2 * line)
+            prefetch(arrays, lo + ahead + 3 * line)
+        KERNEL(np.uint64(lo), np.uint64(min(lo + chunk, n)), *arrays,  # noqa: F821 (a global)
+               *scalars)
+
+
+def _plain_template(arrays, scalars):
+    n = arrays[0].shape[0]
+    for c in numba.prange((n + PLAIN_CHUNK - 1) // PLAIN_CHUNK):  # no prefetch
+        lo = c * PLAIN_CHUNK
+        KERNEL(np.uint64(lo), np.uint64(min(lo + PLAIN_CHUNK, n)), *arrays,  # noqa: F821
+               *scalars)
+
+
+def _renamed(func, suffix, **extra_globals):
+    """A copy of ``func`` whose qualified name (Numba's cache key) ends in ``suffix``,
+    with ``extra_globals`` added to the globals it sees."""
+    namespace = dict(func.__globals__, **extra_globals) if extra_globals else func.__globals__
+    copy = types.FunctionType(func.__code__, namespace, func.__name__ + suffix,
                               func.__defaults__, func.__closure__)
     copy.__qualname__ = func.__qualname__ + suffix
     copy.__module__ = func.__module__
@@ -34,8 +108,28 @@ def _renamed(func, suffix):
     return copy
 
 
-def serial_and_parallel(func, **extra):
-    """(serial, parallel) builds of ``func``, cached separately; ``prange`` is
-    a plain ``range`` in the serial one. ``extra`` adds jit options to both."""
-    return (numba.njit(**dict(SERIAL, **extra))(_renamed(func, "_serial")),
-            numba.njit(**dict(PARALLEL, **extra))(_renamed(func, "_parallel")))
+class KernelPair(NamedTuple):
+    """``serial(lo, hi, *arrays, *scalars)`` and ``parallel(arrays, scalars)``."""
+    serial: numba.core.registry.CPUDispatcher
+    parallel: numba.core.registry.CPUDispatcher
+
+    def run_serial(self, arrays, scalars):
+        self.serial(_ZERO, np.uint64(arrays[0].shape[0]), *arrays, *scalars)
+
+    def run_parallel(self, arrays, scalars):
+        self.parallel(arrays, scalars)
+
+
+def kernel_pair(range_kernel, prefetching=True) -> KernelPair:
+    """The serial build of ``range_kernel`` and its parallel wrapper.
+
+    ``prefetching=False`` gives a plain parallel loop instead of the chunked,
+    prefetching one: blocks of ``PLAIN_CHUNK`` elements, no prefetch; prange's
+    static schedule hands each thread one contiguous run of blocks, as OpenMP's
+    ``schedule(static)`` does (the benchmark's floor kernels measure both).
+    """
+    serial = numba.njit(**SERIAL)(range_kernel)
+    template = _chunked_template if prefetching else _plain_template
+    suffix = "__" + range_kernel.__qualname__.replace(".", "_")
+    parallel = numba.njit(**PARALLEL)(_renamed(template, suffix, KERNEL=serial))
+    return KernelPair(serial, parallel)

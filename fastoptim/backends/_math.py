@@ -1,7 +1,7 @@
 """The per-element update of each optimizer, written once for Numba.
 
 These are plain Python functions on scalars. ``numba_backend`` compiles them
-with ``@njit`` (inlined into ``prange`` loops) and ``cuda_backend`` compiles the
+with ``@njit`` (called from ``prange`` loops; LLVM inlines them) and ``cuda_backend`` compiles the
 very same functions as CUDA device functions, so the CPU and GPU kernels
 cannot drift apart. All scalar arguments arrive already rounded to the
 parameter's precision (``_scalars.py``); flags are run-time arguments, so one
