@@ -254,3 +254,26 @@ def test_noncontiguous_grads_are_handled(backend):
     fastoptim.Adam([p1], backend=backend).step([g])
     fastoptim.Adam([p2], backend="numpy").step([g.copy()])
     np.testing.assert_array_equal(p1, p2)
+
+
+@pytest.mark.skipif("numba" not in fastoptim.available_backends(), reason="numba unavailable")
+def test_parallel_wrapper_cache_name_follows_the_kernel_code():
+    """Numba's disk cache is keyed on the wrapper's name, not on the kernel it calls: the
+    name carries a digest of the kernel's code, so an edited kernel gets a new entry."""
+    from fastoptim.backends import _jit
+
+    def make(step):
+        def kernel(lo, hi, a):
+            for i in range(lo, hi):
+                a[i] = a[i] + step
+        return kernel
+
+    def kernel(lo, hi, a):
+        for i in range(lo, hi):
+            a[i] = a[i] + 2.0
+
+    names = {pair.parallel.py_func.__qualname__
+             for pair in (_jit.kernel_pair(make(1.0)), _jit.kernel_pair(kernel))}
+    assert len(names) == 2
+    same = _jit.kernel_pair(kernel).parallel.py_func.__qualname__
+    assert same in names  # the same code keeps its name (and its cache entry) across runs

@@ -22,10 +22,12 @@ it, at the floor (measured with ``fastoptim bench``, see docs/benchmarks.md).
 Numba's on-disk cache keys each function on its qualified name and the source
 file that defines it, not on its decorator options, its globals or the code of
 the functions it calls. Every wrapper is therefore a renamed copy of one
-template with its own globals and its own cache entry, and after editing a
-kernel's callee alone (``_math.py``, or a range kernel but not this file),
-clear ``__pycache__``.
+template with its own globals, and its name carries a digest of the template's
+and the range kernel's code, so editing either gives it a new cache entry. The
+per-element updates in ``_math.py`` are not in that digest: after editing only
+``_math.py``, clear ``__pycache__``.
 """
+import hashlib
 import types
 from typing import NamedTuple
 
@@ -39,10 +41,10 @@ SERIAL = dict(cache=True, error_model="numpy", nogil=True)
 PARALLEL = dict(SERIAL, parallel=True)
 
 LINE_BYTES = 64  # one prefetch per cache line
+CHUNK_LINES = 4  # per array, one parallel task's work (256 bytes) between two prefetch bursts
+PREFETCH_AHEAD_BYTES = 2048  # how far ahead of the chunk being updated data is fetched
 PLAIN_CHUNK = 4096  # elements per block of the plain (non-prefetching) parallel loop
 _ZERO = np.uint64(0)
-CHUNK_BYTES = 4 * LINE_BYTES  # per array, one parallel task's work between two prefetch bursts
-PREFETCH_AHEAD_BYTES = 2048  # how far ahead of the chunk being updated data is fetched
 
 
 @intrinsic
@@ -75,11 +77,11 @@ def prefetch(typingctx, arrays, index):
 def _chunked_template(arrays, scalars):
     n = arrays[0].shape[0]
     line = LINE_BYTES // arrays[0].itemsize
-    chunk = 4 * line  # CHUNK_BYTES
+    chunk = CHUNK_LINES * line
     ahead = PREFETCH_AHEAD_BYTES // arrays[0].itemsize
     for c in numba.prange((n + chunk - 1) // chunk):
         lo = c * chunk
-        if lo + ahead < n:  # unrolled: a loop here costs compile time
+        if lo + ahead < n:  # CHUNK_LINES lines, unrolled: a loop here costs compile time
             prefetch(arrays, lo + ahead)
             prefetch(arrays, lo + ahead + line)
             prefetch(arrays, lo + ahead + 2 * line)
@@ -108,6 +110,16 @@ def _renamed(func, suffix, **extra_globals):
     return copy
 
 
+def _code_digest(*funcs) -> str:
+    """A short digest of the functions' bytecode, constants and names."""
+    h = hashlib.blake2b(digest_size=5)
+    for func in funcs:
+        code = func.__code__
+        h.update(code.co_code)
+        h.update(repr((code.co_consts, code.co_names)).encode())
+    return h.hexdigest()
+
+
 class KernelPair(NamedTuple):
     """``serial(lo, hi, *arrays, *scalars)`` and ``parallel(arrays, scalars)``."""
     serial: numba.core.registry.CPUDispatcher
@@ -130,6 +142,6 @@ def kernel_pair(range_kernel, prefetching=True) -> KernelPair:
     """
     serial = numba.njit(**SERIAL)(range_kernel)
     template = _chunked_template if prefetching else _plain_template
-    suffix = "__" + range_kernel.__qualname__.replace(".", "_")
+    suffix = f"__{range_kernel.__name__}_{_code_digest(template, range_kernel)}"
     parallel = numba.njit(**PARALLEL)(_renamed(template, suffix, KERNEL=serial))
     return KernelPair(serial, parallel)
