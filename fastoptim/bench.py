@@ -964,7 +964,7 @@ def run(optimizers=DEFAULT_OPTIMIZERS, backends=None, sizes=None, many="default"
                       "inflated[/yellow]")
     elapsed = time.perf_counter() - started
     if latency is None:  # default: only if it fits the time budget
-        latency = not quick and elapsed + LATENCY_COST_S * len(specs) <= budget_s
+        latency = not quick and elapsed + LATENCY_COST_S * (len(specs) + 1) <= budget_s
     if latency:
         report.latency = run_latency(optimizers, threads=threads, console=console,
                                      progress=progress)
@@ -1179,6 +1179,39 @@ print(json.dumps({"import_s": t1 - t0, "construct_s": t2 - t1, "first_step_s": t
 """
 
 
+# The same first step with nothing but Numba: two trivial cached kernels (one prange,
+# one serial) in a module of their own. What Numba itself costs in this environment.
+_BASELINE_MODULE = r"""
+import numba
+
+@numba.njit(cache=True, parallel=True, error_model="numpy", nogil=True)
+def parallel_step(p, g):
+    for i in numba.prange(p.shape[0]):
+        p[i] = p[i] - 0.01 * g[i]
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def serial_step(p, g):
+    for i in range(p.shape[0]):
+        p[i] = p[i] - 0.01 * g[i]
+"""
+
+_BASELINE_CHILD = r"""
+import json, sys, time
+import numpy as np
+weight, bias = np.full(1 << 20, 0.5, np.float32), np.full(1024, 0.5, np.float32)
+grads = [np.full_like(weight, 1e-2), np.full_like(bias, 1e-2)]
+sys.path.insert(0, sys.argv[1])
+t0 = time.perf_counter()
+import fastoptim_latency_baseline as kernels
+t1 = time.perf_counter()
+kernels.parallel_step(weight, grads[0])
+kernels.serial_step(bias, grads[1])
+t2 = time.perf_counter()
+print(json.dumps({"import_s": t1 - t0, "construct_s": 0.0, "first_step_s": t2 - t1,
+                  "total_s": t2 - t0, "scipy_imported": "scipy" in sys.modules}))
+"""
+
+
 def _child_env(extra):
     env = dict(os.environ)
     root = os.path.dirname(os.path.dirname(os.path.abspath(fastoptim.__file__)))
@@ -1187,12 +1220,10 @@ def _child_env(extra):
     return env
 
 
-def _latency_child(spec, env):
+def _latency_child(args, env):
     started = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-c", _LATENCY_CHILD, spec.cls, json.dumps(spec.kwargs)],
-        env=env, capture_output=True, text=True, timeout=300,
-    )
+    proc = subprocess.run([sys.executable, "-c", *args], env=env, capture_output=True, text=True,
+                          timeout=300)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip()
@@ -1202,30 +1233,43 @@ def _latency_child(spec, env):
     return out
 
 
-def run_latency(optimizers=DEFAULT_OPTIMIZERS, threads=None, console=None, progress=True):
+def run_latency(optimizers=DEFAULT_OPTIMIZERS, threads=None, console=None, progress=True,
+                baseline=True):
     """First-step latency (import + construct + first step, numba backend) per optimizer.
 
     Each optimizer runs in a fresh subprocess with ``NUMBA_CACHE_DIR`` set to a new
     empty directory (cold: everything compiles), then again with the same directory
-    (warm: the compiled kernels load from the cache).
+    (warm: the compiled kernels load from the cache). With ``baseline``, a first row
+    does the same for two trivial cached Numba kernels and nothing else: what Numba
+    alone costs here (``"baseline": True``, no goal).
     """
     _check_names("optimizer", list(optimizers), list(OPTIMIZERS))
     threads = check_threads(threads)
+    jobs = [(None, "Numba alone (baseline)")] if baseline else []
+    jobs += [(name, OPTIMIZERS[name].label) for name in optimizers]
     rows = []
     with _progress(console if progress else None) as bar:
-        task = bar.add_task("first-step latency", total=2 * len(optimizers)) if bar else None
-        for name in optimizers:
-            spec = OPTIMIZERS[name]
-            row = {"optimizer": name, "backend": "numba", "elements": [1 << 20, 1024]}
+        task = bar.add_task("first-step latency", total=2 * len(jobs)) if bar else None
+        for name, label in jobs:
+            row = {"optimizer": name, "label": label, "baseline": name is None,
+                   "backend": "numba", "elements": [1 << 20, 1024]}
             with tempfile.TemporaryDirectory(prefix="fastoptim-numba-cache-") as cache:
                 env = _child_env({"NUMBA_CACHE_DIR": cache, "NUMBA_NUM_THREADS": str(threads)})
+                if name is None:
+                    with open(os.path.join(cache, "fastoptim_latency_baseline.py"), "w") as f:
+                        f.write(_BASELINE_MODULE)
+                    args = [_BASELINE_CHILD, cache]
+                else:
+                    args = [_LATENCY_CHILD, OPTIMIZERS[name].cls, json.dumps(OPTIMIZERS[name].kwargs)]
                 for which in ("cold", "warm"):
                     if bar:
-                        bar.update(task, description=f"first-step latency: {spec.label}, {which}")
+                        bar.update(task, description=f"first-step latency: {label}, {which}")
                     try:
-                        row[which] = _latency_child(spec, env)
-                        row[f"{which}_goal_s"] = LATENCY_GOAL_S[which]
-                        row[f"{which}_meets_goal"] = row[which]["total_s"] < LATENCY_GOAL_S[which]
+                        row[which] = _latency_child(args, env)
+                        if name is not None:
+                            row[f"{which}_goal_s"] = LATENCY_GOAL_S[which]
+                            row[f"{which}_meets_goal"] = (row[which]["total_s"]
+                                                          < LATENCY_GOAL_S[which])
                     except Exception as exc:
                         row[which] = {"error": f"{type(exc).__name__}: {exc}"}
                     if bar:
@@ -1239,31 +1283,36 @@ def run_latency(optimizers=DEFAULT_OPTIMIZERS, threads=None, console=None, progr
 def latency_table(rows):
     from rich.table import Table
 
+    caption = ("cold: fresh NUMBA_CACHE_DIR, every kernel compiles; warm: second process, same "
+               "cache. Params: 1M + 1K elements (parallel and serial kernels). "
+               f"Goal: < {LATENCY_GOAL_S['cold']:g} s cold, < {LATENCY_GOAL_S['warm']:g} s warm. "
+               "Numba alone: two trivial cached kernels, the same first step with nothing else")
+    if any(row.get("warm", {}).get("scipy_imported") for row in rows):
+        caption += ("; SciPy is installed: Numba's first compile or cache load imports "
+                    "scipy.linalg (its BLAS check), about 0.2 s of every figure here")
     table = Table(
         title="First-step latency: import fastoptim + construct + first step (numba backend)",
-        title_justify="left",
-        caption="cold: fresh NUMBA_CACHE_DIR, every kernel compiles; warm: second process, same "
-                "cache. Params: 1M + 1K elements (parallel and serial kernels). "
-                f"Goal: < {LATENCY_GOAL_S['cold']:g} s cold, < {LATENCY_GOAL_S['warm']:g} s warm"
-        + ("; SciPy is installed: Numba's first compile or cache load imports scipy.linalg "
-           "(its BLAS check), about 0.2 s of every figure here"
-           if any(row.get("warm", {}).get("scipy_imported") for row in rows) else ""),
-        caption_justify="left")
+        title_justify="left", caption=caption, caption_justify="left")
     for name in ("optimizer", "cold total", "import", "construct", "first step", "warm total",
                  "goal"):
         table.add_column(name, justify="left" if name == "optimizer" else "right")
     for row in rows:
         cold, warm = row.get("cold", {}), row.get("warm", {})
         if "error" in cold or "error" in warm:
-            table.add_row(OPTIMIZERS[row["optimizer"]].label,
+            table.add_row(row["label"],
                           f"[red]error[/red] {cold.get('error') or warm.get('error')}",
                           "", "", "", "", "")
             continue
-        ok = row["cold_meets_goal"] and row["warm_meets_goal"]
-        table.add_row(OPTIMIZERS[row["optimizer"]].label, _format_time(cold["total_s"]),
-                      _format_time(cold["import_s"]), _format_time(cold["construct_s"]),
-                      _format_time(cold["first_step_s"]), _format_time(warm["total_s"]),
-                      "[green]met[/green]" if ok else "[red]missed[/red]")
+        if row.get("baseline"):
+            verdict = "[dim]reference[/dim]"
+        elif row["cold_meets_goal"] and row["warm_meets_goal"]:
+            verdict = "[green]met[/green]"
+        else:
+            verdict = "[red]missed[/red]"
+        table.add_row(row["label"], _format_time(cold["total_s"]), _format_time(cold["import_s"]),
+                      "-" if row.get("baseline") else _format_time(cold["construct_s"]),
+                      _format_time(cold["first_step_s"]), _format_time(warm["total_s"]), verdict,
+                      style="dim" if row.get("baseline") else "")
     return table
 
 

@@ -195,13 +195,21 @@ def test_torch_peers_are_labelled_and_compared():
 
 
 def test_first_step_latency_cold_and_warm():
-    rows = bench.run_latency(["sgd"], threads=1, console=None, progress=False)
-    (row,) = rows
+    console = _console()
+    rows = bench.run_latency(["sgd"], threads=1, console=console, progress=False)
+    baseline, row = rows
+    assert baseline["baseline"] and baseline["optimizer"] is None and not row["baseline"]
+    for r in rows:
+        for which in ("cold", "warm"):
+            assert "error" not in r[which], r[which]
+            assert r[which]["total_s"] > 0 and r[which]["first_step_s"] > 0
+            assert isinstance(r[which]["scipy_imported"], bool)
+        assert r["warm"]["first_step_s"] < r["cold"]["first_step_s"]  # the cache was used
     for which in ("cold", "warm"):
-        assert "error" not in row[which], row[which]
-        assert row[which]["total_s"] > 0 and row[which]["first_step_s"] > 0
         assert isinstance(row[f"{which}_meets_goal"], bool)
-    assert row["warm"]["first_step_s"] < row["cold"]["first_step_s"]  # the cache was used
+        assert f"{which}_meets_goal" not in baseline  # a reference, not a contestant
+    out = console.file.getvalue()
+    assert "Numba alone (baseline)" in out and "SGD (momentum 0.9)" in out
 
 
 @pytest.mark.skipif("numba" not in FAST, reason="numba backend unavailable")
