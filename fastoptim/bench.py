@@ -1260,7 +1260,8 @@ def run_latency(optimizers=DEFAULT_OPTIMIZERS, threads=None, console=None, progr
                         f.write(_BASELINE_MODULE)
                     args = [_BASELINE_CHILD, cache]
                 else:
-                    args = [_LATENCY_CHILD, OPTIMIZERS[name].cls, json.dumps(OPTIMIZERS[name].kwargs)]
+                    spec = OPTIMIZERS[name]
+                    args = [_LATENCY_CHILD, spec.cls, json.dumps(spec.kwargs)]
                 for which in ("cold", "warm"):
                     if bar:
                         bar.update(task, description=f"first-step latency: {label}, {which}")
@@ -1337,8 +1338,9 @@ def _crossover_point(points):
 def run_crossover(sizes=CROSSOVER_SIZES, dtype="float32", threads=None, repeat=7, console=None):
     """Serial vs parallel Adam kernels by size: where does the thread pool start paying off?
 
-    numba: the backend's serial and parallel Adam kernels (``numba_backend._ADAM``). C: the OpenMP kernel with 1 thread vs ``threads``; its
-    threshold is compiled in, so only sizes from ``C_PARALLEL_MIN`` compare anything.
+    numba: the backend's serial and parallel Adam kernels (``numba_backend._ADAM``).
+    C: the OpenMP kernel with 1 thread vs ``threads``; its threshold is compiled in,
+    so only sizes from ``C_PARALLEL_MIN`` compare anything.
     """
     from fastoptim.backends._scalars import adam_scalars
 

@@ -3,13 +3,12 @@
 Arrays are 1-D, contiguous, of one dtype (checked by the dispatcher). Arrays of
 at least ``PARALLEL_MIN`` elements run in a prefetching ``prange`` loop over all
 threads (``_jit.kernel_pair``); smaller ones in a serial loop, which avoids
-waking the thread pool (measured crossover: ``fastoptim bench --crossover``). Flags are run-time arguments, so each loop is
-compiled once per dtype, on first use.
+waking the thread pool (measured crossover: ``fastoptim bench --crossover``).
+Flags are run-time arguments, so each loop is compiled once per dtype, on first use.
 """
 from __future__ import annotations
 
 import numba
-import numpy as np
 
 from . import _math
 from ._jit import SERIAL, KernelPair, kernel_pair
