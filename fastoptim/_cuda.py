@@ -65,31 +65,68 @@ _SIMULATOR_BLOCKS = 2
 
 
 # ------------------------------------------------------------------ availability
-def is_available() -> bool:
-    """True when numba.cuda can run kernels here (a GPU, or the CUDA simulator)."""
-    if cuda is None:
-        return False
+INSTALL_HINT = ('install the CUDA extra matching your driver: pip install "fastoptim[cuda13]" '
+                '(or "fastoptim[cuda12]"), which brings numba-cuda with its NVVM and nvrtc compilers')
+_probe_result = None  # (ok, reason), once per process
+
+
+def _driver_available() -> bool:
     try:
         return bool(cuda.is_available())
     except Exception:  # pragma: no cover - broken driver installs
         return False
 
 
+def _run_probe():
+    """Compile a one-line kernel and run it on one element; raise whatever goes wrong."""
+    out = cuda.device_array(1, dtype=np.float32)
+    _probe_kernel[1, 1](out, np.float32(3.0))
+    value = out.copy_to_host()[0]
+    if value != 6.0:
+        raise RuntimeError(f"a test kernel computed {value} instead of 6.0")
+
+
+def _probe():
+    """(ok, reason): a GPU (or the simulator) that compiles and runs a kernel."""
+    global _probe_result
+    if _probe_result is None:
+        if cuda is None:
+            _probe_result = (False, f"numba.cuda cannot be imported ({_IMPORT_ERROR})")
+        elif not _driver_available():
+            reason = ""
+            try:
+                err = cuda.cuda_error()
+                reason = f" ({' '.join(str(err).split())})" if err else ""
+            except Exception:  # pragma: no cover
+                pass
+            _probe_result = (False, "numba.cuda found no usable NVIDIA GPU or driver" + reason
+                             + "; " + INSTALL_HINT)
+        else:
+            try:
+                _run_probe()
+                _probe_result = (True, "")
+            except Exception as exc:  # NVVM/nvrtc missing, unsupported GPU, ...
+                detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+                if len(detail) > 300:
+                    detail = detail[:300] + "..."
+                _probe_result = (False, "a GPU was found but numba.cuda could not compile and run "
+                                 f"a test kernel ({detail}); " + INSTALL_HINT)
+    return _probe_result
+
+
+def is_available() -> bool:
+    """True when numba.cuda compiles and runs a test kernel here (on a GPU, or the simulator).
+
+    The first call compiles and launches one tiny kernel (a driver alone is not
+    enough: numba-cuda without its NVVM compiler finds the GPU but cannot
+    compile); the answer is kept for the process.
+    """
+    return _probe()[0]
+
+
 def why_unavailable() -> str:
-    if cuda is None:
-        return f"numba.cuda cannot be imported ({_IMPORT_ERROR})"
-    if is_available():
-        return ""
-    reason = ""
-    try:
-        err = cuda.cuda_error()
-        reason = f" ({' '.join(str(err).split())})" if err else ""
-    except Exception:  # pragma: no cover
-        pass
-    return (
-        "numba.cuda found no usable NVIDIA GPU or driver" + reason
-        + '; install the CUDA extra (pip install "fastoptim[cuda]") on a machine with a GPU'
-    )
+    """Why :func:`is_available` is False ("" when it is True)."""
+    return _probe()[1]
 
 
 def _require():
@@ -491,3 +528,7 @@ if cuda is not None:
     def _fill_kernel(a, value):
         for i in range(cuda.grid(1), a.shape[0], cuda.gridsize(1)):
             a[i] = value
+
+    @cuda.jit(cache=not SIMULATOR)
+    def _probe_kernel(out, x):
+        out[0] = x + x

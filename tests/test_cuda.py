@@ -116,6 +116,28 @@ def test_cuda_is_an_available_backend():
     assert cuda_backend.usable() and cuda_backend.why_unusable() == ""
 
 
+def test_usable_compiles_and_runs_a_kernel(monkeypatch):
+    """usable() is True only after a test kernel compiled and ran; a failure says why."""
+    calls = []
+    original = _cuda._run_probe
+    monkeypatch.setattr(_cuda, "_run_probe", lambda: calls.append(1) or original())
+    monkeypatch.setattr(_cuda, "_probe_result", None)
+    assert cuda_backend.usable() and calls == [1]
+    assert cuda_backend.usable() and calls == [1]  # once per process
+
+    def no_nvvm():
+        raise OSError("libNVVM cannot be found")
+
+    monkeypatch.setattr(_cuda, "_run_probe", no_nvvm)
+    monkeypatch.setattr(_cuda, "_probe_result", None)
+    assert not cuda_backend.usable()
+    reason = cuda_backend.why_unusable()
+    assert "could not compile and run a test kernel" in reason and "libNVVM" in reason
+    assert "fastoptim[cuda13]" in reason
+    with pytest.raises(RuntimeError, match="libNVVM"):
+        _cuda._require()
+
+
 def test_kernels_take_the_scalars_in_order():
     """Kernel arguments after the arrays are exactly _scalars' fields, then the flags."""
     names = list(inspect.signature(cuda_backend._adam_kernel.py_func).parameters)
