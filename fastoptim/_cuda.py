@@ -135,6 +135,28 @@ def _require():
 
 
 # ---------------------------------------------------------------------- arrays
+def device_id(x):
+    """The CUDA device ordinal that holds ``x``, or None when it cannot be told cheaply."""
+    dev = getattr(x, "device", None)
+    index = getattr(dev, "index", None)  # torch.device
+    if isinstance(index, int):
+        return index
+    ident = getattr(dev, "id", None)  # cupy.cuda.Device
+    if isinstance(ident, int):
+        return ident
+    gpu_data = getattr(x, "gpu_data", None)  # numba device arrays (not the simulator's)
+    context = getattr(gpu_data, "context", None)
+    ident = getattr(getattr(context, "device", None), "id", None)
+    return ident if isinstance(ident, int) else None
+
+
+def current_device_id() -> int:
+    """The ordinal of the current CUDA device (0 under the simulator)."""
+    if SIMULATOR:
+        return 0
+    return int(cuda.get_current_device().id)
+
+
 class _Desc(NamedTuple):
     ptr: int
     shape: tuple
@@ -299,6 +321,16 @@ class DeviceArrays(ArraySupport):
                 f"{name} is not C-contiguous; the cuda backend updates contiguous arrays in place "
                 "(make a contiguous copy and optimize that array)"
             )
+        where = device_id(p)
+        current = current_device_id()
+        if where is not None and where != current:
+            raise ValueError(
+                f"{name} is on CUDA device {where} but the current CUDA device is {current}: "
+                "fastoptim allocates the optimizer state and launches on the current device. "
+                f"Make device {where} current first (numba.cuda.select_device({where}) or "
+                f"torch.cuda.set_device({where})), and keep all parameters of one optimizer "
+                "on one device"
+            )
 
     @staticmethod
     def check_grad(name, grad, param):
@@ -319,6 +351,9 @@ class DeviceArrays(ArraySupport):
             raise ValueError(f"{name} is not aligned to its itemsize")
         if _spans_overlap(g, p):
             raise ValueError(f"{name} shares memory with its parameter")
+        gd, pd = device_id(grad), device_id(param)
+        if gd is not None and pd is not None and gd != pd:
+            raise ValueError(f"{name} is on CUDA device {gd} but its parameter is on device {pd}")
         return as_device(grad)
 
     @staticmethod
@@ -333,9 +368,6 @@ class DeviceArrays(ArraySupport):
         ``Optimizer`` can match ``FlatParams.grads``), else the flat view itself.
         """
         if not params or not all(is_device_array(p) for p in params):
-            return None
-        # Optimizer._Segment reads p.size as an int; torch tensors have a size() method
-        if not all(isinstance(getattr(p, "size", None), (int, np.integer)) for p in params):
             return None
         descs = [_desc(p) for p in params]
         dtype = descs[0].dtype
@@ -379,11 +411,10 @@ class DeviceArrays(ArraySupport):
         if isinstance(a, np.ndarray):
             return np.array(a, copy=True)
         d = as_device(a)
-        stream = get_stream() or (getattr(d, "stream", 0) or 0)
-        host = d.copy_to_host(stream=stream)
-        if stream:
-            stream.synchronize()
-        return host
+        # the steps that wrote ``a`` may have run on any stream (use_stream, torch's or
+        # CuPy's non-blocking streams): wait for all the device's work, then copy
+        cuda.synchronize()
+        return d.copy_to_host()
 
     @staticmethod
     def copy_into(dst, src):
@@ -407,6 +438,7 @@ def _spans_overlap(a: _Desc, b: _Desc) -> bool:
 
 # --------------------------------------------------------------------- streams
 _global_stream = 0  # 0: the CUDA default stream
+_external_streams: dict = {}  # cudaStream_t handle -> numba external stream
 _context_stream = contextvars.ContextVar("fastoptim_cuda_stream", default=None)
 
 
@@ -435,7 +467,13 @@ def _as_stream(stream):
         return 0
     if SIMULATOR:
         raise TypeError("the CUDA simulator only supports numba.cuda streams")
-    return cuda.external_stream(handle)
+    # one numba object per handle: the launch caches are keyed by the stream object
+    hit = _external_streams.get(handle)
+    if hit is None:
+        if len(_external_streams) > 64:
+            _external_streams.clear()
+        hit = _external_streams[handle] = cuda.external_stream(handle)
+    return hit
 
 
 def set_stream(stream=None):

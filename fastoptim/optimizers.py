@@ -119,6 +119,22 @@ class Optimizer:
         for group in groups:
             self.add_param_group(group)
 
+    @property
+    def last_grad_norm(self):
+        """Total 2-norm of the last step's gradients (None until computed).
+
+        On the cuda backend the norm stays on the device: reading this copies it
+        back (the one wait for the GPU), only when asked.
+        """
+        value = self._last_grad_norm
+        if callable(value):
+            value = self._last_grad_norm = value()
+        return value
+
+    @last_grad_norm.setter
+    def last_grad_norm(self, value):
+        self._last_grad_norm = value
+
     # ------------------------------------------------------------------ groups
     def add_param_group(self, param_group):
         """Add a group of parameters with their own hyperparameters (torch's semantics)."""
@@ -229,6 +245,8 @@ class Optimizer:
 
         arrays = [g for work in plan if work is not None
                   for g in (work if isinstance(work, tuple) else (g for _, g in work))]
+        if self._devices.on_device:  # CUDA: norm, factor and flag stay on the device
+            return backends.load("cuda").check_gradients(self, arrays)
         norm, finite = norm_and_finite(arrays, 2.0, self.backend)
         self.last_grad_norm = norm
         if self.skip_nonfinite and not finite:

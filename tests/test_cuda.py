@@ -7,6 +7,7 @@ with rtol 1e-6 (float32) / 1e-13 (float64), relative to each array's scale: a
 GPU may contract a multiply and an add into one FMA, which the reference does not.
 """
 import importlib.util
+import math
 import inspect
 import pathlib
 
@@ -141,8 +142,13 @@ def test_usable_compiles_and_runs_a_kernel(monkeypatch):
 def test_kernels_take_the_scalars_in_order():
     """Kernel arguments after the arrays are exactly _scalars' fields, then the flags."""
     names = list(inspect.signature(cuda_backend._adam_kernel.py_func).parameters)
-    assert names[5:] == list(_scalars.AdamScalars._fields) + ["amsgrad", "maximize"]
+    assert names[6:] == list(_scalars.AdamScalars._fields) + ["amsgrad", "maximize"]
     names = list(inspect.signature(cuda_backend._sgd_kernel.py_func).parameters)
+    assert names[4:] == list(_scalars.SGDScalars._fields) + ["first_step", "nesterov", "maximize"]
+    # the pointer-table kernels: (table, total, ctrl), then the same scalars and flags
+    names = list(inspect.signature(cuda_backend._adam_multi).parameters)
+    assert names[3:] == list(_scalars.AdamScalars._fields) + ["amsgrad", "maximize"]
+    names = list(inspect.signature(cuda_backend._sgd_multi).parameters)
     assert names[3:] == list(_scalars.SGDScalars._fields) + ["first_step", "nesterov", "maximize"]
 
 
@@ -447,3 +453,235 @@ def test_skip_nonfinite_and_max_grad_norm_on_device(flat):
     assert opt.skipped_steps == 1 and float(opt.state[0]["step"]) == 3
     for p, r in zip(params, ref_params):
         assert_close(host(p), r)
+
+
+# ------------------------------------------ device-side max_grad_norm / skip_nonfinite
+from fastoptim import _cuda_reduce  # noqa: E402
+
+
+@pytest.fixture
+def host_reads(monkeypatch):
+    """Count the copies of the control buffer back to the host (the only wait of a step)."""
+    counter = {"n": 0}
+    original = _cuda_reduce.GradControl.read
+
+    def counting(self):
+        counter["n"] += 1
+        return original(self)
+
+    monkeypatch.setattr(_cuda_reduce.GradControl, "read", counting)
+    return counter
+
+
+@pytest.mark.parametrize("dtypes", [(np.float32, np.float32), (np.float32, np.float64)])
+def test_max_grad_norm_stays_on_the_device(host_reads, dtypes):
+    """The norm and factor are computed on the device; the host reads the norm only when asked."""
+    rng = np.random.default_rng(21)
+    shapes = [(70,), (3, 5)]
+    init = [rng.standard_normal(s).astype(dt) for s, dt in zip(shapes, dtypes)]
+    ref_params = [p.copy() for p in init]
+    ref = fastoptim.AdamW(ref_params, lr=0.1, backend="numpy", max_grad_norm=0.5)
+    params = [dev(p) for p in init]
+    opt = fastoptim.AdamW(params, lr=0.1, max_grad_norm=0.5)
+    for _ in range(3):
+        grads = [(rng.standard_normal(s) * 2).astype(dt) for s, dt in zip(shapes, dtypes)]
+        ref.step(grads)
+        opt.step([dev(g) for g in grads])
+        assert host_reads["n"] == 0  # the step did not wait for the GPU
+        assert opt.last_grad_norm == pytest.approx(ref.last_grad_norm, rel=1e-6)
+        assert host_reads["n"] == 1
+        opt.last_grad_norm  # read once, then kept
+        assert host_reads["n"] == 1
+        host_reads["n"] = 0
+        for p, r in zip(params, ref_params):
+            # the float32 gradient's sum of squares is a float32 sum on the device (as in
+            # torch) and a float64 one on the CPU: the factor agrees to float32 precision
+            np.testing.assert_allclose(host(p), r, rtol=2e-6, atol=2e-6)
+    control = opt._cuda_grad_control
+    opt.step([dev(g) for g in grads])
+    assert opt._cuda_grad_control is control  # persistent buffers, reused
+
+
+def test_skip_nonfinite_reads_one_flag_and_writes_nothing(host_reads):
+    p = dev(np.ones(40, np.float32))
+    opt = fastoptim.SGD([p], lr=0.1, momentum=0.9, skip_nonfinite=True)
+    bad = np.ones(40, np.float32)
+    bad[17] = np.nan
+    opt.step([dev(bad)])
+    assert opt.last_step_skipped and opt.skipped_steps == 1 and host_reads["n"] == 1
+    assert opt.state_dict()["state"] == {} and math.isnan(opt.last_grad_norm)
+    np.testing.assert_array_equal(host(p), np.ones(40))
+    opt.step([dev(np.ones(40, np.float32))])
+    assert not opt.last_step_skipped and opt.skipped_steps == 1
+    np.testing.assert_allclose(host(p), np.full(40, 0.9, np.float32))
+
+
+def test_update_kernels_obey_the_device_flag():
+    """The skip flag is honoured by the kernel itself (what a sync-free skip relies on)."""
+    p = dev(np.ones(33, np.float32))
+    control = _cuda_reduce.GradControl(((33, np.dtype(np.float32)),))
+    bad = np.ones(33, np.float32)
+    bad[3] = np.inf
+    control.run([dev(bad)], None, True)
+    cuda_backend.sgd(p, dev(np.ones(33, np.float32)), None, lr=0.5, momentum=0, dampening=0,
+                     weight_decay=0, nesterov=False, maximize=False, first_step=True,
+                     grad_scale=control)
+    np.testing.assert_array_equal(host(p), np.ones(33))
+    norm, count, skip = control.read()
+    assert norm == np.inf and count == 1 and skip
+
+
+def test_device_norm_is_bit_reproducible_and_matches_the_host():
+    rng = np.random.default_rng(22)
+    hosts = [rng.standard_normal(n).astype(np.float32) for n in (1000, 1, 64)]
+    devs = [dev(h) for h in hosts]
+    layout = tuple((h.size, h.dtype) for h in hosts)
+    norms = set()
+    for _ in range(3):
+        control = _cuda_reduce.GradControl(layout)
+        control.run(devs, 1.0, False)
+        norms.add(control.read()[0])
+    assert len(norms) == 1
+    (norm,) = norms
+    assert norm == pytest.approx(fastoptim.clip.total_norm(hosts, backend="numpy"), rel=1e-6)
+    coef = host(control.ctrl)[1]
+    assert coef == fastoptim.clip.clip_coef(1.0, np.float32(norm), np.float32)
+    assert fastoptim.clip.total_norm(devs) == fastoptim.clip.total_norm(devs)
+
+
+# ----------------------------------------------------- one launch for a plain list
+def test_multi_functions_match_the_per_tensor_kernels():
+    """adam_multi / sgd_multi give the per-tensor results (the simulator runs them per tensor;
+    on a GPU they are one pointer-table launch)."""
+    rng = np.random.default_rng(23)
+    shapes = [(5,), (0,), (3, 4), (1,)]
+    for amsgrad in (False, True):
+        init = random_arrays(rng, shapes, np.float32)
+        grads = random_arrays(rng, shapes, np.float32)
+        a = [dev(x) for x in init]
+        b = [dev(x) for x in init]
+        state_a = [[dev(np.zeros(s, np.float32)) for s in shapes] for _ in range(3)]
+        state_b = [[dev(np.zeros(s, np.float32)) for s in shapes] for _ in range(3)]
+        kw = dict(step=2, lr=0.01, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.1,
+                  amsgrad=amsgrad, maximize=False, decoupled_weight_decay=True)
+        cuda_backend.adam_multi(a, [dev(g) for g in grads], state_a[0], state_a[1],
+                                state_a[2] if amsgrad else None, **kw)
+        for i in range(len(shapes)):
+            if not init[i].size:
+                continue
+            ravel = _cuda.DeviceArrays.ravel
+            cuda_backend.adam(ravel(b[i]), ravel(dev(grads[i])), ravel(state_b[0][i]),
+                              ravel(state_b[1][i]), ravel(state_b[2][i]) if amsgrad else None,
+                              **kw)
+        for x, y in zip(a + state_a[0] + state_a[1], b + state_b[0] + state_b[1]):
+            np.testing.assert_array_equal(host(x), host(y))
+    p = [dev(x) for x in init]
+    cuda_backend.sgd_multi(p, [dev(g) for g in grads], None, lr=0.5, momentum=0, dampening=0,
+                           weight_decay=0, nesterov=False, maximize=False, first_step=True)
+    for x, i, g in zip(p, init, grads):
+        assert_close(host(x), i - np.float32(0.5) * g)
+
+
+def test_pointer_table_is_rebuilt_only_when_the_tensors_change():
+    cuda_backend._tables.clear()
+    arrays = [dev(np.arange(n, dtype=np.float32)) for n in (3, 5)]
+    grads = [dev(np.zeros(n, np.float32)) for n in (3, 5)]
+    t1, total = cuda_backend._table((arrays, grads), [3, 5])
+    assert total == 8
+    rows = host(t1)
+    assert list(rows[:, 0]) == [_cuda._desc(a).ptr for a in arrays]
+    assert list(rows[:, 1]) == [_cuda._desc(g).ptr for g in grads]
+    assert list(rows[:, 5]) == [3, 5] and list(rows[:, 6]) == [0, 3]
+    assert cuda_backend._table((list(arrays), list(grads)), [3, 5])[0] is t1  # same tensors
+    new_grads = [grads[0], dev(np.zeros(5, np.float32))]
+    t2, _ = cuda_backend._table((arrays, new_grads), [3, 5])
+    assert t2 is not t1 and host(t2)[1, 1] == _cuda._desc(new_grads[1]).ptr
+
+
+class _ForeignArray:
+    """A device array from another library: only ``__cuda_array_interface__`` and a shape
+    (a torch CUDA tensor's ``size`` is a method, as here)."""
+
+    def __init__(self, numba_array):
+        self._a = numba_array
+        self.shape = numba_array.shape
+        self.__cuda_array_interface__ = dict(numba_array.__cuda_array_interface__)
+
+    def size(self):
+        return self.shape
+
+
+def test_find_segment_accepts_arrays_whose_size_is_a_method():
+    if _cuda.SIMULATOR:  # simulator arrays have no __cuda_array_interface__ to borrow
+        buf = dev(np.ones(8, np.float32))
+        views = [buf[0:3], buf[3:8]]
+        assert _cuda.DeviceArrays.find_segment(views) is not None
+        return
+    buf = dev(np.ones(8, np.float32))
+    views = [_ForeignArray(buf[0:3]), _ForeignArray(buf[3:8])]
+    found = _cuda.DeviceArrays.find_segment(views)
+    assert found is not None and found[2].shape == (8,)
+
+
+# ------------------------------------------------------------ devices and streams
+def test_parameters_on_another_device_are_rejected(monkeypatch):
+    p0, p1 = dev(np.ones(3)), dev(np.ones(3))
+    monkeypatch.setattr(_cuda, "device_id", lambda x: 1 if x is p1 else 0)
+    with pytest.raises(ValueError, match=r"params\[1\] is on CUDA device 1 but the current "
+                                         r"CUDA device is 0"):
+        fastoptim.SGD([p0, p1], lr=0.1)
+    opt = fastoptim.SGD([p0], lr=0.1)
+    with pytest.raises(ValueError, match=r"params\[1\] is on CUDA device 1"):
+        opt.add_param_group({"params": [p1]})
+    assert len(opt.param_groups) == 1
+    g1 = dev(np.ones(3))
+    monkeypatch.setattr(_cuda, "device_id", lambda x: 1 if x is g1 else 0)
+    with pytest.raises(ValueError, match=r"grads\[0\] is on CUDA device 1 but its parameter"):
+        opt.step([g1])
+    np.testing.assert_array_equal(host(p0), np.ones(3))
+
+
+def test_device_id_of_foreign_arrays():
+    class TorchLike:
+        class device:
+            type, index = "cuda", 2
+
+    class CupyLike:
+        class device:
+            id = 3
+
+    assert _cuda.device_id(TorchLike()) == 2 and _cuda.device_id(CupyLike()) == 3
+    assert _cuda.device_id(object()) is None
+
+
+def test_external_streams_are_cached_by_handle(monkeypatch):
+    made = []
+
+    class FakeStream:
+        def __init__(self, handle):
+            made.append(handle)
+            self.handle = handle
+
+    class TorchStream:
+        def __init__(self, handle):
+            self.cuda_stream = handle
+
+    monkeypatch.setattr(_cuda, "SIMULATOR", False)
+    monkeypatch.setattr(_cuda.cuda, "external_stream", FakeStream, raising=False)
+    monkeypatch.setattr(_cuda, "_external_streams", {})
+    a = _cuda._as_stream(TorchStream(1234))
+    assert _cuda._as_stream(TorchStream(1234)) is a and _cuda._as_stream(1234) is a
+    assert _cuda._as_stream(TorchStream(99)) is not a and made == [1234, 99]
+
+
+def test_state_dict_waits_for_every_stream(monkeypatch):
+    calls = []
+    original = _cuda.cuda.synchronize
+    monkeypatch.setattr(_cuda.cuda, "synchronize", lambda: calls.append(1) or original())
+    p = dev(np.ones(5, np.float32))
+    opt = fastoptim.Adam([p], lr=0.1)
+    with cuda_backend.use_stream(cuda.stream()):
+        opt.step([dev(np.ones(5, np.float32))])
+    calls.clear()
+    sd = opt.state_dict()
+    assert calls and sd["state"][0]["exp_avg"][0] == pytest.approx(0.1)

@@ -33,9 +33,11 @@ finished, or that stream made the current one here, before ``step``).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from .. import _cuda
+from .. import _cuda, _cuda_reduce as _reduce
 from . import _math
 from ._scalars import adam_scalars, sgd_scalars
 
@@ -65,9 +67,12 @@ _CACHE = not _cuda.SIMULATOR
 
 
 @cuda.jit(cache=_CACHE)
-def _sgd_kernel(param, grad, buf, grad_scale, neg_lr, weight_decay, momentum,
+def _sgd_kernel(param, grad, buf, ctrl, grad_scale, neg_lr, weight_decay, momentum,
                 one_minus_dampening, has_weight_decay, has_momentum, first_step, nesterov,
                 maximize):
+    if ctrl[1] != 0:  # skip_nonfinite found a NaN/Inf gradient (on the device)
+        return
+    grad_scale = grad_scale * ctrl[0]  # the clip factor computed on the device (else 1)
     start = cuda.grid(1)
     stride = cuda.gridsize(1)
     n = param.shape[0]
@@ -91,10 +96,13 @@ def _sgd_kernel(param, grad, buf, grad_scale, neg_lr, weight_decay, momentum,
 
 
 @cuda.jit(cache=_CACHE)
-def _adam_kernel(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, lerp_weight,
-                 lerp_complement, lerp_from_start, beta2, one_minus_beta2,
+def _adam_kernel(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, ctrl, grad_scale,
+                 lerp_weight, lerp_complement, lerp_from_start, beta2, one_minus_beta2,
                  bias_correction2_sqrt, eps, neg_step_size, weight_decay, decay_factor,
                  weight_decay_mode, amsgrad, maximize):
+    if ctrl[1] != 0:  # skip_nonfinite found a NaN/Inf gradient (on the device)
+        return
+    grad_scale = grad_scale * ctrl[0]  # the clip factor computed on the device (else 1)
     start = cuda.grid(1)
     stride = cuda.gridsize(1)
     n = param.shape[0]
@@ -125,22 +133,31 @@ def _check_device(param):
         raise TypeError("the cuda backend updates CUDA device arrays, not host NumPy arrays")
 
 
+def _control(grad_scale, dtype):
+    """(host factor, device [factor, skip] buffer) for one launch."""
+    if isinstance(grad_scale, _reduce.GradControl):
+        return 1.0, grad_scale.for_dtype(dtype)
+    return grad_scale, _reduce.no_control(dtype)
+
+
 def sgd(param, grad, momentum_buffer, *, lr, momentum, dampening, weight_decay,
         nesterov, maximize, first_step, grad_scale=1.0):
     _check_device(param)
+    grad_scale, ctrl = _control(grad_scale, param.dtype)
     s = sgd_scalars(param.dtype, lr=lr, momentum=momentum, dampening=dampening,
                     weight_decay=weight_decay, grad_scale=grad_scale)
     n = param.shape[0]
     if n == 0:
         return
     buf = param if momentum_buffer is None else momentum_buffer  # unused without momentum
-    _configured(_sgd_kernel, n)(param, grad, buf, *s, bool(first_step), bool(nesterov),
+    _configured(_sgd_kernel, n)(param, grad, buf, ctrl, *s, bool(first_step), bool(nesterov),
                                 bool(maximize))
 
 
 def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, beta1, beta2,
          eps, weight_decay, amsgrad, maximize, decoupled_weight_decay, grad_scale=1.0):
     _check_device(param)
+    grad_scale, ctrl = _control(grad_scale, param.dtype)
     s = adam_scalars(param.dtype, step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
                      weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
                      grad_scale=grad_scale)
@@ -148,5 +165,297 @@ def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, beta1, b
     if n == 0:
         return
     vmax = exp_avg_sq if max_exp_avg_sq is None else max_exp_avg_sq  # unused without amsgrad
-    _configured(_adam_kernel, n)(param, grad, exp_avg, exp_avg_sq, vmax, *s, bool(amsgrad),
-                                 bool(maximize))
+    _configured(_adam_kernel, n)(param, grad, exp_avg, exp_avg_sq, vmax, ctrl, *s,
+                                 bool(amsgrad), bool(maximize))
+
+
+# ------------------------------------------------- max_grad_norm / skip_nonfinite
+def check_gradients(opt, grads):
+    """The CUDA half of ``Optimizer._check_gradients``: the 2-norm, torch's clip factor and
+    the non-finite flag of ``grads`` computed on the device, into a persistent buffer.
+
+    Returns what ``_update`` passes as ``grad_scale``: a ``GradControl`` whose
+    device buffers the update kernels read (factor and skip flag), or None when
+    ``skip_nonfinite`` found a NaN/Inf. Sets ``opt.last_grad_norm`` to a callable
+    that copies the norm back only when asked (the optimizer's property calls it).
+
+    With ``max_grad_norm`` alone the host never waits for the GPU. With
+    ``skip_nonfinite`` the host reads the flag (8 bytes, one wait per step):
+    the step counters live on the host and must not count a skipped step.
+    """
+    flats = [_cuda.DeviceArrays.ravel(g) for g in grads]
+    layout = tuple((int(f.shape[0]), np.dtype(f.dtype)) for f in flats)
+    control = getattr(opt, "_cuda_grad_control", None)
+    if control is None or control.layout != layout:
+        control = _reduce.GradControl(layout)
+        opt._cuda_grad_control = control
+    control.run(flats, opt.max_grad_norm, opt.skip_nonfinite)
+    opt.last_grad_norm = lambda: control.read()[0]
+    if opt.skip_nonfinite:
+        norm, _bad, skip = control.read()
+        opt.last_grad_norm = norm
+        if skip:
+            opt.last_step_skipped = True
+            opt.skipped_steps += 1
+            return None
+    return control
+
+
+# -------------------------------------------------------- one launch for a list
+# Raw-pointer kernels: a device table holds, per tensor, the addresses of its
+# param, grad and state arrays, its length and its offset in the flat index
+# space; each thread walks that space with a grid stride and follows the table.
+# The simulator cannot dereference raw device addresses, so there (and only
+# there) the *_multi functions launch the per-tensor kernels instead.
+TABLE_COLUMNS = 7  # param, grad, state a, state b, state c, length, start offset
+_tables: dict = {}  # key (addresses and lengths) -> device table
+TABLE_CACHE = 16
+
+
+def _address(x):
+    """The device address of array ``x`` (torch, CuPy, Numba or any CAI object)."""
+    data_ptr = getattr(x, "data_ptr", None)
+    if callable(data_ptr):  # torch
+        return int(data_ptr())
+    if isinstance(x, _cuda._NativeArray) and not _cuda.SIMULATOR:
+        return int(x.device_ctypes_pointer.value or 0)
+    return _cuda._desc(x).ptr
+
+
+def _table(columns, lengths):
+    """The device table for these arrays, rebuilt only when an address or a length changes."""
+    key = (tuple(tuple(_address(a) if a is not None else 0 for a in col) for col in columns),
+           tuple(lengths))
+    hit = _tables.get(key)
+    if hit is None:
+        rows = np.zeros((len(lengths), TABLE_COLUMNS), dtype=np.int64)
+        for c, col in enumerate(columns):
+            rows[:, c] = key[0][c]
+        rows[:, 5] = lengths
+        rows[:, 6] = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if lengths else []
+        if len(_tables) >= TABLE_CACHE:
+            _tables.pop(next(iter(_tables)))
+        hit = _tables[key] = (_cuda.cuda.to_device(rows, stream=_cuda.get_stream()),
+                              int(sum(lengths)))
+    return hit
+
+
+def _nonempty(arrays):
+    return [i for i, a in enumerate(arrays) if math.prod(a.shape) > 0]
+
+
+def sgd_multi(params, grads, momentum_buffers, *, lr, momentum, dampening, weight_decay,
+              nesterov, maximize, first_step, grad_scale=1.0):
+    """``sgd`` over lists of same-dtype, checked, contiguous device arrays in one launch.
+
+    ``momentum_buffers`` is a list (entries unused without momentum) or None.
+    The arrays must already have passed the optimizer's checks (as for ``sgd``).
+    """
+    if not params:
+        return
+    dtype = np.dtype(params[0].dtype)
+    bufs = momentum_buffers if momentum_buffers is not None else [None] * len(params)
+    if _cuda.SIMULATOR or not POINTER_KERNELS:
+        for p, g, b in zip(params, grads, bufs):
+            sgd(_cuda.DeviceArrays.ravel(p), _cuda.DeviceArrays.ravel(g),
+                None if b is None else _cuda.DeviceArrays.ravel(b), lr=lr, momentum=momentum,
+                dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
+                maximize=maximize, first_step=first_step, grad_scale=grad_scale)
+        return
+    keep = _nonempty(params)
+    if not keep:
+        return
+    grad_scale, ctrl = _control(grad_scale, dtype)
+    s = sgd_scalars(dtype, lr=lr, momentum=momentum, dampening=dampening,
+                    weight_decay=weight_decay, grad_scale=grad_scale)
+    ps = [params[i] for i in keep]
+    gs = [grads[i] for i in keep]
+    bs = [bufs[i] if bufs[i] is not None else params[i] for i in keep]
+    table, total = _table((ps, gs, bs), [math.prod(p.shape) for p in ps])
+    _configured(_sgd_multi_kernel, total)(table, total, ctrl, *s, bool(first_step),
+                                          bool(nesterov), bool(maximize))
+
+
+def adam_multi(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, step, lr, beta1,
+               beta2, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay,
+               grad_scale=1.0):
+    """``adam`` over lists of same-dtype, checked, contiguous device arrays in one launch.
+
+    Every tensor takes the same ``step`` (call once per distinct step);
+    ``max_exp_avg_sqs`` is a list with amsgrad, else None.
+    """
+    if not params:
+        return
+    dtype = np.dtype(params[0].dtype)
+    vmaxes = max_exp_avg_sqs if max_exp_avg_sqs is not None else [None] * len(params)
+    if _cuda.SIMULATOR or not POINTER_KERNELS:
+        ravel = _cuda.DeviceArrays.ravel
+        for p, g, m, v, w in zip(params, grads, exp_avgs, exp_avg_sqs, vmaxes):
+            adam(ravel(p), ravel(g), ravel(m), ravel(v), None if w is None else ravel(w),
+                 step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                 weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
+                 decoupled_weight_decay=decoupled_weight_decay, grad_scale=grad_scale)
+        return
+    keep = _nonempty(params)
+    if not keep:
+        return
+    grad_scale, ctrl = _control(grad_scale, dtype)
+    s = adam_scalars(dtype, step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                     weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
+                     grad_scale=grad_scale)
+    pick = [[a[i] for i in keep] for a in (params, grads, exp_avgs, exp_avg_sqs)]
+    ws = [vmaxes[i] if vmaxes[i] is not None else exp_avg_sqs[i] for i in keep]
+    table, total = _table((*pick, ws), [math.prod(p.shape) for p in pick[0]])
+    _configured(_adam_multi_kernel, total)(table, total, ctrl, *s, bool(amsgrad),
+                                           bool(maximize))
+
+
+POINTER_KERNELS = False
+if not _cuda.SIMULATOR:
+    try:
+        try:
+            from numba.cuda.extending import intrinsic
+            from numba.cuda import types as _types
+        except ImportError:  # numba's built-in CUDA target
+            from numba.core.extending import intrinsic
+            from numba.core import types as _types
+
+        @intrinsic
+        def _ptr(typingctx, address, like):
+            """A typed pointer (like's dtype) to a raw device address."""
+            ptr_type = _types.CPointer(like)
+
+            def codegen(context, builder, sig, args):
+                return builder.inttoptr(args[0], context.get_value_type(ptr_type))
+
+            return ptr_type(address, like), codegen
+
+        POINTER_KERNELS = True
+    except Exception:  # pragma: no cover - a numba without extension API
+        POINTER_KERNELS = False
+
+
+def _sgd_multi(table, total, ctrl, grad_scale, neg_lr, weight_decay, momentum,
+               one_minus_dampening, has_weight_decay, has_momentum, first_step, nesterov,
+               maximize):
+    if ctrl[1] != 0:
+        return
+    grad_scale = grad_scale * ctrl[0]
+    start = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    t = 0
+    lo = table[0, 6]
+    hi = lo + table[0, 5]
+    p = _ptr(table[0, 0], neg_lr)
+    g = _ptr(table[0, 1], neg_lr)
+    b = _ptr(table[0, 2], neg_lr)
+    for i in range(start, total, stride):
+        if i >= hi:
+            while i >= hi:
+                t += 1
+                lo = table[t, 6]
+                hi = lo + table[t, 5]
+            p = _ptr(table[t, 0], neg_lr)
+            g = _ptr(table[t, 1], neg_lr)
+            b = _ptr(table[t, 2], neg_lr)
+        j = i - lo
+        x = p[j]
+        if has_momentum and not first_step:
+            p[j], b[j] = _sgd_update(x, g[j], b[j], grad_scale, neg_lr, weight_decay, momentum,
+                                     one_minus_dampening, has_weight_decay, True, False,
+                                     nesterov, maximize)
+        elif has_momentum:
+            p[j], b[j] = _sgd_update(x, g[j], x, grad_scale, neg_lr, weight_decay, momentum,
+                                     one_minus_dampening, has_weight_decay, True, True,
+                                     nesterov, maximize)
+        else:
+            p[j], _ = _sgd_update(x, g[j], x, grad_scale, neg_lr, weight_decay, momentum,
+                                  one_minus_dampening, has_weight_decay, False, False,
+                                  nesterov, maximize)
+
+
+def _adam_multi(table, total, ctrl, grad_scale, lerp_weight, lerp_complement, lerp_from_start,
+                beta2, one_minus_beta2, bias_correction2_sqrt, eps, neg_step_size, weight_decay,
+                decay_factor, weight_decay_mode, amsgrad, maximize):
+    if ctrl[1] != 0:
+        return
+    grad_scale = grad_scale * ctrl[0]
+    start = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    t = 0
+    lo = table[0, 6]
+    hi = lo + table[0, 5]
+    p = _ptr(table[0, 0], eps)
+    g = _ptr(table[0, 1], eps)
+    m = _ptr(table[0, 2], eps)
+    v = _ptr(table[0, 3], eps)
+    w = _ptr(table[0, 4], eps)
+    for i in range(start, total, stride):
+        if i >= hi:
+            while i >= hi:
+                t += 1
+                lo = table[t, 6]
+                hi = lo + table[t, 5]
+            p = _ptr(table[t, 0], eps)
+            g = _ptr(table[t, 1], eps)
+            m = _ptr(table[t, 2], eps)
+            v = _ptr(table[t, 3], eps)
+            w = _ptr(table[t, 4], eps)
+        j = i - lo
+        if amsgrad:
+            p[j], m[j], v[j], w[j] = _adam_update(
+                p[j], g[j], m[j], v[j], w[j], grad_scale, lerp_weight, lerp_complement,
+                lerp_from_start, beta2, one_minus_beta2, bias_correction2_sqrt, eps,
+                neg_step_size, weight_decay, decay_factor, weight_decay_mode, True, maximize)
+        else:
+            vj = v[j]
+            p[j], m[j], v[j], _ = _adam_update(
+                p[j], g[j], m[j], vj, vj, grad_scale, lerp_weight, lerp_complement,
+                lerp_from_start, beta2, one_minus_beta2, bias_correction2_sqrt, eps,
+                neg_step_size, weight_decay, decay_factor, weight_decay_mode, False, maximize)
+
+
+if POINTER_KERNELS:
+    _sgd_multi_kernel = cuda.jit(cache=_CACHE)(_sgd_multi)
+    _adam_multi_kernel = cuda.jit(cache=_CACHE)(_adam_multi)
+
+
+# ------------------------------------------------------------- CI compile check
+def compile_targets():
+    """(name, Python function, argument types, float32?) of every kernel fastoptim launches.
+
+    Used by tests/test_cuda_compile.py, which compiles each one to PTX for
+    sm_80 and sm_90 with ``cuda.compile_ptx`` (no GPU needed) and checks that
+    the float32 ones contain no float64 instruction.
+    """
+    from numba import types as T
+
+    targets = []
+    for dt in (T.float32, T.float64):
+        f32 = dt == T.float32
+        arr, ctrl = dt[::1], dt[::1]
+        sgd_sig = (arr, arr, arr, ctrl, dt, dt, dt, dt, dt, T.boolean, T.boolean, T.boolean,
+                   T.boolean, T.boolean)
+        adam_sig = (arr, arr, arr, arr, arr, ctrl, dt, dt, dt, T.boolean, dt, dt, dt, dt, dt,
+                    dt, dt, T.int64, T.boolean, T.boolean)
+        table = T.int64[:, ::1]
+        targets += [
+            (f"sgd_{dt}", _sgd_kernel.py_func, sgd_sig, f32),
+            (f"adam_{dt}", _adam_kernel.py_func, adam_sig, f32),
+            (f"sgd_multi_{dt}", _sgd_multi, (table, T.int64) + sgd_sig[3:], f32),
+            (f"adam_multi_{dt}", _adam_multi, (table, T.int64) + adam_sig[5:], f32),
+            (f"fill_{dt}", _cuda._fill_kernel.py_func, (arr, dt), f32),
+        ]
+        mat = dt[:, ::1]
+        for name, dtype, fn in _reduce.python_functions():
+            if np.dtype(dtype) != np.dtype(str(dt)):
+                continue
+            if name.startswith("stats"):
+                sig = (arr, T.int64, dt, mat, T.int64)
+            elif name.startswith("finalize"):
+                sig = (T.float32[:, ::1], mat, T.int64[:, ::1], dt, T.boolean, T.boolean, arr,
+                       T.float32[::1])
+            else:
+                sig = (arr, arr)
+            targets.append((name, fn, sig, f32))
+    return targets
