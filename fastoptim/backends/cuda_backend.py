@@ -430,6 +430,10 @@ def compile_targets():
     """
     from numba import types as T
 
+    from .. import clip
+
+    if clip.cuda is None:  # clip's kernels resolve ``cuda`` in their module
+        clip.cuda = cuda
     targets = []
     for dt in (T.float32, T.float64):
         f32 = dt == T.float32
@@ -458,4 +462,8 @@ def compile_targets():
             else:
                 sig = (arr, arr)
             targets.append((name, fn, sig, f32))
+        targets += [(f"clip_scale_{dt}", clip._cu_scale, (arr, dt), f32),
+                    (f"clip_clamp_{dt}", clip._cu_clamp, (arr, dt, dt), f32)]
+    targets.append(("probe_float32", _cuda._probe_kernel.py_func, (T.float32[::1], T.float32),
+                    True))
     return targets
