@@ -229,6 +229,9 @@ class Optimizer:
                             for i, sl in zip(indices, segment.slices)]
                 if segment is not None and segment.uniform:
                     self._unshare(indices, segment)
+                if self._devices.on_device and len(work) > 1 and kernels.step_list(
+                        self, group, work, grad_scale):
+                    continue  # CUDA: the whole list in one pointer-table launch
                 for index, grad in work:
                     self._step_one(kernels, group, index, grad, grad_scale)
 

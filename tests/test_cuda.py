@@ -244,11 +244,51 @@ def test_views_of_one_device_buffer_launch_once(launches):
     assert_close(host(buf), ref)
 
 
-def test_separate_arrays_launch_once_each(launches):
+ONE_LAUNCH = cuda_backend.POINTER_KERNELS and not _cuda.SIMULATOR
+
+
+def test_separate_arrays_launch_once_per_list(launches, monkeypatch):
+    """A plain list goes through step_list: one pointer-table launch on a GPU (the simulator
+    cannot run raw-pointer kernels, so there each tensor still gets its own launch)."""
+    calls = []
+    original = cuda_backend.adam_multi
+    monkeypatch.setattr(cuda_backend, "adam_multi",
+                        lambda *a, **k: calls.append(len(a[0])) or original(*a, **k))
     params = [dev(np.ones(5, np.float32)) for _ in range(3)]
     opt = fastoptim.Adam(params, lr=0.1)
     opt.step([dev(np.ones(5, np.float32)) for _ in range(3)])
-    assert launches["n"] == 3
+    assert calls == [3]
+    assert launches["n"] == (1 if ONE_LAUNCH else 3)
+    opt.step([dev(np.ones(5, np.float32)), None, dev(np.ones(5, np.float32))])
+    assert calls == [3, 2]
+    # the skipped tensor is one step behind: two buckets, one call each
+    opt.step([dev(np.ones(5, np.float32)) for _ in range(3)])
+    assert sorted(calls[2:]) == [1, 2]
+    assert [float(opt.state[i]["step"]) for i in range(3)] == [3.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("cls, kw", [("SGD", dict(momentum=0.9, dampening=0.1)),
+                                     ("SGD", dict(nesterov=True, momentum=0.5)),
+                                     ("SGD", {}),
+                                     ("Adam", dict(amsgrad=True, weight_decay=0.1)),
+                                     ("AdamW", {})])
+def test_plain_list_steps_like_the_reference_with_missing_grads(cls, kw):
+    rng = np.random.default_rng(31)
+    shapes = [(4,), (2, 3), (0,), (9,)]
+    init = random_arrays(rng, shapes, np.float32)
+    ref_params = [p.copy() for p in init]
+    params = [dev(p) for p in init]
+    ref = getattr(fastoptim, cls)(ref_params, lr=0.05, backend="numpy", **kw)
+    opt = getattr(fastoptim, cls)(params, lr=0.05, **kw)
+    for step in range(4):
+        grads = random_arrays(rng, shapes, np.float32)
+        if step == 1:
+            grads[0] = None  # that tensor does not step (its state stays behind)
+        ref.step(grads)
+        opt.step([None if g is None else dev(g) for g in grads])
+        for i, (a, b) in enumerate(zip(ref_params, params)):
+            assert_close(host(b), a, err_msg=f"param {i}")
+        assert_states_close(opt.state_dict(), ref.state_dict())
 
 
 def test_flat_params_device_inputs_and_errors():
