@@ -570,3 +570,32 @@ if cuda is not None:
     @cuda.jit(cache=not SIMULATOR)
     def _probe_kernel(out, x):
         out[0] = x + x
+
+
+# Raw device pointers inside kernels: ``raw_pointer(address, like)`` is a typed
+# pointer (``like``'s dtype) to an int64 device address, for the pointer-table
+# kernels (one launch over many separate arrays). The simulator cannot
+# dereference device addresses: there POINTER_KERNELS is False and nothing uses it.
+POINTER_KERNELS = False
+raw_pointer = None
+if cuda is not None and not SIMULATOR:
+    try:
+        try:
+            from numba.cuda.extending import intrinsic as _intrinsic
+            from numba.cuda import types as _types
+        except ImportError:  # numba's built-in CUDA target
+            from numba.core.extending import intrinsic as _intrinsic
+            from numba.core import types as _types
+
+        @_intrinsic
+        def raw_pointer(typingctx, address, like):
+            ptr_type = _types.CPointer(like)
+
+            def codegen(context, builder, sig, args):
+                return builder.inttoptr(args[0], context.get_value_type(ptr_type))
+
+            return ptr_type(address, like), codegen
+
+        POINTER_KERNELS = True
+    except Exception:  # pragma: no cover - a numba without the extension API
+        raw_pointer = None

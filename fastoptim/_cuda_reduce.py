@@ -185,6 +185,49 @@ def _make_finalize(rt):
     return finalize
 
 
+CHUNK = 4096  # elements per chunk of the pointer-table statistics kernel
+
+
+def _make_stats_chunks(dt):
+    """Sum of squares and non-finite count of many arrays in one launch: ``chunks[c] =
+    (device address, start, count)``; block b reduces chunks b, b + grid, ... and writes
+    row c of ``partials`` (columns 0 and 4, as ``stats``), in a fixed order."""
+
+    def stats_chunks(chunks, partials, like):
+        s_sum = cuda.shared.array(_SHARED, dt)
+        s_bad = cuda.shared.array(_SHARED, dt)
+        tid = cuda.threadIdx.x
+        threads = cuda.blockDim.x
+        inf = dt(math.inf)
+        for c in range(cuda.blockIdx.x, chunks.shape[0], cuda.gridDim.x):
+            x = _cuda.raw_pointer(chunks[c, 0], like)
+            start = chunks[c, 1]
+            count = chunks[c, 2]
+            acc = dt(0)
+            bad = dt(0)
+            for i in range(tid, count, threads):
+                v = x[start + i]
+                acc += v * v
+                if not abs(v) < inf:
+                    bad += dt(1)
+            s_sum[tid] = acc
+            s_bad[tid] = bad
+            cuda.syncthreads()
+            half = threads // 2
+            while half > 0:
+                if tid < half:
+                    s_sum[tid] += s_sum[tid + half]
+                    s_bad[tid] += s_bad[tid + half]
+                cuda.syncthreads()
+                half //= 2
+            if tid == 0:
+                partials[c, 0] = s_sum[0]
+                partials[c, 4] = s_bad[0]
+            cuda.syncthreads()
+
+    return stats_chunks
+
+
 def _make_scale(dt):
     def scale_by(x, ctrl):
         c = ctrl[0]
@@ -198,6 +241,8 @@ def _make_scale(dt):
 
 _CACHE = not _cuda.SIMULATOR
 _kernels: dict = {}
+_MAKERS = {"stats": _make_stats, "finalize": _make_finalize, "scale": _make_scale,
+           "stats_chunks": _make_stats_chunks}
 
 
 def kernel(kind, dtype):
@@ -207,16 +252,15 @@ def kernel(kind, dtype):
     hit = _kernels.get(key)
     if hit is None:
         dt = np.float32 if dtype == np.float32 else np.float64
-        make = {"stats": _make_stats, "finalize": _make_finalize, "scale": _make_scale}[kind]
+        make = _MAKERS[kind]
         hit = _kernels[key] = cuda.jit(cache=_CACHE)(make(dt))
     return hit
 
 
 def python_functions():
     """(name, dtype, Python function) of every kernel here, for the CI compile check."""
-    return [(f"{kind}_{np.dtype(dt).name}", np.dtype(dt),
-             {"stats": _make_stats, "finalize": _make_finalize, "scale": _make_scale}[kind](dt))
-            for kind in ("stats", "finalize", "scale") for dt in (np.float32, np.float64)]
+    return [(f"{kind}_{np.dtype(dt).name}", np.dtype(dt), _MAKERS[kind](dt))
+            for kind in _MAKERS for dt in (np.float32, np.float64)]
 
 
 _launchers: dict = {}
@@ -302,11 +346,15 @@ class GradControl:
         self.layout = layout
         self.result = np.dtype(np.float64 if any(dt == np.float64 for _, dt in layout)
                                else np.float32)
+        # many arrays: one pointer-table launch per dtype over CHUNK-element chunks;
+        # one array (or the simulator, which cannot follow raw pointers): per-array blocks
+        self.chunked = _cuda.POINTER_KERNELS and not _cuda.SIMULATOR and len(layout) > 1
+        self._chunk_tables = {}
         counts = {np.dtype(np.float32): 0, np.dtype(np.float64): 0}
         table = []
         self.rows = []
         for n, dt in layout:
-            b = stat_blocks(n) if n else 0
+            b = (-(-n // CHUNK) if self.chunked else stat_blocks(n)) if n else 0
             self.rows.append((dt, counts[dt], b))
             table.append((int(dt == np.float64), counts[dt], b))
             counts[dt] += b
@@ -325,13 +373,41 @@ class GradControl:
         self.ctrl32 = cuda.to_device(np.array([1, 0], dtype=np.float32), stream=stream)
         self._wide_view = None
 
+    def _chunks(self, flats, dtype):
+        """The device chunk table of this dtype's arrays, cached by their addresses."""
+        from .backends.cuda_backend import _address
+
+        picked = [(f, row) for f, row in zip(flats, self.rows) if row[0] == dtype and row[2]]
+        key = tuple(_address(f) for f, _ in picked)
+        hit = self._chunk_tables.get(key)
+        if hit is None:
+            rows = []
+            for (f, (_, base, b)), address in zip(picked, key):
+                n = int(f.shape[0])
+                for c in range(b):
+                    start = c * CHUNK
+                    rows.append((address, start, min(CHUNK, n - start)))
+            if len(self._chunk_tables) > 8:
+                self._chunk_tables.clear()
+            host = np.array(rows, dtype=np.int64).reshape(-1, 3)
+            hit = self._chunk_tables[key] = cuda.to_device(host, stream=_cuda.get_stream())
+        return hit
+
     def run(self, flats, max_norm, skip_nonfinite):
         """Queue the stats and finalize kernels for this step's gradients (no host wait)."""
-        for flat, (dt, base, b) in zip(flats, self.rows):
-            if b:
+        if self.chunked:
+            for dt in {row[0] for row in self.rows if row[2]}:
+                chunks = self._chunks(flats, dt)
                 partials = self.p64 if dt == np.float64 else self.p32
-                launch(kernel("stats", dt), b, STAT_THREADS)(flat, MODE_SUM_SQ, dt.type(2.0),
-                                                             partials, base)
+                blocks = min(chunks.shape[0], _cuda.max_blocks())
+                launch(kernel("stats_chunks", dt), blocks, STAT_THREADS)(chunks, partials,
+                                                                         dt.type(0))
+        else:
+            for flat, (dt, base, b) in zip(flats, self.rows):
+                if b:
+                    partials = self.p64 if dt == np.float64 else self.p32
+                    launch(kernel("stats", dt), b, STAT_THREADS)(
+                        flat, MODE_SUM_SQ, dt.type(2.0), partials, base)
         rt = self.result.type
         clip = max_norm is not None
         launch(kernel("finalize", self.result), 1, FINAL_THREADS)(

@@ -733,3 +733,22 @@ def test_state_dict_waits_for_every_stream(monkeypatch):
     calls.clear()
     sd = opt.state_dict()
     assert calls and sd["state"][0]["exp_avg"][0] == pytest.approx(0.1)
+
+
+def test_chunk_table_of_the_one_launch_norm(monkeypatch):
+    """The pointer-table statistics (one launch for a list's norm on a GPU) cut every array
+    into CHUNK-element chunks, in order; the finish sums each array's chunk rows."""
+    simulator = _cuda.SIMULATOR
+    monkeypatch.setattr(_cuda_reduce, "CHUNK", 4)
+    monkeypatch.setattr(_cuda, "POINTER_KERNELS", True)
+    monkeypatch.setattr(_cuda, "SIMULATOR", False)
+    arrays = [dev(np.ones(n, np.float32)) for n in (9, 0, 4)]
+    layout = tuple((a.shape[0], np.dtype(np.float32)) for a in arrays)
+    control = _cuda_reduce.GradControl(layout)
+    assert control.chunked
+    monkeypatch.setattr(_cuda, "SIMULATOR", simulator)  # (to read the simulator's addresses)
+    assert host(control.table).tolist() == [[0, 0, 3], [0, 3, 0], [0, 3, 1]]
+    table = control._chunks(arrays, np.dtype(np.float32))
+    a0, a2 = _cuda._desc(arrays[0]).ptr, _cuda._desc(arrays[2]).ptr
+    assert host(table).tolist() == [[a0, 0, 4], [a0, 4, 4], [a0, 8, 1], [a2, 0, 4]]
+    assert control._chunks(list(arrays), np.dtype(np.float32)) is table  # cached

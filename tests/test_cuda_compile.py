@@ -37,7 +37,7 @@ def test_every_kernel_compiles_for_sm80_and_sm90(compiled):
     failed = [f"{r['name']} {r['cc']}: {r['error']}" for r in compiled if r["error"]]
     assert not failed, "\n".join(failed)
     names = {r["name"] for r in compiled}
-    for kind in ("sgd", "adam", "sgd_multi", "adam_multi", "stats", "finalize"):
+    for kind in ("sgd", "adam", "sgd_multi", "adam_multi", "stats", "stats_chunks", "finalize"):
         assert {f"{kind}_float32", f"{kind}_float64"} <= names
     assert {r["cc"] for r in compiled} == {"sm_80", "sm_90"}
 

@@ -368,29 +368,8 @@ def step_list(opt, group, work, grad_scale):
     return True
 
 
-POINTER_KERNELS = False
-if not _cuda.SIMULATOR:
-    try:
-        try:
-            from numba.cuda.extending import intrinsic
-            from numba.cuda import types as _types
-        except ImportError:  # numba's built-in CUDA target
-            from numba.core.extending import intrinsic
-            from numba.core import types as _types
-
-        @intrinsic
-        def _ptr(typingctx, address, like):
-            """A typed pointer (like's dtype) to a raw device address."""
-            ptr_type = _types.CPointer(like)
-
-            def codegen(context, builder, sig, args):
-                return builder.inttoptr(args[0], context.get_value_type(ptr_type))
-
-            return ptr_type(address, like), codegen
-
-        POINTER_KERNELS = True
-    except Exception:  # pragma: no cover - a numba without extension API
-        POINTER_KERNELS = False
+POINTER_KERNELS = _cuda.POINTER_KERNELS
+_ptr = _cuda.raw_pointer
 
 
 def _sgd_multi(table, total, ctrl, grad_scale, neg_lr, weight_decay, momentum,
@@ -512,7 +491,9 @@ def compile_targets():
         for name, dtype, fn in _reduce.python_functions():
             if np.dtype(dtype) != np.dtype(str(dt)):
                 continue
-            if name.startswith("stats"):
+            if name.startswith("stats_chunks"):
+                sig = (T.int64[:, ::1], mat, dt)
+            elif name.startswith("stats"):
                 sig = (arr, T.int64, dt, mat, T.int64)
             elif name.startswith("finalize"):
                 sig = (T.float32[:, ::1], mat, T.int64[:, ::1], dt, T.boolean, T.boolean, arr,
