@@ -389,8 +389,9 @@ class DeviceArrays(ArraySupport):
     def alloc(like, init):
         d = _desc(like)
         out = cuda.device_array(d.shape, dtype=d.dtype)
-        if init == "zeros":
-            fill(out, 0)
+        # always zeroed (one fill per allocation): a momentum buffer whose first step
+        # is skipped on the device (skip_nonfinite) then holds 0, not garbage
+        fill(out, 0)
         return out
 
     @classmethod
@@ -404,12 +405,14 @@ class DeviceArrays(ArraySupport):
 
     @staticmethod
     def step_counter(value=0.0):
-        return np.array(value, dtype=np.float32)  # the step count stays on the host
+        return DeviceStep(value)
 
     @staticmethod
     def to_host(a):
         if isinstance(a, np.ndarray):
             return np.array(a, copy=True)
+        if isinstance(a, DeviceStep):
+            return np.asarray(float(a), dtype=np.float32)
         d = as_device(a)
         # the steps that wrote ``a`` may have run on any stream (use_stream, torch's or
         # CuPy's non-blocking streams): wait for all the device's work, then copy
@@ -426,6 +429,61 @@ class DeviceArrays(ArraySupport):
             src = DeviceArrays.to_host(src)
         host = np.asarray(np.asarray(src, dtype=dst.dtype).reshape(dst.shape), order="C")
         dst.copy_to_device(host, stream=get_stream())
+
+
+class DeviceStep:
+    """The step counter of one parameter (or flat group) of a CUDA optimizer.
+
+    ``attempted`` counts the steps launched, on the host. When ``skip_nonfinite``
+    skips a step on the device (the host does not wait to find out), the update
+    kernel adds 1 to ``cell`` (a one-element device array of the parameter's
+    dtype, made on the first such launch); the true step is ``attempted - cell``.
+    While ``cell`` is 0 the kernels use the host's exactly rounded per-step
+    scalars; after a skip they recompute the bias corrections on the device.
+    ``float(step)`` is the true step: it waits for the GPU only once a cell exists.
+    """
+
+    __slots__ = ("attempted", "cell")
+
+    def __init__(self, value=0.0):
+        self.attempted = float(value)
+        self.cell = None
+
+    def __iadd__(self, k):
+        self.attempted += float(k)
+        return self
+
+    def skipped(self) -> float:
+        """Steps skipped on the device (copies the count back: waits for the GPU)."""
+        if self.cell is None:
+            return 0.0
+        cuda.synchronize()
+        return float(self.cell.copy_to_host()[0])
+
+    def ensure_cell(self, dtype):
+        if self.cell is None:
+            self.cell = cuda.device_array(1, dtype=np.dtype(dtype))
+            fill(self.cell, 0)
+        return self.cell
+
+    def copy(self):
+        new = DeviceStep(self.attempted)
+        if self.cell is not None:
+            new.cell = cuda.device_array(1, dtype=self.cell.dtype)
+            new.cell.copy_to_device(self.cell, stream=get_stream())
+        return new
+
+    def __float__(self):
+        return self.attempted - self.skipped()
+
+    def __int__(self):
+        return int(float(self))
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(float(self), dtype=dtype or np.float32)
+
+    def __repr__(self):
+        return f"DeviceStep({float(self)})"
 
 
 def _spans_overlap(a: _Desc, b: _Desc) -> bool:

@@ -179,6 +179,7 @@ def _make_finalize(rt):
             ctrl[1] = coef
             ctrl[2] = skip
             ctrl[3] = rt(bad)
+            ctrl[4] += skip
             ctrl32[0] = np.float32(coef)
             ctrl32[1] = np.float32(skip)
 
@@ -369,7 +370,10 @@ class GradControl:
         stream = _cuda.get_stream()
         self.table = cuda.to_device(host_table, stream=stream)
         self.ntable = len(table)
-        self.ctrl = cuda.to_device(np.array([0, 1, 0, 0], dtype=self.result), stream=stream)
+        # [norm, coef, skip, non-finite count, steps skipped since this buffer was made]
+        self.ctrl = cuda.to_device(np.array([0, 1, 0, 0, 0], dtype=self.result), stream=stream)
+        self.skip_nonfinite = False
+        self.skipped_base = None  # the optimizer's skipped_steps when the count began here
         self.ctrl32 = cuda.to_device(np.array([1, 0], dtype=np.float32), stream=stream)
         self._wide_view = None
 
@@ -408,6 +412,7 @@ class GradControl:
                     partials = self.p64 if dt == np.float64 else self.p32
                     launch(kernel("stats", dt), b, STAT_THREADS)(
                         flat, MODE_SUM_SQ, dt.type(2.0), partials, base)
+        self.skip_nonfinite = bool(skip_nonfinite)
         rt = self.result.type
         clip = max_norm is not None
         launch(kernel("finalize", self.result), 1, FINAL_THREADS)(
@@ -422,16 +427,33 @@ class GradControl:
             self._wide_view = self.ctrl[1:3]
         return self._wide_view
 
+    def _host(self):
+        cuda.synchronize()  # the step may have run on any stream (use_stream, torch's)
+        return self.ctrl.copy_to_host()
+
+    def read_skips(self):
+        """Steps skipped on the device since this buffer was made (waits for the GPU)."""
+        return float(self._host()[4])
+
     def read(self):
         """(norm, non-finite count, skip flag) copied to the host: waits for the GPU."""
-        stream = _cuda.get_stream()
-        host = self.ctrl.copy_to_host(stream=stream)
-        if stream:
-            stream.synchronize()
+        host = self._host()
         return float(host[0]), float(host[3]), bool(host[2])
 
 
 _constants: dict = {}
+_zero_cells: dict = {}
+
+
+def zero_cell(dtype):
+    """A persistent one-element 0 of ``dtype``: the skipped-step cell of a counter that has
+    none (read by the Adam kernels, written only when a step is skipped, which cannot
+    happen without a cell of its own)."""
+    key = (_cuda.current_device_id(), np.dtype(dtype))
+    hit = _zero_cells.get(key)
+    if hit is None:
+        hit = _zero_cells[key] = cuda.to_device(np.zeros(1, dtype=np.dtype(dtype)))
+    return hit
 
 
 def no_control(dtype):

@@ -135,6 +135,32 @@ class Optimizer:
     def last_grad_norm(self, value):
         self._last_grad_norm = value
 
+    # On the cuda backend skip_nonfinite decides on the device: these two are read
+    # back (one wait for the GPU) only when asked.
+    @property
+    def last_step_skipped(self):
+        """True when the last step() found a NaN/Inf gradient (and so changed nothing)."""
+        value = self._last_step_skipped
+        if callable(value):
+            value = self._last_step_skipped = bool(value())
+        return value
+
+    @last_step_skipped.setter
+    def last_step_skipped(self, value):
+        self._last_step_skipped = value
+
+    @property
+    def skipped_steps(self):
+        """How many steps skip_nonfinite has skipped so far."""
+        value = self._skipped_steps
+        if callable(value):
+            value = self._skipped_steps = int(value())
+        return value
+
+    @skipped_steps.setter
+    def skipped_steps(self, value):
+        self._skipped_steps = value
+
     # ------------------------------------------------------------------ groups
     def add_param_group(self, param_group):
         """Add a group of parameters with their own hyperparameters (torch's semantics)."""
@@ -674,7 +700,9 @@ class Adam(Optimizer):
         beta1, beta2 = g["betas"]
         kernels.adam(param, grad, state["exp_avg"], state["exp_avg_sq"],
                      state.get("max_exp_avg_sq") if g["amsgrad"] else None,
-                     step=float(entry["step"]), lr=g["lr"], beta1=beta1, beta2=beta2,
+                     # CUDA: the DeviceStep itself (its true value may be on the device)
+                     step=entry["step"] if self._devices.on_device else float(entry["step"]),
+                     lr=g["lr"], beta1=beta1, beta2=beta2,
                      eps=g["eps"], weight_decay=g["weight_decay"], amsgrad=g["amsgrad"],
                      maximize=g["maximize"], decoupled_weight_decay=g["decoupled_weight_decay"],
                      grad_scale=grad_scale)

@@ -142,12 +142,13 @@ def test_usable_compiles_and_runs_a_kernel(monkeypatch):
 def test_kernels_take_the_scalars_in_order():
     """Kernel arguments after the arrays are exactly _scalars' fields, then the flags."""
     names = list(inspect.signature(cuda_backend._adam_kernel.py_func).parameters)
-    assert names[6:] == list(_scalars.AdamScalars._fields) + ["amsgrad", "maximize"]
+    assert names[7:] == list(_scalars.AdamScalars._fields) + ["amsgrad", "maximize", "attempted", "lr"]
     names = list(inspect.signature(cuda_backend._sgd_kernel.py_func).parameters)
     assert names[4:] == list(_scalars.SGDScalars._fields) + ["first_step", "nesterov", "maximize"]
     # the pointer-table kernels: (table, total, ctrl), then the same scalars and flags
     names = list(inspect.signature(cuda_backend._adam_multi).parameters)
-    assert names[3:] == list(_scalars.AdamScalars._fields) + ["amsgrad", "maximize"]
+    assert names[3:] == list(_scalars.AdamScalars._fields) + ["amsgrad", "maximize", "attempted",
+                                                              "lr"]
     names = list(inspect.signature(cuda_backend._sgd_multi).parameters)
     assert names[3:] == list(_scalars.SGDScalars._fields) + ["first_step", "nesterov", "maximize"]
 
@@ -550,18 +551,60 @@ def test_max_grad_norm_stays_on_the_device(host_reads, dtypes):
     assert opt._cuda_grad_control is control  # persistent buffers, reused
 
 
-def test_skip_nonfinite_reads_one_flag_and_writes_nothing(host_reads):
+@pytest.mark.parametrize("dampening", [0.0, 0.5])
+def test_skip_nonfinite_on_the_device(host_reads, dampening):
+    """SGD without dampening (and Adam) skip on the device: no read-back during step; the
+    flag and the count are read when asked. With dampening the host reads the flag."""
     p = dev(np.ones(40, np.float32))
-    opt = fastoptim.SGD([p], lr=0.1, momentum=0.9, skip_nonfinite=True)
+    opt = fastoptim.SGD([p], lr=0.1, momentum=0.9, dampening=dampening, skip_nonfinite=True)
     bad = np.ones(40, np.float32)
     bad[17] = np.nan
     opt.step([dev(bad)])
-    assert opt.last_step_skipped and opt.skipped_steps == 1 and host_reads["n"] == 1
-    assert opt.state_dict()["state"] == {} and math.isnan(opt.last_grad_norm)
+    assert host_reads["n"] == (0 if dampening == 0 else 1)
+    assert opt.last_step_skipped and opt.skipped_steps == 1 and math.isnan(opt.last_grad_norm)
     np.testing.assert_array_equal(host(p), np.ones(40))
-    opt.step([dev(np.ones(40, np.float32))])
+    for entry in opt.state_dict()["state"].values():  # at most a zero buffer, never garbage
+        assert not entry["momentum_buffer"].any()
+    opt.step([dev(np.ones(40, np.float32))])  # the first real step: buffer = gradient
     assert not opt.last_step_skipped and opt.skipped_steps == 1
     np.testing.assert_allclose(host(p), np.full(40, 0.9, np.float32))
+    opt.step([dev(np.ones(40, np.float32))])
+    np.testing.assert_allclose(host(p), np.full(40, 0.9 - 0.1 * (0.9 + (1 - dampening)),
+                                                np.float32), rtol=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["one", "list", "flat"])
+def test_adam_skips_on_the_device_and_counts_the_true_step(host_reads, layout):
+    """Skipped steps (first and later ones) are counted on the device; the bias corrections
+    of the following steps are those of the true step, as on the CPU."""
+    rng = np.random.default_rng(41)
+    shapes = [(6,)] if layout == "one" else [(6,), (2, 3)]
+    init = random_arrays(rng, shapes, np.float32)
+    ref_params = [x.copy() for x in init]
+    ref = fastoptim.Adam(ref_params, lr=0.05, backend="numpy", skip_nonfinite=True)
+    params, fp = to_device_params(init, layout == "flat")
+    opt = fastoptim.Adam(params, lr=0.05, skip_nonfinite=True, max_grad_norm=10.0)
+    ref.max_grad_norm = 10.0
+    plan = ["bad", "ok", "ok", "bad", "bad", "ok", "ok"]
+    for kind in plan:
+        grads = random_arrays(rng, shapes, np.float32)
+        if kind == "bad":
+            grads[-1].flat[0] = np.inf
+        ref.step(grads)
+        if fp is not None:
+            for view, value in zip(fp.grads, grads):
+                view.copy_to_device(value)
+            opt.step(fp.grads)
+        else:
+            opt.step([dev(g) for g in grads])
+        assert host_reads["n"] == 0
+    assert opt.skipped_steps == ref.skipped_steps == 3 and not opt.last_step_skipped
+    assert [float(opt.state[i]["step"]) for i in range(len(shapes))] == [4.0] * len(shapes)
+    for a, b in zip(ref_params, params):
+        np.testing.assert_allclose(host(b), a, rtol=2e-6, atol=2e-6)
+    sd = opt.state_dict()
+    assert all(float(entry["step"]) == 4.0 for entry in sd["state"].values())
+    assert_states_close(sd, ref.state_dict())
 
 
 def test_update_kernels_obey_the_device_flag():

@@ -10,7 +10,8 @@ read and written (momentum, first step, amsgrad).
 
 No host-device synchronization happens inside a step: the per-step scalars
 (bias corrections, ...) come from ``_scalars`` on the host and travel as kernel
-arguments; the step counter stays on the host. The launch configuration
+arguments; the step counter counts launches on the host (and, under
+``skip_nonfinite``, skipped steps on the device: ``_cuda.DeviceStep``). The launch configuration
 ``kernel[blocks, threads, stream]`` is built once per (size bucket, stream) and
 cached (``fastoptim._cuda.configured``).
 
@@ -60,6 +61,15 @@ def why_unusable() -> str:
     return _cuda.why_unavailable()
 
 
+def _true_step_scalars_py(step, lerp_weight, one_minus_beta2, lr):
+    """(-lr / (1 - beta1**step), sqrt(1 - beta2**step)) on the device, in the parameter's
+    dtype, as 1 - beta**t = -expm1(t * log1p(-(1 - beta))) (accurate for small 1 - beta)."""
+    bias_correction1 = -math.expm1(step * math.log1p(-lerp_weight))
+    bias_correction2 = -math.expm1(step * math.log1p(-one_minus_beta2))
+    return -(lr / bias_correction1), math.sqrt(bias_correction2)
+
+
+_true_step_scalars = cuda.jit(device=True, inline=True)(_true_step_scalars_py)
 _sgd_update = cuda.jit(device=True, inline=True)(_math.sgd_update)
 _adam_update = cuda.jit(device=True, inline=True)(_math.adam_update)
 
@@ -96,13 +106,18 @@ def _sgd_kernel(param, grad, buf, ctrl, grad_scale, neg_lr, weight_decay, moment
 
 
 @cuda.jit(cache=_CACHE)
-def _adam_kernel(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, ctrl, grad_scale,
+def _adam_kernel(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, ctrl, cell, grad_scale,
                  lerp_weight, lerp_complement, lerp_from_start, beta2, one_minus_beta2,
                  bias_correction2_sqrt, eps, neg_step_size, weight_decay, decay_factor,
-                 weight_decay_mode, amsgrad, maximize):
+                 weight_decay_mode, amsgrad, maximize, attempted, lr):
     if ctrl[1] != 0:  # skip_nonfinite found a NaN/Inf gradient (on the device)
+        if cuda.grid(1) == 0:
+            cell[0] += 1  # one step fewer than the host counted (no other thread reads it)
         return
     grad_scale = grad_scale * ctrl[0]  # the clip factor computed on the device (else 1)
+    if cell[0] != 0:  # steps were skipped on the device: the bias corrections of the true step
+        neg_step_size, bias_correction2_sqrt = _true_step_scalars(
+            attempted - cell[0], lerp_weight, one_minus_beta2, lr)
     start = cuda.grid(1)
     stride = cuda.gridsize(1)
     n = param.shape[0]
@@ -154,9 +169,27 @@ def sgd(param, grad, momentum_buffer, *, lr, momentum, dampening, weight_decay,
                                 bool(maximize))
 
 
+def _step_cell(step, grad_scale, dtype):
+    """(host step count, device cell of skipped steps) for one launch.
+
+    A ``DeviceStep`` under a ``skip_nonfinite`` control gets its own cell (the
+    kernel counts a skipped step there); otherwise its existing cell, or a
+    shared cell holding 0 (never written: no skip can happen then).
+    """
+    if isinstance(step, _cuda.DeviceStep):
+        if isinstance(grad_scale, _reduce.GradControl) and grad_scale.skip_nonfinite:
+            return step.attempted, step.ensure_cell(dtype)
+        if step.cell is not None:
+            return step.attempted, step.cell
+        return step.attempted, _reduce.zero_cell(dtype)
+    return float(step), _reduce.zero_cell(dtype)
+
+
 def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, beta1, beta2,
          eps, weight_decay, amsgrad, maximize, decoupled_weight_decay, grad_scale=1.0):
+    """``step``: a number, or the optimizer's ``DeviceStep`` (see ``_cuda.DeviceStep``)."""
     _check_device(param)
+    step, cell = _step_cell(step, grad_scale, param.dtype)
     grad_scale, ctrl = _control(grad_scale, param.dtype)
     s = adam_scalars(param.dtype, step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
                      weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
@@ -165,8 +198,9 @@ def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, beta1, b
     if n == 0:
         return
     vmax = exp_avg_sq if max_exp_avg_sq is None else max_exp_avg_sq  # unused without amsgrad
-    _configured(_adam_kernel, n)(param, grad, exp_avg, exp_avg_sq, vmax, ctrl, *s,
-                                 bool(amsgrad), bool(maximize))
+    t = np.dtype(param.dtype).type
+    _configured(_adam_kernel, n)(param, grad, exp_avg, exp_avg_sq, vmax, ctrl, cell, *s,
+                                 bool(amsgrad), bool(maximize), t(step), t(lr))
 
 
 # ------------------------------------------------- max_grad_norm / skip_nonfinite
@@ -179,9 +213,13 @@ def check_gradients(opt, grads):
     ``skip_nonfinite`` found a NaN/Inf. Sets ``opt.last_grad_norm`` to a callable
     that copies the norm back only when asked (the optimizer's property calls it).
 
-    With ``max_grad_norm`` alone the host never waits for the GPU. With
-    ``skip_nonfinite`` the host reads the flag (8 bytes, one wait per step):
-    the step counters live on the host and must not count a skipped step.
+    The host does not wait for the GPU: the update kernels skip by themselves,
+    and Adam's ``DeviceStep`` counters count the skipped steps on the device
+    (``opt.last_step_skipped`` / ``skipped_steps`` become callables that the
+    optimizer's properties resolve when read). The one exception is SGD with
+    momentum and ``dampening != 0`` under ``skip_nonfinite``: a skipped first
+    step would need a device-side "first step" flag, so there the host reads the
+    flag (8 bytes, one wait per step) and skips as on the CPU.
     """
     flats = [_cuda.DeviceArrays.ravel(g) for g in grads]
     layout = tuple((int(f.shape[0]), np.dtype(f.dtype)) for f in flats)
@@ -189,8 +227,15 @@ def check_gradients(opt, grads):
     if control is None or control.layout != layout:
         control = _reduce.GradControl(layout)
         opt._cuda_grad_control = control
+    sync_free = opt.skip_nonfinite and _skip_on_device(opt)
+    if sync_free and control.skipped_base is None:  # once per control buffer (one wait)
+        control.skipped_base = opt.skipped_steps - int(control.read_skips())
     control.run(flats, opt.max_grad_norm, opt.skip_nonfinite)
     opt.last_grad_norm = lambda: control.read()[0]
+    if sync_free:  # the kernels skip on the device; the host learns it when it asks
+        opt.last_step_skipped = lambda: control.read()[2]
+        opt.skipped_steps = lambda: control.skipped_base + int(control.read_skips())
+        return control
     if opt.skip_nonfinite:
         norm, _bad, skip = control.read()
         opt.last_grad_norm = norm
@@ -201,13 +246,26 @@ def check_gradients(opt, grads):
     return control
 
 
+def _skip_on_device(opt):
+    """Can the kernels skip a step by themselves? Adam: yes (DeviceStep counters). SGD: when
+    no group uses dampening (a momentum buffer whose first step was skipped holds zeros, and
+    0 * momentum + 1 * g is g, exactly the first step's buffer); else the host reads the flag."""
+    from ..optimizers import SGD, Adam
+
+    if isinstance(opt, Adam):
+        return True
+    if isinstance(opt, SGD):
+        return all(g["momentum"] == 0 or g["dampening"] == 0 for g in opt.param_groups)
+    return False
+
+
 # -------------------------------------------------------- one launch for a list
 # Raw-pointer kernels: a device table holds, per tensor, the addresses of its
 # param, grad and state arrays, its length and its offset in the flat index
 # space; each thread walks that space with a grid stride and follows the table.
 # The simulator cannot dereference raw device addresses, so there (and only
 # there) the *_multi functions launch the per-tensor kernels instead.
-TABLE_COLUMNS = 7  # param, grad, state a, state b, state c, length, start offset
+TABLE_COLUMNS = 8  # param, grad, state a, state b, state c, length, start offset, step cell
 _tables: dict = {}  # key (addresses and lengths) -> device table
 TABLE_CACHE = 16
 
@@ -230,7 +288,7 @@ def _table(columns, lengths):
     if hit is None:
         rows = np.zeros((len(lengths), TABLE_COLUMNS), dtype=np.int64)
         for c, col in enumerate(columns):
-            rows[:, c] = key[0][c]
+            rows[:, c if c < 5 else c + 2] = key[0][c]  # (a 6th column: the step cells)
         rows[:, 5] = lengths
         rows[:, 6] = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if lengths else []
         if len(_tables) >= TABLE_CACHE:
@@ -281,7 +339,8 @@ def adam_multi(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, step, l
                grad_scale=1.0):
     """``adam`` over lists of same-dtype, checked, contiguous device arrays in one launch.
 
-    Every tensor takes the same ``step`` (call once per distinct step);
+    ``step``: one number for every tensor, or a list of the tensors' ``DeviceStep``
+    counters, all with the same host count (call once per distinct count);
     ``max_exp_avg_sqs`` is a list with amsgrad, else None.
     """
     if not params:
@@ -290,24 +349,31 @@ def adam_multi(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, step, l
     vmaxes = max_exp_avg_sqs if max_exp_avg_sqs is not None else [None] * len(params)
     if _cuda.SIMULATOR or not POINTER_KERNELS:
         ravel = _cuda.DeviceArrays.ravel
-        for p, g, m, v, w in zip(params, grads, exp_avgs, exp_avg_sqs, vmaxes):
+        steps = step if isinstance(step, list) else [step] * len(params)
+        for p, g, m, v, w, t in zip(params, grads, exp_avgs, exp_avg_sqs, vmaxes, steps):
             adam(ravel(p), ravel(g), ravel(m), ravel(v), None if w is None else ravel(w),
-                 step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                 step=t, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
                  weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
                  decoupled_weight_decay=decoupled_weight_decay, grad_scale=grad_scale)
         return
     keep = _nonempty(params)
     if not keep:
         return
+    steps = step if isinstance(step, list) else [step] * len(params)
+    cells = []
+    for i in keep:
+        count, cell = _step_cell(steps[i], grad_scale, dtype)
+        cells.append(cell)
     grad_scale, ctrl = _control(grad_scale, dtype)
-    s = adam_scalars(dtype, step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+    s = adam_scalars(dtype, step=count, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
                      weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
                      grad_scale=grad_scale)
     pick = [[a[i] for i in keep] for a in (params, grads, exp_avgs, exp_avg_sqs)]
     ws = [vmaxes[i] if vmaxes[i] is not None else exp_avg_sqs[i] for i in keep]
-    table, total = _table((*pick, ws), [math.prod(p.shape) for p in pick[0]])
+    table, total = _table((*pick, ws, cells), [math.prod(p.shape) for p in pick[0]])
+    t = dtype.type
     _configured(_adam_multi_kernel, total)(table, total, ctrl, *s, bool(amsgrad),
-                                           bool(maximize))
+                                           bool(maximize), t(count), t(lr))
 
 
 def step_list(opt, group, work, grad_scale):
@@ -340,21 +406,25 @@ def step_list(opt, group, work, grad_scale):
             if key not in state:
                 state[key] = opt._devices.alloc(param, init)
                 fresh = True
+        count = None
         if opt._uses_step:
             state["step"] += 1
-        step = float(state["step"]) if opt._uses_step else None
-        bucket = buckets.setdefault((np.dtype(param.dtype), step, fresh),
-                                    ([], [], [[] for _ in keys]))
+            counter = state["step"]  # a DeviceStep: its host count, without waiting
+            count = counter.attempted if isinstance(counter, _cuda.DeviceStep) else float(counter)
+        bucket = buckets.setdefault((np.dtype(param.dtype), count, fresh),
+                                    ([], [], [[] for _ in keys], []))
         bucket[0].append(param)
         bucket[1].append(grad)
+        bucket[3].append(state["step"] if opt._uses_step else None)
         for column, key in zip(bucket[2], keys):
             column.append(state[key])
-    for (_dtype, step, fresh), (params, grads, columns) in buckets.items():
+    for (_dtype, step, fresh), (params, grads, columns, counters) in buckets.items():
         by_key = dict(zip(keys, columns))
         if isinstance(opt, Adam):
             beta1, beta2 = group["betas"]
             adam_multi(params, grads, by_key["exp_avg"], by_key["exp_avg_sq"],
-                       by_key.get("max_exp_avg_sq") if group["amsgrad"] else None, step=step,
+                       by_key.get("max_exp_avg_sq") if group["amsgrad"] else None,
+                       step=counters,
                        lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
                        weight_decay=group["weight_decay"], amsgrad=group["amsgrad"],
                        maximize=group["maximize"],
@@ -413,8 +483,12 @@ def _sgd_multi(table, total, ctrl, grad_scale, neg_lr, weight_decay, momentum,
 
 def _adam_multi(table, total, ctrl, grad_scale, lerp_weight, lerp_complement, lerp_from_start,
                 beta2, one_minus_beta2, bias_correction2_sqrt, eps, neg_step_size, weight_decay,
-                decay_factor, weight_decay_mode, amsgrad, maximize):
-    if ctrl[1] != 0:
+                decay_factor, weight_decay_mode, amsgrad, maximize, attempted, lr):
+    if ctrl[1] != 0:  # skipped on the device: count it in every tensor's step cell
+        if cuda.grid(1) == 0:
+            for r in range(table.shape[0]):
+                cell = _ptr(table[r, 7], eps)
+                cell[0] += 1
         return
     grad_scale = grad_scale * ctrl[0]
     start = cuda.grid(1)
@@ -427,6 +501,11 @@ def _adam_multi(table, total, ctrl, grad_scale, lerp_weight, lerp_complement, le
     m = _ptr(table[0, 2], eps)
     v = _ptr(table[0, 3], eps)
     w = _ptr(table[0, 4], eps)
+    nss = neg_step_size
+    bc2 = bias_correction2_sqrt
+    cell = _ptr(table[0, 7], eps)
+    if cell[0] != 0:
+        nss, bc2 = _true_step_scalars(attempted - cell[0], lerp_weight, one_minus_beta2, lr)
     for i in range(start, total, stride):
         if i >= hi:
             while i >= hi:
@@ -438,18 +517,24 @@ def _adam_multi(table, total, ctrl, grad_scale, lerp_weight, lerp_complement, le
             m = _ptr(table[t, 2], eps)
             v = _ptr(table[t, 3], eps)
             w = _ptr(table[t, 4], eps)
+            nss = neg_step_size
+            bc2 = bias_correction2_sqrt
+            cell = _ptr(table[t, 7], eps)
+            if cell[0] != 0:
+                nss, bc2 = _true_step_scalars(attempted - cell[0], lerp_weight,
+                                              one_minus_beta2, lr)
         j = i - lo
         if amsgrad:
             p[j], m[j], v[j], w[j] = _adam_update(
                 p[j], g[j], m[j], v[j], w[j], grad_scale, lerp_weight, lerp_complement,
-                lerp_from_start, beta2, one_minus_beta2, bias_correction2_sqrt, eps,
-                neg_step_size, weight_decay, decay_factor, weight_decay_mode, True, maximize)
+                lerp_from_start, beta2, one_minus_beta2, bc2, eps,
+                nss, weight_decay, decay_factor, weight_decay_mode, True, maximize)
         else:
             vj = v[j]
             p[j], m[j], v[j], _ = _adam_update(
                 p[j], g[j], m[j], vj, vj, grad_scale, lerp_weight, lerp_complement,
-                lerp_from_start, beta2, one_minus_beta2, bias_correction2_sqrt, eps,
-                neg_step_size, weight_decay, decay_factor, weight_decay_mode, False, maximize)
+                lerp_from_start, beta2, one_minus_beta2, bc2, eps,
+                nss, weight_decay, decay_factor, weight_decay_mode, False, maximize)
 
 
 if POINTER_KERNELS:
@@ -477,14 +562,15 @@ def compile_targets():
         arr, ctrl = dt[::1], dt[::1]
         sgd_sig = (arr, arr, arr, ctrl, dt, dt, dt, dt, dt, T.boolean, T.boolean, T.boolean,
                    T.boolean, T.boolean)
-        adam_sig = (arr, arr, arr, arr, arr, ctrl, dt, dt, dt, T.boolean, dt, dt, dt, dt, dt,
-                    dt, dt, T.int64, T.boolean, T.boolean)
+        adam_sig = (arr, arr, arr, arr, arr, ctrl, arr, dt, dt, dt, T.boolean, dt, dt, dt, dt,
+                    dt, dt, dt, T.int64, T.boolean, T.boolean, dt, dt)
         table = T.int64[:, ::1]
         targets += [
             (f"sgd_{dt}", _sgd_kernel.py_func, sgd_sig, f32),
             (f"adam_{dt}", _adam_kernel.py_func, adam_sig, f32),
             (f"sgd_multi_{dt}", _sgd_multi, (table, T.int64) + sgd_sig[3:], f32),
-            (f"adam_multi_{dt}", _adam_multi, (table, T.int64) + adam_sig[5:], f32),
+            (f"adam_multi_{dt}", _adam_multi, (table, T.int64) + adam_sig[5:6] + adam_sig[7:],
+             f32),
             (f"fill_{dt}", _cuda._fill_kernel.py_func, (arr, dt), f32),
         ]
         mat = dt[:, ::1]
