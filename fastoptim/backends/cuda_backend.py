@@ -182,6 +182,8 @@ def _step_cell(step, grad_scale, dtype):
         if step.cell is not None:
             return step.attempted, step.cell
         return step.attempted, _reduce.zero_cell(dtype)
+    if isinstance(grad_scale, _reduce.GradControl) and grad_scale.skip_nonfinite:
+        return float(step), _cuda.zeros(1, dtype)  # a plain count: a cell of its own, dropped
     return float(step), _reduce.zero_cell(dtype)
 
 
