@@ -140,7 +140,6 @@ def main(argv=None):
     n_runs = len(plan.results)
 
     ctx = {"budget": budget, "tasks": [], "figures": {}}
-    results = {"tasks": {}}
     for t, d in zip(tasks, datas):
         exp1, exp2, exp3 = E.task_experiments(plan, budget, t)
         an = A.analyze_task(t, d, budget, exp1, exp2, exp3)

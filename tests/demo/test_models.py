@@ -1,16 +1,11 @@
 """fastoptim.demo.models: the MLP's, the batch-norm MLP's and the CNN's backward passes."""
-import json
 import math
-import sys
 
 import numpy as np
 import pytest
 
 import fastoptim
 from fastoptim import demo
-from fastoptim import lr_scheduler as lrs
-from fastoptim import schedules
-from fastoptim.demo import BORNE_OUT, CONTRADICTED, NOT_BORNE_OUT, NOT_TESTED
 
 
 # ----------------------------------------------------------------------- model

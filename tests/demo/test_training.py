@@ -1,5 +1,4 @@
 """fastoptim.demo data and training: the data sets, one run, optimizers and schedules."""
-import json
 import math
 import sys
 
@@ -10,7 +9,6 @@ import fastoptim
 from fastoptim import demo
 from fastoptim import lr_scheduler as lrs
 from fastoptim import schedules
-from fastoptim.demo import BORNE_OUT, CONTRADICTED, NOT_BORNE_OUT, NOT_TESTED
 
 
 # ------------------------------------------------------------------------ data

@@ -1,15 +1,10 @@
 """fastoptim.demo.verdicts: each verdict fed numbers made up to go each way."""
-import json
 import math
-import sys
 
 import numpy as np
 import pytest
 
-import fastoptim
 from fastoptim import demo
-from fastoptim import lr_scheduler as lrs
-from fastoptim import schedules
 from fastoptim.demo import BORNE_OUT, CONTRADICTED, NOT_BORNE_OUT, NOT_TESTED
 
 
