@@ -54,12 +54,12 @@ def table_module(backend):
 
 
 class _Rows:
-    """What ``Optimizer._update`` passes as its ``param``: rows ``lo:hi`` of a table."""
+    """What ``Optimizer._update`` passes as its ``param``: blocks of rows of a table."""
 
-    __slots__ = ("rows", "lo", "hi", "dtype")
+    __slots__ = ("rows", "bounds", "dtype")
 
-    def __init__(self, rows, lo, hi, dtype):
-        self.rows, self.lo, self.hi, self.dtype = rows, lo, hi, dtype
+    def __init__(self, rows, bounds, dtype):
+        self.rows, self.bounds, self.dtype = rows, bounds, dtype
 
 
 class _TableKernels:
@@ -73,10 +73,10 @@ class _TableKernels:
         self.module = module
 
     def sgd(self, param, grad, momentum_buffer, **kwargs):
-        self.module.sgd(param.rows, param.lo, param.hi, param.dtype, **kwargs)
+        self.module.sgd(param.rows, param.bounds, param.dtype, **kwargs)
 
     def adam(self, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, **kwargs):
-        self.module.adam(param.rows, param.lo, param.hi, param.dtype, **kwargs)
+        self.module.adam(param.rows, param.bounds, param.dtype, **kwargs)
 
 
 def _grads_list(opt, grads):
@@ -133,16 +133,44 @@ def try_step(opt, grads) -> bool:
     return True
 
 
+try:  # fastoptim's thread policy, where this version has one in one place
+    from .backends import _threads
+except ImportError:
+    _threads = None
+
+
+def _thread_policy(kernels):
+    """(parallel_min, threads): fastoptim's thread policy (``backends._threads`` where it
+    exists; else the backend's serial/parallel crossover and Numba's thread count)."""
+    if _threads is None:
+        import numba
+
+        return getattr(kernels, "PARALLEL_MIN", 32768), numba.get_num_threads()
+    return _threads.PARALLEL_MIN, _threads.parallel_threads()
+
+
+def _blocks(rows, start, stop, parallel_min, threads):
+    """Row bounds that split ``rows[start:stop]`` into blocks of about equal element
+    counts: one block below ``parallel_min`` elements in all, else one per thread."""
+    sizes = np.maximum(rows[start:stop, T.COL_N], 0)
+    ends = np.cumsum(sizes)
+    total = int(ends[-1]) if ends.size else 0
+    if threads <= 1 or total < parallel_min:
+        return np.array([start, stop], dtype=np.int64)
+    # a block ends before the first row whose middle lies past its share of the elements
+    cuts = np.searchsorted(ends - sizes / 2, total * np.arange(1, threads) / threads)
+    return np.concatenate([[start], start + cuts, [stop]]).astype(np.int64)
+
+
 def _run(opt, module, table, grads, groups, uniform):
     rows, steps = table.rows, table.steps
     kernels = backends.load(opt.backend)
-    if opt.backend == "numba":
-        # the numba table loop is serial: big tensors go to the parallel single-array kernel
-        parallel_min = getattr(kernels, "PARALLEL_MIN", None)
-        if parallel_min is not None:
-            for i in np.flatnonzero(rows[:, T.COL_N] >= parallel_min):
-                _step_one(opt, kernels, groups, int(i), grads[i], steps[i])
-                rows[i, T.COL_N] = T.SKIPPED
+    parallel_min, threads = _thread_policy(kernels)
+    # Big tensors run one by one through the single-array kernels (parallel, by the thread
+    # policy); the table kernels see only small ones, each updated by one thread.
+    for i in np.flatnonzero(rows[:, T.COL_N] >= parallel_min):
+        _step_one(opt, kernels, groups, int(i), grads[i], steps[i])
+        rows[i, T.COL_N] = T.SKIPPED
     table_kernels = _TableKernels(module)
     for group, (start, stop, keys, _) in zip(opt.param_groups, groups):
         stepped = np.flatnonzero(rows[start:stop, T.COL_N] != T.SKIPPED)
@@ -152,7 +180,8 @@ def _run(opt, module, table, grads, groups, uniform):
         if uniform:
             first = start + int(stepped[0])
             dtype = T.DTYPES[rows[first, T.COL_DTYPE]]
-            opt._update(table_kernels, group, _Rows(rows, start, stop, dtype), None, state,
+            bounds = _blocks(rows, start, stop, parallel_min, threads)
+            opt._update(table_kernels, group, _Rows(rows, bounds, dtype), None, state,
                         {"step": steps[first]}, False, 1.0)
             continue
         # rows of several dtypes or step counts: one call per kind, over a compact copy
@@ -161,7 +190,8 @@ def _run(opt, module, table, grads, groups, uniform):
         for kind in np.unique(kinds):
             sub = np.ascontiguousarray(rows[chosen[kinds == kind]])
             dtype = T.DTYPES[int(kind[0])]
-            opt._update(table_kernels, group, _Rows(sub, 0, len(sub), dtype), None, state,
+            bounds = _blocks(sub, 0, len(sub), parallel_min, threads)
+            opt._update(table_kernels, group, _Rows(sub, bounds, dtype), None, state,
                         {"step": float(kind[1])}, False, 1.0)
 
 

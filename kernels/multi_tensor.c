@@ -1,7 +1,8 @@
 /* Multi-tensor kernels (see multi_tensor.h): a loop over the table's rows that calls the
- * single-array kernels of fastoptim.c on each row, so the per-element math, the
- * vectorized code and the thread policy (serial below the parallel crossover) are exactly
- * those of one call per tensor, without one Python call per tensor. */
+ * single-array kernels of fastoptim.c on each row, so the per-element math and the
+ * vectorized code are exactly those of one call per tensor, without one Python call per
+ * tensor. The rows are small (the caller runs big tensors through the parallel
+ * single-array kernels), so each runs serially; the blocks run one per thread. */
 #include <stdint.h>
 #include "fastoptim.h"
 #include "multi_tensor.h"
@@ -14,12 +15,15 @@ int fo_multi_table_ncol(void) { return NCOL; }
 #define ADDRESS(T, row, col) ((T *)(uintptr_t)(row)[col])
 
 #define MULTI_SGD(SUFFIX, T)                                                                  \
-    void fo_multi_sgd_##SUFFIX(const int64_t *rows, int64_t lo, int64_t hi, T grad_scale,       \
-                               T neg_lr, T weight_decay, T momentum, T one_minus_dampening,    \
+    void fo_multi_sgd_##SUFFIX(const int64_t *rows, const int64_t *bounds, int64_t blocks,    \
+                               T grad_scale, T neg_lr, T weight_decay, T momentum,            \
+                               T one_minus_dampening,                                         \
                                int has_weight_decay, int has_momentum, int first_step,        \
                                int nesterov, int maximize)                                    \
     {                                                                                         \
-        for (int64_t r = lo; r < hi; r++) {                                                   \
+        _Pragma("omp parallel for schedule(static, 1) num_threads(blocks) if(blocks > 1)")   \
+        for (int64_t b = 0; b < blocks; b++)                                                  \
+        for (int64_t r = bounds[b]; r < bounds[b + 1]; r++) {                                 \
             const int64_t *row = rows + r * NCOL;                                             \
             if (row[COL_N] <= 0) continue;                                                    \
             fo_sgd_##SUFFIX(ADDRESS(T, row, COL_PARAM), ADDRESS(T, row, COL_GRAD),            \
@@ -30,13 +34,15 @@ int fo_multi_table_ncol(void) { return NCOL; }
     }
 
 #define MULTI_ADAM(SUFFIX, T)                                                                 \
-    void fo_multi_adam_##SUFFIX(const int64_t *rows, int64_t lo, int64_t hi, T grad_scale,      \
-                                T lerp_weight, T lerp_complement, int lerp_from_start,        \
+    void fo_multi_adam_##SUFFIX(const int64_t *rows, const int64_t *bounds, int64_t blocks,   \
+                                T grad_scale, T lerp_weight, T lerp_complement, int lerp_from_start,        \
                                 T beta2, T one_minus_beta2, T bias_correction2_sqrt, T eps,   \
                                 T neg_step_size, T weight_decay, T decay_factor,              \
                                 int weight_decay_mode, int amsgrad, int maximize)             \
     {                                                                                         \
-        for (int64_t r = lo; r < hi; r++) {                                                   \
+        _Pragma("omp parallel for schedule(static, 1) num_threads(blocks) if(blocks > 1)")   \
+        for (int64_t b = 0; b < blocks; b++)                                                  \
+        for (int64_t r = bounds[b]; r < bounds[b + 1]; r++) {                                 \
             const int64_t *row = rows + r * NCOL;                                             \
             if (row[COL_N] <= 0) continue;                                                    \
             fo_adam_##SUFFIX(ADDRESS(T, row, COL_PARAM), ADDRESS(T, row, COL_GRAD),           \

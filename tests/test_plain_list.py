@@ -429,3 +429,34 @@ def test_fillers_agree_on_random_edits():
             accepted += 1
             np.testing.assert_array_equal(results[0][1], results[1][1])
     assert 30 < accepted < 270  # both outcomes were explored
+
+
+@pytest.mark.parametrize("backend", TABLE_BACKENDS)
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("name,flags", [("SGD", dict(momentum=0.9)), ("Adam", dict(amsgrad=True))])
+def test_blocks_over_threads(monkeypatch, backend, threads, name, flags):
+    """The table split into one block of rows per thread (thresholds lowered so that
+    small arrays take that path): still bit-identical, every row updated once."""
+    monkeypatch.setattr(_plain_list, "_thread_policy", lambda kernels: (50, threads))
+    shapes = [(n,) for n in (7, 60, 3, 33, 1, 90, 12, 40, 5)]
+    fast_params, ref_params = _arrays(shapes, np.float32, 12), _arrays(shapes, np.float32, 12)
+    fast, ref = _make(name, flags, fast_params, backend), _make(name, flags, ref_params, "numpy")
+    for step in range(3):
+        grads = _grads(fast_params, step)
+        fast.step(grads)
+        ref.step(grads)
+    assert fast.last_plain_list_decline is None
+    _assert_same(_snapshot(fast, fast_params), _snapshot(ref, ref_params))
+
+
+def test_block_bounds():
+    rows = np.zeros((10, T.NCOL), np.int64)
+    rows[:, T.COL_N] = [100, 5, T.SKIPPED, 1000, 7, 7, 7, 2000, 1, 1]
+    assert _plain_list._blocks(rows, 0, 10, 5000, 2).tolist() == [0, 10]  # too few elements
+    assert _plain_list._blocks(rows, 0, 10, 100, 1).tolist() == [0, 10]
+    assert _plain_list._blocks(rows, 0, 10, 100, 2).tolist() == [0, 7, 10]
+    assert _plain_list._blocks(rows, 2, 9, 100, 3).tolist() == [2, 5, 7, 9]
+    even = np.zeros((1000, T.NCOL), np.int64)
+    even[:, T.COL_N] = 1024
+    assert _plain_list._blocks(even, 0, 1000, 100, 2).tolist() == [0, 500, 1000]
+    assert _plain_list._blocks(even, 0, 1000, 100, 4).tolist() == [0, 250, 500, 750, 1000]

@@ -20,23 +20,26 @@ _SGD = {np.dtype(np.float32): lib.fo_multi_sgd_f32, np.dtype(np.float64): lib.fo
 _ADAM = {np.dtype(np.float32): lib.fo_multi_adam_f32, np.dtype(np.float64): lib.fo_multi_adam_f64}
 
 
-def _rows(rows):
-    # the table is checked to be int64, C-contiguous, (n, NCOL) by its owner (_multi_table.Table)
-    return ffi.from_buffer("int64_t[]", rows)
+def _buffers(rows, bounds):
+    # checked by the caller: rows int64 (n, NCOL) C-contiguous, bounds int64 1-D increasing
+    return (ffi.from_buffer("int64_t[]", rows), ffi.from_buffer("int64_t[]", bounds),
+            len(bounds) - 1)
 
 
-def sgd(rows, lo, hi, dtype, *, lr, momentum, dampening, weight_decay, nesterov, maximize,
+def sgd(rows, bounds, dtype, *, lr, momentum, dampening, weight_decay, nesterov, maximize,
         first_step, grad_scale=1.0):
-    """SGD over rows ``lo:hi`` of ``rows`` (all of ``dtype``); keywords as ``backends.sgd``."""
+    """SGD over the rows of the blocks ``bounds[b]:bounds[b + 1]`` of ``rows`` (all of
+    ``dtype``; one block per OpenMP thread); keywords as ``backends.sgd``."""
     s = sgd_scalars(dtype, lr=lr, momentum=momentum, dampening=dampening,
                     weight_decay=weight_decay, grad_scale=grad_scale)
-    _SGD[dtype](_rows(rows), lo, hi, *s, bool(first_step), bool(nesterov), bool(maximize))
+    _SGD[dtype](*_buffers(rows, bounds), *s, bool(first_step), bool(nesterov), bool(maximize))
 
 
-def adam(rows, lo, hi, dtype, *, step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize,
+def adam(rows, bounds, dtype, *, step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize,
          decoupled_weight_decay, grad_scale=1.0):
-    """Adam over rows ``lo:hi`` of ``rows`` (all of ``dtype``); keywords as ``backends.adam``."""
+    """Adam over the rows of the blocks ``bounds[b]:bounds[b + 1]`` of ``rows`` (all of
+    ``dtype``; one block per OpenMP thread); keywords as ``backends.adam``."""
     s = adam_scalars(dtype, step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
                      weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
                      grad_scale=grad_scale)
-    _ADAM[dtype](_rows(rows), lo, hi, *s, bool(amsgrad), bool(maximize))
+    _ADAM[dtype](*_buffers(rows, bounds), *s, bool(amsgrad), bool(maximize))

@@ -9,9 +9,11 @@ bit-identical to theirs and to the NumPy reference. The rows of one call share
 one dtype (the ``like`` scalar's type picks it) and one set of scalars; skipped
 rows (``N <= 0``) are left alone.
 
-The loop is serial: rows of at least ``numba_backend.PARALLEL_MIN`` elements are
-run by the caller through the parallel single-array kernels instead (see
-``fastoptim._plain_list``), so a serial walk only ever sees small tensors.
+``bounds`` splits the rows into blocks of about equal element counts (the caller,
+``fastoptim._plain_list``, follows fastoptim's thread policy): one block runs
+serially on the calling thread, several run one per thread (``prange``). Every
+row is small: the caller runs tensors above the parallel crossover through the
+parallel single-array kernels instead.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from numba import types as nbtypes
 from numba.extending import intrinsic
 
 from . import _math
-from ._jit import SERIAL
+from ._jit import PARALLEL, SERIAL
 from ._multi_table import COL_GRAD, COL_N, COL_PARAM, COL_STATE0
 from ._scalars import adam_scalars, sgd_scalars
 
@@ -99,18 +101,40 @@ def _adam_rows(rows, lo, hi, grad_scale, lerp_weight, lerp_complement, lerp_from
                     weight_decay_mode, False, maximize)
 
 
-def sgd(rows, lo, hi, dtype, *, lr, momentum, dampening, weight_decay, nesterov, maximize,
+@numba.njit(**PARALLEL)
+def _sgd_blocks(rows, bounds, scalars):
+    for b in numba.prange(bounds.shape[0] - 1):
+        _sgd_rows(rows, bounds[b], bounds[b + 1], *scalars)
+
+
+@numba.njit(**PARALLEL)
+def _adam_blocks(rows, bounds, scalars):
+    for b in numba.prange(bounds.shape[0] - 1):
+        _adam_rows(rows, bounds[b], bounds[b + 1], *scalars)
+
+
+def sgd(rows, bounds, dtype, *, lr, momentum, dampening, weight_decay, nesterov, maximize,
         first_step, grad_scale=1.0):
-    """SGD over rows ``lo:hi`` of ``rows`` (all of ``dtype``); keywords as ``backends.sgd``."""
+    """SGD over the rows of the blocks ``bounds[b]:bounds[b + 1]`` of ``rows`` (all of
+    ``dtype``); keywords as ``backends.sgd``."""
     s = sgd_scalars(dtype, lr=lr, momentum=momentum, dampening=dampening,
                     weight_decay=weight_decay, grad_scale=grad_scale)
-    _sgd_rows(rows, lo, hi, *s, bool(first_step), bool(nesterov), bool(maximize))
+    args = (*s, bool(first_step), bool(nesterov), bool(maximize))
+    if len(bounds) == 2:
+        _sgd_rows(rows, int(bounds[0]), int(bounds[1]), *args)
+    else:
+        _sgd_blocks(rows, bounds, args)
 
 
-def adam(rows, lo, hi, dtype, *, step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize,
+def adam(rows, bounds, dtype, *, step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize,
          decoupled_weight_decay, grad_scale=1.0):
-    """Adam over rows ``lo:hi`` of ``rows`` (all of ``dtype``); keywords as ``backends.adam``."""
+    """Adam over the rows of the blocks ``bounds[b]:bounds[b + 1]`` of ``rows`` (all of
+    ``dtype``); keywords as ``backends.adam``."""
     s = adam_scalars(dtype, step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
                      weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
                      grad_scale=grad_scale)
-    _adam_rows(rows, lo, hi, *s, bool(amsgrad), bool(maximize))
+    args = (*s, bool(amsgrad), bool(maximize))
+    if len(bounds) == 2:
+        _adam_rows(rows, int(bounds[0]), int(bounds[1]), *args)
+    else:
+        _adam_blocks(rows, bounds, args)
