@@ -460,3 +460,27 @@ def test_block_bounds():
     even[:, T.COL_N] = 1024
     assert _plain_list._blocks(even, 0, 1000, 100, 2).tolist() == [0, 500, 1000]
     assert _plain_list._blocks(even, 0, 1000, 100, 4).tolist() == [0, 250, 500, 750, 1000]
+
+
+def test_bench_shows_the_plain_list_next_to_flatparams():
+    """`fastoptim bench`'s many-tensors case: one table with each backend's plain list
+    and FlatParams rows, against the fastest plain list of the same run."""
+    import io
+
+    from rich.console import Console
+
+    from fastoptim import bench
+
+    console = Console(file=io.StringIO(), width=160, color_system=None)
+    report = bench.run(optimizers=["adam"], sizes=[4096], many=(4, 256), repeat=2, quick=True,
+                       latency=False, peers=False, console=console)
+    out = console.file.getvalue()
+    assert "4 tensors x 256: the plain list next to FlatParams and the peers" in " ".join(
+        out.split())  # the title wraps to the table's width
+    rows = {(r.contestant, r.mode): r for r in report.results if r.case == "4x256" and r.timed}
+    best_list = min(r.time_s for r in rows.values() if r.mode == "list" and r.kind != "floor")
+    for backend in TABLE_BACKENDS:
+        for mode, label in (("list", "plain list"), ("flat", "FlatParams")):
+            ratio = rows[(backend, mode)].time_s / best_list
+            line = next(x for x in out.splitlines() if f"{backend}, {label}" in x)
+            assert line.split()[-2] == bench._ratio(ratio)  # the last cell, then the border
