@@ -10,6 +10,7 @@
 """
 import collections
 import copy
+import os
 import pickle
 
 import numpy as np
@@ -484,3 +485,13 @@ def test_bench_shows_the_plain_list_next_to_flatparams():
             ratio = rows[(backend, mode)].time_s / best_list
             line = next(x for x in out.splitlines() if f"{backend}, {label}" in x)
             assert line.split()[-2] == bench._ratio(ratio)  # the last cell, then the border
+
+
+def test_compiled_filler_is_built_wherever_the_c_kernels_are():
+    """.ci/run requires the c backend; the table filler is built by the same compiler, so
+    a CI run where it silently failed to build (plain lists on the slow path) fails here."""
+    required = os.environ.get("FASTOPTIM_REQUIRE_BACKENDS", "").split(",")
+    if "c" not in required:
+        pytest.skip("FASTOPTIM_REQUIRE_BACKENDS does not require the C build")
+    assert T.compiled_available()
+    assert _plain_list.filler == "compiled"
