@@ -22,7 +22,7 @@ import importlib
 
 import numpy as np
 
-from . import backends
+from . import _devices, backends
 from ._devices import HOST
 from .backends import _multi_table as T
 
@@ -141,12 +141,19 @@ except ImportError:
 
 def _thread_policy(kernels):
     """(parallel_min, threads): fastoptim's thread policy (``backends._threads`` where it
-    exists; else the backend's serial/parallel crossover and Numba's thread count)."""
+    exists; else the backend's serial/parallel crossover and Numba's thread count).
+    One thread where ``_devices.serial_only()`` says parallel regions cannot run (a
+    child forked after a parallel step), where this version has that rule."""
+    serial_only = getattr(_devices, "serial_only", None)
     if _threads is None:
         import numba
 
-        return getattr(kernels, "PARALLEL_MIN", 32768), numba.get_num_threads()
-    return _threads.PARALLEL_MIN, _threads.parallel_threads()
+        parallel_min, threads = getattr(kernels, "PARALLEL_MIN", 32768), numba.get_num_threads()
+    else:
+        parallel_min, threads = _threads.PARALLEL_MIN, _threads.parallel_threads()
+    if serial_only is not None and serial_only():
+        threads = 1
+    return parallel_min, threads
 
 
 def _blocks(rows, start, stop, parallel_min, threads):

@@ -139,7 +139,8 @@ static inline span_t span_of(PyArrayObject *a)
 /* fill(params, grads, state, groups, uses_step, table, steps, step_key, cache)
  *
  * params: list of the parameters; grads: list or tuple, same length (None = skip);
- * state: dict {index: dict of state} (read with dict semantics, as dict.get);
+ * state: dict {index: dict of state}, both read as dict.get reads them (the dict's own
+ * storage, whatever a subclass overrides);
  * groups: tuple of (start, stop, keys, members) covering every parameter in order, keys
  * a tuple of at most 3 str, members the group's own list, which must hold params[start:stop];
  * uses_step: whether each entry has a float32 0-d "step";
@@ -215,7 +216,7 @@ static PyObject *fill(PyObject *self, PyObject *args)
                 row[COL_N] = SKIPPED;
                 steps[i] = 0.0;
                 if (entry == NULL) continue;
-                if (!PyDict_CheckExact(entry)) DECLINE("state entry type");
+                if (!PyDict_Check(entry)) DECLINE("state entry type");
                 PyObject *k, *v;
                 Py_ssize_t pos = 0;
                 while (PyDict_Next(entry, &pos, &k, &v)) {
@@ -230,7 +231,7 @@ static PyObject *fill(PyObject *self, PyObject *args)
             if (g == NULL) DECLINE("grad");
             int stateless = nkeys == 0 && !uses_step; /* plain SGD keeps no state, as torch */
             if (entry == NULL && !stateless) DECLINE("no state yet");
-            if (entry != NULL && !PyDict_CheckExact(entry)) DECLINE("state entry type");
+            if (entry != NULL && !PyDict_Check(entry)) DECLINE("state entry type");
             if (entry != NULL && PyDict_GET_SIZE(entry) != nkeys + (uses_step ? 1 : 0))
                 DECLINE("state keys");
             row[COL_N] = (int64_t)PyArray_SIZE(p);

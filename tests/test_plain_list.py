@@ -12,6 +12,7 @@ import collections
 import copy
 import os
 import pickle
+import types
 
 import numpy as np
 import pytest
@@ -242,9 +243,10 @@ def test_state_keys_and_entries(filler, backend):
     entry["max_exp_avg_sq"], entry["extra"] = saved, np.zeros(3)
     _assert_declined(opt, params, grads, "state keys")
     del entry["extra"]
-    dict.__setitem__(opt.state, 0, collections.OrderedDict(_state(opt, 0)))
+    dict.__setitem__(opt.state, 0, types.MappingProxyType(dict(_state(opt, 0))))
     _assert_declined(opt, params, grads, "state entry type")
-    dict.__setitem__(opt.state, 0, dict(_state(opt, 0)))
+    dict.__setitem__(opt.state, 0, collections.OrderedDict(_state(opt, 0)))  # a dict: fine
+    assert _plain_list.try_step(opt, grads) is True
     dict.__delitem__(opt.state, 1)
     _assert_declined(opt, params, grads, "no state yet")
 

@@ -22,7 +22,8 @@ but the overlap verdict, reused only for byte-identical spans):
   C-contiguous, aligned, writeable;
 - gradient (``None`` skips the row): an exact ndarray of the parameter's dtype
   and shape, C-contiguous, aligned;
-- state: a plain dict holding exactly the group's keys (plus ``"step"`` when the
+- state: a dict (read through the dict's own storage, as ``dict.get`` reads it,
+  whatever a subclass overrides) holding exactly the group's keys (plus ``"step"`` when the
   optimizer counts steps), or no entry at all when there are neither (plain SGD); each array an exact ndarray of the parameter's dtype
   and shape, C-contiguous, aligned, writeable; ``"step"`` a 0-d float32 array,
   aligned and writeable;
@@ -192,7 +193,7 @@ def fill_py(params, grads, state, groups, uses_step, rows, steps, cache):
                 steps[i] = 0.0
                 if entry is None:
                     continue
-                if type(entry) is not dict:
+                if not isinstance(entry, dict):
                     reason = "state entry type"
                     break
                 for key, value in entry.items():
@@ -212,7 +213,7 @@ def fill_py(params, grads, state, groups, uses_step, rows, steps, cache):
             if entry is None and not stateless:
                 reason = "no state yet"
                 break
-            if entry is not None and type(entry) is not dict:
+            if entry is not None and not isinstance(entry, dict):
                 reason = "state entry type"
                 break
             if entry is not None and len(entry) != len(keys) + (1 if uses_step else 0):
