@@ -159,10 +159,12 @@ def _thread_policy(kernels):
 def _blocks(rows, start, stop, parallel_min, threads):
     """Row bounds that split ``rows[start:stop]`` into blocks of about equal element
     counts: one block below ``parallel_min`` elements in all, else one per thread."""
+    if threads <= 1:
+        return np.array([start, stop], dtype=np.int64)
     sizes = np.maximum(rows[start:stop, T.COL_N], 0)
     ends = np.cumsum(sizes)
     total = int(ends[-1]) if ends.size else 0
-    if threads <= 1 or total < parallel_min:
+    if total < parallel_min:
         return np.array([start, stop], dtype=np.int64)
     # a block ends before the first row whose middle lies past its share of the elements
     cuts = np.searchsorted(ends - sizes / 2, total * np.arange(1, threads) / threads)
