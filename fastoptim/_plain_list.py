@@ -19,6 +19,7 @@ per-tensor path runs: it accepts such input or refuses it with a clear error.
 from __future__ import annotations
 
 import importlib
+import threading
 
 import numpy as np
 
@@ -117,9 +118,13 @@ def try_step(opt, grads) -> bool:
         start = stop
     if start != len(params) or any(len(g[2]) > T.MAX_KEYS for g in groups):
         return False
+    # One table per optimizer and thread: a shallow copy of the optimizer, or a second
+    # thread stepping it, must never refill rows that a running kernel is reading.
+    owner = (id(opt), threading.get_ident())
     table = opt.__dict__.get("_plain_list_table")
-    if table is None or table.rows.shape[0] != len(params):
+    if table is None or table.owner != owner or table.rows.shape[0] != len(params):
         table = T.Table(len(params))
+        table.owner = owner
     verdict = T.fill(table, params, grads, opt.state, tuple(groups), opt._uses_step,
                      use_compiled=filler == "compiled")
     opt._plain_list_table = table

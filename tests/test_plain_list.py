@@ -497,3 +497,23 @@ def test_compiled_filler_is_built_wherever_the_c_kernels_are():
         pytest.skip("FASTOPTIM_REQUIRE_BACKENDS does not require the C build")
     assert T.compiled_available()
     assert _plain_list.filler == "compiled"
+
+
+@pytest.mark.parametrize("backend", TABLE_BACKENDS)
+def test_copies_and_threads_get_their_own_table(backend):
+    import threading
+
+    params = _arrays(SHAPES, np.float32, 13)
+    opt = fastoptim.Adam(params, backend=backend)
+    for step in range(2):
+        opt.step(_grads(params, step))
+    table = opt._plain_list_table
+    twin = copy.copy(opt)  # shares opt.__dict__'s values, the table included
+    twin.step(_grads(params, 5))
+    assert twin._plain_list_table is not table and opt._plain_list_table is table
+    seen = []
+    worker = threading.Thread(target=lambda: (opt.step(_grads(params, 6)),
+                                              seen.append(opt._plain_list_table)))
+    worker.start()
+    worker.join()
+    assert seen and seen[0] is not table and opt.last_plain_list_decline is None

@@ -72,9 +72,10 @@ def compiled_available() -> bool:
 class Table:
     """One optimizer's table, step counts and overlap cache (reused from step to step)."""
 
-    __slots__ = ("rows", "steps", "cache")
+    __slots__ = ("rows", "steps", "cache", "owner")
 
     def __init__(self, n):
+        self.owner = None  # whom the caller fills it for (see _plain_list.try_step)
         self.rows = np.zeros((n, NCOL), dtype=np.int64)
         self.steps = np.zeros(n, dtype=np.float64)  # each stepped row's new step count
         self.cache = _compiled.new_cache() if _compiled is not None else _PyCache()
