@@ -24,7 +24,7 @@ import threading
 import numpy as np
 
 from . import _devices, backends
-from ._devices import HOST
+from ._devices import HostArrays
 from .backends import _multi_table as T
 
 enabled = True  # False: always the general per-tensor path (for comparisons)
@@ -95,18 +95,28 @@ def _grads_list(opt, grads):
     return None
 
 
+def _decline(opt, why):
+    opt.last_plain_list_decline = why
+    return False
+
+
 def try_step(opt, grads) -> bool:
     """Step ``opt`` over ``grads`` through the table kernels; False (nothing changed) when
     this path does not apply and the general path must run."""
-    if (not enabled or filler is None or opt.skip_nonfinite or opt.max_grad_norm is not None
-            or opt._devices is not HOST or not isinstance(opt.state, dict)):
-        return False
+    if not enabled or filler is None:
+        return _decline(opt, "disabled" if not enabled else "no compiled table filler")
+    if opt.skip_nonfinite or opt.max_grad_norm is not None:
+        return _decline(opt, "skip_nonfinite or max_grad_norm")
+    if not isinstance(opt._devices, HostArrays) or not isinstance(opt.state, dict):
+        return _decline(opt, "not host arrays")
     module = table_module(opt.backend)
-    if module is None or any(s is not None for s in opt._segments):
-        return False
+    if module is None:
+        return _decline(opt, f"no table kernels for backend {opt.backend!r}")
+    if any(s is not None for s in opt._segments):
+        return _decline(opt, "a group tiles one buffer (the FlatParams path)")
     grads = _grads_list(opt, grads)
     if grads is None:
-        return False
+        return _decline(opt, "grads container")
     params = opt._params
     groups = []
     start = 0
@@ -117,7 +127,7 @@ def try_step(opt, grads) -> bool:
         groups.append((start, stop, keys, members))
         start = stop
     if start != len(params) or any(len(g[2]) > T.MAX_KEYS for g in groups):
-        return False
+        return _decline(opt, "group params changed")
     # One table per optimizer and thread: a shallow copy of the optimizer, or a second
     # thread stepping it, must never refill rows that a running kernel is reading.
     owner = (id(opt), threading.get_ident())
@@ -129,8 +139,7 @@ def try_step(opt, grads) -> bool:
                      use_compiled=filler == "compiled")
     opt._plain_list_table = table
     if isinstance(verdict, str):
-        opt.last_plain_list_decline = verdict
-        return False
+        return _decline(opt, verdict)
     # Everything is checked and the step counters are counted: nothing below can fail.
     opt.last_plain_list_decline = None
     opt.last_step_skipped = False

@@ -317,7 +317,9 @@ def test_grads_container(filler, backend):
     opt, params = _fast_adam(backend)
     grads = _grads(params, 2)
     assert _plain_list.try_step(opt, grads[:2]) is False
+    assert opt.last_plain_list_decline == "grads length"
     assert _plain_list.try_step(opt, dict(enumerate(grads))) is False
+    assert opt.last_plain_list_decline == "grads container"
     assert _plain_list.try_step(opt, iter(grads)) is False
     assert _plain_list.try_step(opt, tuple(grads)) is True
 
@@ -517,3 +519,18 @@ def test_copies_and_threads_get_their_own_table(backend):
     worker.start()
     worker.join()
     assert seen and seen[0] is not table and opt.last_plain_list_decline is None
+
+
+@pytest.mark.parametrize("backend", TABLE_BACKENDS)
+def test_options_that_need_the_general_path(backend):
+    params = _arrays(SHAPES, np.float32, 14)
+    opt = fastoptim.Adam(params, backend=backend, max_grad_norm=1.0)
+    for step in range(2):
+        opt.step(_grads(params, step))
+    assert opt.last_plain_list_decline == "skip_nonfinite or max_grad_norm"
+    opt.max_grad_norm = None
+    opt.step(_grads(params, 2))
+    assert opt.last_plain_list_decline is None
+    numpy_opt = fastoptim.Adam(_arrays(SHAPES, np.float32, 14), backend="numpy")
+    numpy_opt.step(_grads(params, 0))
+    assert numpy_opt.last_plain_list_decline == "no table kernels for backend 'numpy'"
