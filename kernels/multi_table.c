@@ -18,6 +18,7 @@
 #include <Python.h>
 #define NPY_NO_DEPRECATED_API NPY_1_21_API_VERSION
 #include <numpy/arrayobject.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -261,6 +262,7 @@ static PyObject *fill(PyObject *self, PyObject *args)
                 row[COL_STEP] = (int64_t)(uintptr_t)PyArray_DATA(s);
                 ADD_SPAN(written, span_of(s)); /* a counter shared by two rows is an overlap */
                 step = (double)(float)(*(float *)PyArray_DATA(s) + 1.0f);
+                if (!isfinite(step)) DECLINE("step"); /* rows are grouped by step value */
             }
             steps[i] = step;
             if (group_code < 0) {

@@ -252,13 +252,14 @@ def test_state_keys_and_entries(filler, backend):
 
 
 @pytest.mark.parametrize("backend", TABLE_BACKENDS)
-@pytest.mark.parametrize("bad", ["python float", "float64", "1-d", "read-only"])
+@pytest.mark.parametrize("bad", ["python float", "float64", "1-d", "read-only", "nan", "inf"])
 def test_step_counter_is_checked(filler, backend, bad):
     opt, params = _fast_adam(backend)
     step = _state(opt, 0)["step"]
     _state(opt, 0)["step"] = {
         "python float": 2.0, "float64": step.astype(np.float64), "1-d": step.reshape(1),
         "read-only": np.lib.stride_tricks.as_strided(step.copy(), writeable=False),
+        "nan": np.array(np.nan, np.float32), "inf": np.array(np.inf, np.float32),
     }[bad]
     _assert_declined(opt, params, _grads(params, 2), "step")
 

@@ -26,7 +26,7 @@ but the overlap verdict, reused only for byte-identical spans):
   whatever a subclass overrides) holding exactly the group's keys (plus ``"step"`` when the
   optimizer counts steps), or no entry at all when there are neither (plain SGD); each array an exact ndarray of the parameter's dtype
   and shape, C-contiguous, aligned, writeable; ``"step"`` a 0-d float32 array,
-  aligned and writeable;
+  aligned and writeable, whose next count is finite;
 - memory: no two written arrays (parameters, state arrays, step counters; of
   skipped rows too) overlap, and no gradient overlaps a written array.
 
@@ -244,6 +244,9 @@ def fill_py(params, grads, state, groups, uses_step, rows, steps, cache):
                 row[COL_STEP] = _address(s)
                 written.append(_span(s))
                 step = float(np.float32(s[()] + np.float32(1)))
+                if not np.isfinite(step):  # rows are grouped by step value
+                    reason = "step"
+                    break
             steps[i] = step
             if group_code < 0:
                 group_code, group_step = code, step
