@@ -534,7 +534,8 @@ class Case:
         if mode == "flat":
             return (f"{count} tensors x {format_size(size)} via FlatParams "
                     "(one kernel call per step)")
-        return f"{count} tensors x {format_size(size)} as a plain list (one kernel call per tensor)"
+        return (f"{count} tensors x {format_size(size)} as a plain list (checked every step, "
+                "one table-kernel call)")
 
 
 def make_cases(sizes, many) -> list:
@@ -953,6 +954,7 @@ def run(optimizers=DEFAULT_OPTIMIZERS, backends=None, sizes=None, many="default"
                     if console is not None:
                         for mode in case.modes:
                             console.print(case_table(report, spec.name, case, mode))
+                        _print_many_table(console, report, spec.name, case)
             runner.data = None
         if console is not None:
             console.print(summary_table(report))
@@ -1104,6 +1106,44 @@ def _caption(spec, case, mode, dtype, rows):
     return text
 
 
+def many_table(report: Report, optimizer: str, case: Case):
+    """The many-tensors case in one table: each backend's plain list next to its
+    FlatParams step and the peers (torch.optim, DeepSpeedCPUAdam), all against the
+    fastest plain list of the same run."""
+    from rich.table import Table
+
+    rows = [r for r in report.results if r.optimizer == optimizer and r.case == case.key
+            and r.timed and (r.kind == "peer" or (r.kind == "fastoptim"
+                                                  and r.mode in ("list", "flat")))]
+    lists = [r.time_s for r in rows if r.mode == "list"]
+    if not lists:
+        return None
+    best_list = min(lists)
+    count, size = len(case.sizes), format_size(case.sizes[0])
+    table = Table(title=f"{OPTIMIZERS[optimizer].label}, {report.settings['dtype']}, {count} "
+                        f"tensors x {size}: the plain list next to FlatParams and the peers",
+                  title_justify="left", caption_justify="left",
+                  caption="x plain list: time per step over the fastest plain list's (2.00x: "
+                          "half as fast); one interleaved run")
+    table.add_column("contestant", no_wrap=True)
+    table.add_column("time/step", justify="right", no_wrap=True)
+    table.add_column("x plain list", justify="right", no_wrap=True)
+    order = {"list": 0, "flat": 1, "tensors": 2}
+    for r in sorted(rows, key=lambda r: (order.get(r.mode, 3), r.time_s)):
+        label = {"list": f"{r.label}, plain list", "flat": f"{r.label}, FlatParams"}.get(
+            r.mode, r.label)
+        table.add_row(label, _format_time(r.time_s), _ratio(r.time_s / best_list),
+                      style="italic" if r.kind == "peer" else "")
+    return table
+
+
+def _print_many_table(console, report, optimizer, case):
+    if "list" in case.modes:
+        table = many_table(report, optimizer, case)
+        if table is not None:
+            console.print(table)
+
+
 def summary_table(report: Report):
     """The best fastoptim backend of each case, against the floor, NumPy and torch."""
     from rich.table import Table
@@ -1151,6 +1191,7 @@ def print_report(report: Report, console=None) -> None:
             for mode in case.modes:
                 if report.table_rows(optimizer, case.key, mode):
                     console.print(case_table(report, optimizer, case, mode))
+            _print_many_table(console, report, optimizer, case)
     console.print(summary_table(report))
     if report.latency:
         console.print(latency_table(report.latency))

@@ -12,6 +12,7 @@ import numbers
 
 import numpy as np
 
+from . import _plain_list
 from . import _validation as V
 from . import backends
 from ._devices import check_backend_fits, device_support, is_array
@@ -239,6 +240,8 @@ class Optimizer:
         for group in self.param_groups:
             self._check_group(group)
         V.check_safety_options(self.skip_nonfinite, self.max_grad_norm)
+        if _plain_list.try_step(self, grads):  # a plain list: checked, one call per group
+            return
         plan = self._plan(grads)
         grad_scale = self._check_gradients(plan)
         if grad_scale is None:

@@ -22,13 +22,14 @@ def _cdef_from_header(path):
 
 ffibuilder = FFI()
 ffibuilder.cdef(_cdef_from_header(os.path.join(HERE, "fastoptim.h")))
+ffibuilder.cdef(_cdef_from_header(os.path.join(HERE, "multi_tensor.h")))  # table kernels
 ffibuilder.set_source(
     "fastoptim._ckernels",
-    '#include "fastoptim.h"',
+    '#include "fastoptim.h"\n#include "multi_tensor.h"',
     # relative paths: setuptools refuses absolute ones in sources
-    sources=["kernels/fastoptim.c"],
+    sources=["kernels/fastoptim.c", "kernels/multi_tensor.c"],
     include_dirs=["kernels"],
-    depends=["kernels/fastoptim.h", "kernels/fastoptim_kernels.inc"],
+    depends=["kernels/fastoptim.h", "kernels/fastoptim_kernels.inc", "kernels/multi_tensor.h"],
     extra_compile_args=["-O3", "-fno-math-errno", "-ffp-contract=off", "-fopenmp"],
     extra_link_args=["-fopenmp"],
 )

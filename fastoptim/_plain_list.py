@@ -1,0 +1,229 @@
+"""The fast path of ``Optimizer.step`` for a plain list of arrays: one kernel call per group.
+
+``Optimizer.step`` tries :func:`try_step` first. It applies when the optimizer
+steps host arrays with the ``numba`` or ``c`` backend, no group tiles one
+buffer (that is the FlatParams path), and neither ``skip_nonfinite`` nor
+``max_grad_norm`` is set. Then every parameter, gradient and state array is
+checked in compiled code and written into a table of data addresses
+(``backends/_multi_table.py`` lists the checks, which run on every step), and
+one table kernel per group updates every tensor (``backends/_multi_numba.py``,
+``backends/_multi_c.py``): the same per-element math as one kernel call per
+tensor, bit for bit.
+
+When anything is unusual (the first step, before the state exists; a strided,
+read-only, resized or rebound array; overlapping memory; edited param groups),
+:func:`try_step` returns False having changed nothing, and the general,
+per-tensor path runs: it accepts such input or refuses it with a clear error.
+``last_plain_list_decline`` on the optimizer says why (for tests and curious users).
+"""
+from __future__ import annotations
+
+import importlib
+import threading
+
+import numpy as np
+
+from . import _devices, backends
+from ._devices import HostArrays
+from .backends import _multi_table as T
+
+enabled = True  # False: always the general per-tensor path (for comparisons)
+# Who checks and fills the table: "compiled" (fastoptim._multi_table_c, ~30 ns per array)
+# or "python" (backends._multi_table.fill_py: the same decisions, but microseconds per
+# array, slower than the general path, so it is used only when asked for, by the tests).
+# Without the compiled filler, plain lists take the general per-tensor path.
+filler = "compiled" if T.compiled_available() else None
+
+_TABLE_MODULES = {
+    "numba": "fastoptim.backends._multi_numba",
+    "c": "fastoptim.backends._multi_c",
+}
+_table_modules: dict = {}
+
+
+def table_module(backend):
+    """The table kernels of ``backend``, or None when it has none (or they cannot load)."""
+    if backend not in _table_modules:
+        module = None
+        if backend in _TABLE_MODULES:
+            try:
+                module = importlib.import_module(_TABLE_MODULES[backend])
+            except ImportError:
+                module = None
+        _table_modules[backend] = module
+    return _table_modules[backend]
+
+
+class _Rows:
+    """What ``Optimizer._update`` passes as its ``param``: blocks of rows of a table."""
+
+    __slots__ = ("rows", "bounds", "dtype")
+
+    def __init__(self, rows, bounds, dtype):
+        self.rows, self.bounds, self.dtype = rows, bounds, dtype
+
+
+class _TableKernels:
+    """The backend signature (``sgd``/``adam``, see ``fastoptim.backends``) over table rows,
+    so that ``Optimizer._update`` turns a group's hyperparameters into kernel arguments
+    the same way for one tensor and for a table of them."""
+
+    __slots__ = ("module",)
+
+    def __init__(self, module):
+        self.module = module
+
+    def sgd(self, param, grad, momentum_buffer, **kwargs):
+        self.module.sgd(param.rows, param.bounds, param.dtype, **kwargs)
+
+    def adam(self, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, **kwargs):
+        self.module.adam(param.rows, param.bounds, param.dtype, **kwargs)
+
+
+def _grads_list(opt, grads):
+    """``grads`` as a list aligned with the parameters, or None (the general path decides)."""
+    names = opt._names
+    if names is not None:
+        if type(grads) is not dict or len(grads) != len(names):
+            return None
+        try:
+            return [grads[k] for k in names]
+        except KeyError:
+            return None
+    if type(grads) is list or type(grads) is tuple:  # not FlatGrads (a list subclass)
+        return grads
+    return None
+
+
+def _decline(opt, why):
+    opt.last_plain_list_decline = why
+    return False
+
+
+def try_step(opt, grads) -> bool:
+    """Step ``opt`` over ``grads`` through the table kernels; False (nothing changed) when
+    this path does not apply and the general path must run."""
+    if not enabled or filler is None:
+        return _decline(opt, "disabled" if not enabled else "no compiled table filler")
+    if opt.skip_nonfinite or opt.max_grad_norm is not None:
+        return _decline(opt, "skip_nonfinite or max_grad_norm")
+    if not isinstance(opt._devices, HostArrays) or not isinstance(opt.state, dict):
+        return _decline(opt, "not host arrays")
+    module = table_module(opt.backend)
+    if module is None:
+        return _decline(opt, f"no table kernels for backend {opt.backend!r}")
+    if any(s is not None for s in opt._segments):
+        return _decline(opt, "a group tiles one buffer (the FlatParams path)")
+    grads = _grads_list(opt, grads)
+    if grads is None:
+        return _decline(opt, "grads container")
+    params = opt._params
+    groups = []
+    start = 0
+    for group in opt.param_groups:
+        members = group["params"]
+        stop = start + len(members)
+        keys = tuple(key for key, _ in opt._state_keys(group))
+        groups.append((start, stop, keys, members))
+        start = stop
+    if start != len(params) or any(len(g[2]) > T.MAX_KEYS for g in groups):
+        return _decline(opt, "group params changed")
+    # One table per optimizer and thread: a shallow copy of the optimizer, or a second
+    # thread stepping it, must never refill rows that a running kernel is reading.
+    owner = (id(opt), threading.get_ident())
+    table = opt.__dict__.get("_plain_list_table")
+    if table is None or table.owner != owner or table.rows.shape[0] != len(params):
+        table = T.Table(len(params))
+        table.owner = owner
+    verdict = T.fill(table, params, grads, opt.state, tuple(groups), opt._uses_step,
+                     use_compiled=filler == "compiled")
+    opt._plain_list_table = table
+    if isinstance(verdict, str):
+        return _decline(opt, verdict)
+    # Everything is checked and the step counters are counted: nothing below can fail.
+    opt.last_plain_list_decline = None
+    opt.last_step_skipped = False
+    _run(opt, module, table, grads, groups, uniform=verdict)
+    return True
+
+
+try:  # fastoptim's thread policy, where this version has one in one place
+    from .backends import _threads
+except ImportError:
+    _threads = None
+
+
+def _thread_policy(kernels):
+    """(parallel_min, threads): fastoptim's thread policy (``backends._threads`` where it
+    exists; else the backend's serial/parallel crossover and Numba's thread count).
+    One thread where ``_devices.serial_only()`` says parallel regions cannot run (a
+    child forked after a parallel step), where this version has that rule."""
+    serial_only = getattr(_devices, "serial_only", None)
+    if _threads is None:
+        import numba
+
+        parallel_min, threads = getattr(kernels, "PARALLEL_MIN", 32768), numba.get_num_threads()
+    else:
+        parallel_min, threads = _threads.PARALLEL_MIN, _threads.parallel_threads()
+    if serial_only is not None and serial_only():
+        threads = 1
+    return parallel_min, threads
+
+
+def _blocks(rows, start, stop, parallel_min, threads):
+    """Row bounds that split ``rows[start:stop]`` into blocks of about equal element
+    counts: one block below ``parallel_min`` elements in all, else one per thread."""
+    if threads <= 1:
+        return np.array([start, stop], dtype=np.int64)
+    sizes = np.maximum(rows[start:stop, T.COL_N], 0)
+    ends = np.cumsum(sizes)
+    total = int(ends[-1]) if ends.size else 0
+    if total < parallel_min:
+        return np.array([start, stop], dtype=np.int64)
+    # a block ends before the first row whose middle lies past its share of the elements
+    cuts = np.searchsorted(ends - sizes / 2, total * np.arange(1, threads) / threads)
+    return np.concatenate([[start], start + cuts, [stop]]).astype(np.int64)
+
+
+def _run(opt, module, table, grads, groups, uniform):
+    rows, steps = table.rows, table.steps
+    kernels = backends.load(opt.backend)
+    parallel_min, threads = _thread_policy(kernels)
+    # Big tensors run one by one through the single-array kernels (parallel, by the thread
+    # policy); the table kernels see only small ones, each updated by one thread.
+    for i in np.flatnonzero(rows[:, T.COL_N] >= parallel_min):
+        _step_one(opt, kernels, groups, int(i), grads[i], steps[i])
+        rows[i, T.COL_N] = T.SKIPPED
+    table_kernels = _TableKernels(module)
+    for group, (start, stop, keys, _) in zip(opt.param_groups, groups):
+        stepped = np.flatnonzero(rows[start:stop, T.COL_N] != T.SKIPPED)
+        if not stepped.size:
+            continue
+        state = dict.fromkeys(keys)
+        if uniform:
+            first = start + int(stepped[0])
+            dtype = T.DTYPES[rows[first, T.COL_DTYPE]]
+            bounds = _blocks(rows, start, stop, parallel_min, threads)
+            opt._update(table_kernels, group, _Rows(rows, bounds, dtype), None, state,
+                        {"step": steps[first]}, False, 1.0)
+            continue
+        # rows of several dtypes or step counts: one call per kind, over a compact copy
+        chosen = start + stepped
+        kinds = np.rec.fromarrays([rows[chosen, T.COL_DTYPE], steps[chosen]])
+        for kind in np.unique(kinds):
+            sub = np.ascontiguousarray(rows[chosen[kinds == kind]])
+            dtype = T.DTYPES[int(kind[0])]
+            bounds = _blocks(sub, 0, len(sub), parallel_min, threads)
+            opt._update(table_kernels, group, _Rows(sub, bounds, dtype), None, state,
+                        {"step": float(kind[1])}, False, 1.0)
+
+
+def _step_one(opt, kernels, groups, index, grad, step):
+    """One checked row through the single-array kernel (its step is already counted)."""
+    for group, (start, stop, keys, _) in zip(opt.param_groups, groups):
+        if start <= index < stop:
+            break
+    entry = dict.get(opt.state, index)
+    arrays = {key: entry[key].reshape(-1) for key in keys}
+    opt._update(kernels, group, opt._params[index].reshape(-1), grad.reshape(-1), arrays,
+                {"step": step}, False, 1.0)
