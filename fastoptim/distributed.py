@@ -430,6 +430,11 @@ class ZeroOptimizer:
         self.last_step_skipped = False
         self.skipped_steps = 0
         self.last_grad_norm = None
+        # seconds of each phase of the last step on this rank: pack (list path: copy the
+        # gradients into the send buffer), reduce_scatter (with the averaging division),
+        # norm (max_grad_norm / skip_nonfinite: partial sums and their all-reduce), kernel
+        # (the optimizer on the shard), allgather, unpack (list path: copy the parameters out)
+        self.last_step_seconds = None
 
     def _describe(self):
         return ([(tuple(p.shape), p.dtype.str) for p in self._params],
@@ -536,8 +541,12 @@ class ZeroOptimizer:
         lo, hi = self.shard_range
         shard_grad = self._grad_shard[:count]
         mpi_type = _mpi_type(self.dtype)
+        clock = time.perf_counter
+        times = self.last_step_seconds = dict.fromkeys(
+            ("pack", "reduce_scatter", "norm", "kernel", "allgather", "unpack"), 0.0)
         with _abort_on_error(comm, "ZeroOptimizer.step"):
             # 1. reduce-scatter: this rank receives the sum of every rank's gradient of its shard
+            t0 = clock()
             if mode == "flat" and not uneven_flat:
                 comm.Reduce_scatter_block(payload, self._grad_shard, op=MPI.SUM)
             elif mode == "flat":
@@ -545,9 +554,15 @@ class ZeroOptimizer:
                                     recvcounts=self._counts, op=MPI.SUM)
             else:
                 send = self._pack(payload)
+                t1 = clock()
+                times["pack"] = t1 - t0
+                t0 = t1
                 comm.Reduce_scatter_block(send, self._grad_shard, op=MPI.SUM)
             if n > 1:
                 np.divide(shard_grad, self.dtype.type(n), out=shard_grad)
+            t1 = clock()
+            times["reduce_scatter"] = t1 - t0
+            t0 = t1
             # 2. the global norm / finiteness from one all-reduce of the shards' partial sums
             skip = False
             if self.skip_nonfinite or self.max_grad_norm is not None:
@@ -565,6 +580,9 @@ class ZeroOptimizer:
                     np.multiply(shard_grad, self.dtype.type(coef), out=shard_grad)
             else:
                 self.last_step_skipped = False
+            t1 = clock()
+            times["norm"] = t1 - t0
+            t0 = t1
             if skip:
                 return
             # 3. the fused kernel on this rank's piece of every group
@@ -573,6 +591,9 @@ class ZeroOptimizer:
             self._inner.step([shard_grad[a:b] for a, b, _, _ in self._pieces])
             for g in range(len(self._steps)):
                 self._steps[g] += 1
+            t1 = clock()
+            times["kernel"] = t1 - t0
+            t0 = t1
             # 4. all-gather the updated parameters
             if self._param_buffer is None and not uneven_flat:
                 comm.Allgather(MPI.IN_PLACE, [self._flat, mpi_type])
@@ -580,7 +601,13 @@ class ZeroOptimizer:
                 comm.Allgatherv(MPI.IN_PLACE, [self._flat, self._counts, self._displs, mpi_type])
             else:
                 comm.Allgather(MPI.IN_PLACE, [self._param_buffer, mpi_type])
+                t1 = clock()
+                times["allgather"] = t1 - t0
+                t0 = t1
                 self._scatter_params()
+                times["unpack"] = clock() - t0
+                return
+            times["allgather"] = clock() - t0
 
     def _sync_hyperparameters(self):
         """Copy the (scheduler-edited) hyperparameters into the shard's groups; check them."""
