@@ -547,7 +547,10 @@ class ZeroOptimizer:
         with _abort_on_error(comm, "ZeroOptimizer.step"):
             # 1. reduce-scatter: this rank receives the sum of every rank's gradient of its shard
             t0 = clock()
-            if mode == "flat" and not uneven_flat:
+            clipping = self.max_grad_norm is not None
+            if n == 1 and mode == "flat" and not clipping:
+                shard_grad = payload  # one rank: its gradient is the average; read it in place
+            elif mode == "flat" and not uneven_flat:
                 comm.Reduce_scatter_block(payload, self._grad_shard, op=MPI.SUM)
             elif mode == "flat":
                 comm.Reduce_scatter(payload, [self._grad_shard, count, mpi_type],
@@ -575,7 +578,7 @@ class ZeroOptimizer:
                 self.last_step_skipped = skip = self.skip_nonfinite and partial[1] > 0
                 if skip:
                     self.skipped_steps += 1
-                elif self.max_grad_norm is not None:
+                elif clipping:
                     coef = clip_coef(self.max_grad_norm, self.last_grad_norm, self.dtype)
                     np.multiply(shard_grad, self.dtype.type(coef), out=shard_grad)
             else:
