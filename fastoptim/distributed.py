@@ -102,6 +102,11 @@ def _signature(*parts) -> int:
     return int.from_bytes(digest[:8], "little") >> 2
 
 
+def _stderr():
+    """The process's real stderr: an abort message must survive a test runner's capture."""
+    return sys.__stderr__ or sys.stderr
+
+
 def _wait(comm, request, timeout, what):
     """Wait for ``request``; after ``timeout`` seconds, explain on stderr and abort ``comm``."""
     if timeout is None:
@@ -114,11 +119,11 @@ def _wait(comm, request, timeout, what):
         spins += 1
         now = time.perf_counter()
         if now > deadline:
-            sys.stderr.write(
+            _stderr().write(
                 f"fastoptim.distributed: rank {comm.Get_rank()} of {comm.Get_size()} waited "
                 f"{timeout:g} s in {what} for the other ranks (one of them raised or is stuck "
                 "before reaching it); aborting the communicator.\n")
-            sys.stderr.flush()
+            _stderr().flush()
             comm.Abort(1)
         if now - start > 1e-3:  # busy-wait 1 ms (the common case), then yield the core
             time.sleep(min(1e-3 * (1 + spins // 1000), 0.02))
@@ -156,11 +161,11 @@ def _abort_on_error(comm, what):
         def __exit__(self, kind, exc, tb):
             if kind is None or not issubclass(kind, Exception):
                 return False
-            sys.stderr.write(
+            _stderr().write(
                 f"fastoptim.distributed: rank {comm.Get_rank()} raised inside {what} after the "
                 "ranks had started exchanging data; they cannot continue in step, aborting the "
                 "communicator:\n" + "".join(traceback.format_exception(kind, exc, tb)))
-            sys.stderr.flush()
+            _stderr().flush()
             comm.Abort(1)
             return False  # pragma: no cover - Abort does not return
 
@@ -597,8 +602,9 @@ class ZeroOptimizer:
             t1 = clock()
             times["kernel"] = t1 - t0
             t0 = t1
-            # 4. all-gather the updated parameters
-            if self._param_buffer is None and not uneven_flat:
+            # 4. all-gather the updated parameters (the user's buffer when they tile one; its
+            #    length need not divide by N, whichever road the gradients took)
+            if self._param_buffer is None and self.padding == 0:
                 comm.Allgather(MPI.IN_PLACE, [self._flat, mpi_type])
             elif self._param_buffer is None:
                 comm.Allgatherv(MPI.IN_PLACE, [self._flat, self._counts, self._displs, mpi_type])

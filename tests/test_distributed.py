@@ -87,6 +87,11 @@ def build(layout, name, flags, **extra):
             for view, g in zip(flat.grads, grads):
                 view[...] = g
             return flat.grads
+    elif layout == "flat+list":  # parameters in one buffer, gradients as separate arrays
+        params = fastoptim.FlatParams(initial()).params
+
+        def feed(grads):
+            return [g.copy() for g in grads]
     else:
         params = initial()
 
@@ -192,7 +197,7 @@ def test_zero_equals_single_process_bit_for_bit(layout, name, flags):
     assert_states_equal(opt.state_dict(to="all"), ref.state_dict(), exact=True)
 
 
-@pytest.mark.parametrize("layout", ["flat", "list"])
+@pytest.mark.parametrize("layout", ["flat", "list", "flat+list"])
 @pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW"])
 def test_zero_with_arbitrary_gradients(layout, name):
     """Exact on 1-2 ranks; within a few ulps on 3+ (the MPI reduction order may differ)."""
@@ -286,6 +291,34 @@ def test_skip_nonfinite_all_ranks_agree(layout):
     assert opt.skipped_steps == ref.skipped_steps == 1
     assert_equal_arrays(params, ref_params, True, "params")
     assert_states_equal(opt.state_dict(to="all"), ref.state_dict(), exact=True)
+
+
+def test_tiny_model_where_some_ranks_own_only_padding():
+    """2 elements: with 3+ ranks, the last ranks' shards are all padding; they still take part."""
+    shapes = [(1,), (1,)]
+    rng = np.random.default_rng(3)
+    init = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = lambda step, rank: [np.full(s, (step + 1) * (rank + 1) / 8, np.float32)  # noqa: E731
+                                for s in shapes]
+    for layout in ("flat", "list"):
+        params = fastoptim.FlatParams(init).params if layout == "flat" else [a.copy() for a in init]
+        opt = D.ZeroOptimizer(fastoptim.Adam, [{"params": params[:1]}, {"params": params[1:], "lr": 0.5}],
+                              lr=0.1, max_grad_norm=0.3, skip_nonfinite=True)
+        ref_params = [a.copy() for a in init]
+        ref = fastoptim.Adam([{"params": ref_params[:1]}, {"params": ref_params[1:], "lr": 0.5}],
+                             lr=0.1, max_grad_norm=0.3, skip_nonfinite=True)
+        for step in range(3):
+            per_rank = [grads(step, k) for k in range(SIZE)]
+            ref.step([sum(g[i] for g in per_rank) / np.float32(SIZE) for i in range(2)])
+            opt.step(grads(step, RANK))
+        shard = -(-2 // SIZE)
+        assert opt.shard_size == shard
+        assert opt.shard_range[1] - opt.shard_range[0] == max(0, min(shard, 2 - RANK * shard))
+        assert_equal_arrays(params, ref_params, False, layout)
+        assert_states_equal(opt.state_dict(to="all"), ref.state_dict(), exact=False)
+        assert set(opt.last_step_seconds) == {"pack", "reduce_scatter", "norm", "kernel",
+                                              "allgather", "unpack"}
+        assert all(t >= 0 for t in opt.last_step_seconds.values())
 
 
 # ------------------------------------------------------------------- memory
@@ -545,7 +578,7 @@ def test_a_failing_rank_does_not_hang_the_others(tmp_path, scenario):
                     reason=".ci/run runs this file under mpiexec -n 2 and -n 3 itself")
 @pytest.mark.parametrize("ranks", [2, 3])
 def test_this_file_under_mpiexec(ranks):
-    proc, _ = mpiexec(ranks, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+    proc, _ = mpiexec(ranks, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "--capture=sys",
                       os.path.abspath(__file__), timeout=400)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert " passed" in proc.stdout
