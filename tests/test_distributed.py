@@ -568,9 +568,14 @@ def test_a_failing_rank_does_not_hang_the_others(tmp_path, scenario):
     proc, seconds = mpiexec(2, str(script), scenario, timeout=50)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out
-    assert "aborting the communicator" in out, out
-    assert "finished" not in out, out
-    assert seconds < 45
+    assert "finished" not in out, out  # rank 0 did not go on as if nothing had happened
+    assert seconds < 45  # and nobody waited forever
+    if scenario == "uncaught":
+        # rank 1's process exits with an error: MPICH's mpiexec may end the job itself, or
+        # rank 0 gives up after its 2 s timeout; either way the job ends
+        assert "rank 1 fails in its own code" in out, out
+    else:
+        assert "aborting the communicator" in out, out
 
 
 @launcher
