@@ -368,6 +368,8 @@ class ZeroOptimizer:
         self.optimizer_class = optimizer_class
         if isinstance(params, FlatParams):
             params = params.params
+        if not isinstance(params, (dict, list, tuple, set, np.ndarray)):
+            params = list(params)  # a generator: it is read again to check loaded state
         self.rank, self.world_size = comm.Get_rank(), comm.Get_size()
         error, sig = None, 0
         try:
@@ -752,14 +754,7 @@ class ZeroOptimizer:
             error = exc if not isinstance(exc, KeyError) else ValueError(f"bad state_dict: {exc}")
         _agree(self.comm, error, _signature("load_state_dict"), self.timeout,
                "ZeroOptimizer.load_state_dict")
-        groups, inner_sd, steps = plan
-        for group, loaded in zip(self._template.param_groups, groups):
-            params = group["params"]
-            group.clear()
-            group.update(loaded)
-            group["params"] = params
-        self._inner.load_state_dict(inner_sd)
-        self._steps = steps
+        self._install(*plan)
 
     def _plan_load(self, state_dict):
         check = self.optimizer_class(self._ctor[0], **self._ctor[1])  # validates in its own copy
@@ -804,15 +799,125 @@ class ZeroOptimizer:
                 {"state": inner_state, "param_groups": inner_groups}, steps)
 
     def load_shard_state_dicts(self, shards):
-        """Load the shard state dicts of every rank of a run with any number of ranks (collective)."""
-        error, full = None, None
+        """Load the shard state dicts of every rank of a run with any number of ranks (collective).
+
+        Each rank copies only the ranges of its own shard out of them (see
+        :meth:`_plan_shards`); a rejected set raises on every rank and changes nothing.
+        """
+        error, plan = None, None
         try:
-            full = consolidate_shards(shards)
+            plan = self._plan_shards(shards)
         except (TypeError, ValueError, KeyError) as exc:
             error = exc if not isinstance(exc, KeyError) else ValueError(f"bad shard: {exc}")
         _agree(self.comm, error, _signature("load_shard_state_dicts"), self.timeout,
                "ZeroOptimizer.load_shard_state_dicts")
-        self.load_state_dict(full)
+        self._install(*plan[:3])
+
+    def _install(self, groups, inner_sd, steps):
+        for group, loaded in zip(self._template.param_groups, groups):
+            params = group["params"]
+            group.clear()
+            group.update(loaded)
+            group["params"] = params
+        self._inner.load_state_dict(inner_sd)
+        self._steps = list(steps)
+
+    def _plan_shards(self, shards):
+        """(groups, inner state dict, steps, parameter vector or None) from a run's shards.
+
+        ``shards`` may be an iterator that reads one shard at a time: only this
+        rank's range of the state is kept (a set of shards from N ranks loads into
+        M ranks with at most one shard of another run in memory at a time).
+        """
+        first, seen, keys = None, set(), None
+        pieces = {}
+        params = np.empty(self.numel, dtype=self.dtype)
+        has_params = None
+        for shard in shards:
+            if not isinstance(shard, dict) or shard.get("format") != SHARD_FORMAT:
+                raise ValueError("not a ZeroOptimizer shard state dict")
+            if first is None:
+                first = shard
+                self._check_shard_run(first)
+                keys = [set(entry) for entry in first["state"]]
+                for g, group_keys in enumerate(keys):
+                    n = self._pieces[g][1] - self._pieces[g][0]
+                    for key in group_keys:
+                        pieces[(g, key)] = np.empty(n, dtype=self.dtype)
+            for key in ("world_size", "numel", "shapes", "group_offsets", "optimizer", "dtype",
+                        "steps", "counted"):
+                if shard.get(key) != first[key]:
+                    raise ValueError(f"the shards disagree on {key!r}: they are not from one run")
+            rank = shard["rank"]
+            if rank in seen or not 0 <= rank < first["world_size"]:
+                raise ValueError(f"shard of rank {rank!r} given twice or out of range")
+            seen.add(rank)
+            lo, hi = shard["shard_range"]
+            offsets = shard["group_offsets"]
+            for g, entry in enumerate(shard["state"]):
+                if set(entry) != keys[g]:
+                    raise ValueError(f"the shards disagree on the state keys of group {g}")
+                a_s = min(max(offsets[g], lo), hi)
+                b_s = min(max(offsets[g + 1], lo), hi)
+                _, _, ga, gb = self._pieces[g]
+                x, y = max(ga, a_s), min(gb, b_s)
+                for key, value in entry.items():
+                    value = np.asarray(value)
+                    if value.shape != (b_s - a_s,) or not np.issubdtype(value.dtype, np.floating):
+                        raise ValueError(f"shard {rank}: state {key!r} of group {g} has shape "
+                                         f"{value.shape} and dtype {value.dtype}, expected "
+                                         f"{(b_s - a_s,)} floats")
+                    if x < y:
+                        pieces[(g, key)][x - ga:y - ga] = value[x - a_s:y - a_s]
+            if (shard.get("params") is not None) is not has_params and has_params is not None:
+                raise ValueError("some shards hold parameters and some do not")
+            has_params = shard.get("params") is not None
+            if has_params:
+                value = np.asarray(shard["params"])
+                if value.shape != (hi - lo,):
+                    raise ValueError(f"shard {rank}: its parameters have shape {value.shape}, "
+                                     f"expected {(hi - lo,)}")
+                params[lo:hi] = value
+        if first is None:
+            raise ValueError("no shards given")
+        if len(seen) != first["world_size"]:
+            missing = sorted(set(range(first["world_size"])) - seen)
+            raise ValueError(f"the run had {first['world_size']} ranks, the shards of ranks "
+                             f"{missing} are missing: every shard is needed")
+        groups = [{k: v for k, v in g.items() if k != "params"} for g in first["param_groups"]]
+        inner_state = {}
+        for g in range(len(groups)):
+            entry = {key: pieces[(g, key)] for key in keys[g]}
+            if first["counted"][g] and first["steps"][g] > 0:
+                entry["step"] = np.array(float(first["steps"][g]), dtype=np.float32)
+            if entry:
+                inner_state[g] = entry
+        inner_sd = {"state": inner_state,
+                    "param_groups": [dict(self._hyperparameters_of(group), params=[g])
+                                     for g, group in enumerate(groups)]}
+        # the single-process optimizer's own checks of the hyperparameters and state
+        probe = self.optimizer_class(
+            [dict(self._hyperparameters_of(group), params=[np.zeros(b - a, self.dtype)])
+             for group, (a, b, _, _) in zip(groups, self._pieces)], **self._hyper)
+        probe.load_state_dict(inner_sd)
+        return groups, inner_sd, first["steps"], params if has_params else None
+
+    def _check_shard_run(self, shard):
+        """A shard's run must have this optimizer's class, parameters and groups."""
+        if shard["optimizer"] != self.optimizer_class.__name__:
+            raise ValueError(f"the shards are of a {shard['optimizer']} optimizer, this one is "
+                             f"a {self.optimizer_class.__name__}")
+        shapes = [list(p.shape) for p in self._params]
+        if shard["shapes"] != shapes or np.dtype(shard["dtype"]) != self.dtype:
+            raise ValueError(f"the shards' parameters have shapes {shard['shapes']} and dtype "
+                             f"{np.dtype(shard['dtype'])}, this optimizer's {shapes} and {self.dtype}")
+        if [int(x) for x in shard["group_offsets"]] != [int(x) for x in self._group_offsets]:
+            raise ValueError("the shards' param groups hold other parameters than this optimizer's")
+        counts = [len(g["params"]) for g in shard["param_groups"]]
+        if counts != [len(g["params"]) for g in self._template.param_groups]:
+            raise ValueError(f"the shards' param groups have {counts} parameters, this "
+                             "optimizer's have "
+                             f"{[len(g['params']) for g in self._template.param_groups]}")
 
 
 def consolidate_shards(shards):
@@ -827,8 +932,9 @@ def consolidate_shards(shards):
         raise ValueError(f"the shards are of ranks {[s['rank'] for s in shards]}, but the run had "
                          f"{world} ranks: every shard is needed")
     for s in shards:
-        for key in ("world_size", "numel", "shapes", "group_offsets", "optimizer", "dtype", "steps"):
-            if s[key] != first[key]:
+        for key in ("world_size", "numel", "shapes", "group_offsets", "optimizer", "dtype", "steps",
+                    "counted"):
+            if s.get(key) != first[key]:
                 raise ValueError(f"the shards disagree on {key!r}: they are not from one run")
     numel, dtype = first["numel"], np.dtype(first["dtype"])
     offsets = first["group_offsets"]
@@ -925,23 +1031,25 @@ def _flat_range(params, offsets, lo, hi):
     return out
 
 
-def _read_shards(path):
+def _iter_shard_files(files, first_data):
+    """Read the shard files one at a time (the first one's data is kept in ``first_data``)."""
     from . import checkpoint
 
+    for name in files:
+        data = checkpoint.load_checkpoint(name)
+        if not isinstance(data, dict) or not isinstance(data.get("zero"), dict):
+            raise ValueError(f"{name!r} is not a ZeroOptimizer shard")
+        shard = dict(data["zero"])
+        if not first_data:
+            first_data.update(user=data.get("user"), file=name)
+        yield shard
+
+
+def _shard_files(path):
     files = sorted(glob.glob(os.path.join(path, "rank*-of-*.ckpt")))
     if not files:
         raise ValueError(f"{path!r} holds no shard files (rank*-of-*.ckpt)")
-    shards, extras = [], []
-    for name in files:
-        data = checkpoint.load_checkpoint(name)
-        if not isinstance(data, dict) or "zero" not in data:
-            raise ValueError(f"{name!r} is not a ZeroOptimizer shard")
-        shards.append(data["zero"])
-        extras.append(data)
-    world = shards[0]["world_size"]
-    if len(shards) != world:
-        raise ValueError(f"{path!r} holds {len(shards)} shard files, but the run had {world} ranks")
-    return files, shards, extras
+    return files
 
 
 def load_checkpoint(path, optimizer, scheduler=None):
@@ -951,8 +1059,13 @@ def load_checkpoint(path, optimizer, scheduler=None):
     shards, written with any number of ranks. ``optimizer``: a ZeroOptimizer
     (collective: every rank reads the files, so they must be on a file system
     every rank sees) or a single-process fastoptim optimizer over the same
-    parameters. The parameters are restored too. Everything is checked before
-    anything changes; with a ZeroOptimizer an error on any rank raises on all.
+    parameters. The parameters (and the scheduler, if given) are restored too.
+    Everything is checked before anything changes; with a ZeroOptimizer an error
+    on any rank raises on all.
+
+    Memory: from a directory of shards, a ZeroOptimizer reads one shard file at
+    a time and keeps only its own range of the state; from one gathered file,
+    every rank reads the whole file.
     """
     from . import checkpoint
     from .optimizers import Optimizer
@@ -962,50 +1075,78 @@ def load_checkpoint(path, optimizer, scheduler=None):
     if not zero and not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer must be a ZeroOptimizer or a fastoptim optimizer, got "
                         f"{type(optimizer).__name__}")
-    if not os.path.isdir(path):  # one file in the single-process layout
-        if not zero:
+    if not zero:
+        if not os.path.isdir(path):
             return checkpoint.load_checkpoint(path, optimizer=optimizer, scheduler=scheduler)
-        error, extra, single = None, None, None
-        try:
-            single = optimizer.optimizer_class(*optimizer._ctor[:1], **optimizer._ctor[1])
-            probe = [np.array(p, copy=True) for p in optimizer._params]  # params load last, below
-            extra = checkpoint.load_checkpoint(path, optimizer=single, scheduler=scheduler, params=probe)
-            optimizer._plan_load(single.state_dict())
-        except (TypeError, ValueError, OSError) as exc:
-            error = exc
-        _agree(optimizer.comm, error, _signature("load_checkpoint"), optimizer.timeout,
-               "load_checkpoint")
-        optimizer.load_state_dict(single.state_dict())
-        for p, value in zip(optimizer._params, probe):
-            p[...] = value
-        return extra
-    error, shards, extras, full = None, None, None, None
+        return _load_shards_single(path, optimizer, scheduler)
+    error, extra, plan, params = None, None, None, None
+    sched_before = scheduler.state_dict() if scheduler is not None else None
     try:
-        files, shards, extras = _read_shards(path)
-        full = consolidate_shards(shards)
-        if zero:
-            optimizer._plan_load(full)
-        params_vec = np.concatenate([np.asarray(s["params"]) for s in sorted(
-            shards, key=lambda s: s["rank"])])
-        targets = ([p for p in optimizer._params] if zero
-                   else [p for g in optimizer.param_groups for p in g["params"]])
-        shapes = [tuple(x) for x in shards[0]["shapes"]]
-        if [tuple(p.shape) for p in targets] != shapes or params_vec.size != sum(
-                math.prod(s) for s in shapes):
-            raise ValueError(f"{path!r}: the checkpoint's parameters have shapes {shapes}, the "
-                             f"optimizer's {[tuple(p.shape) for p in targets]}")
+        if not os.path.isdir(path):  # one file in the single-process layout
+            single = optimizer.optimizer_class(*optimizer._ctor[:1], **optimizer._ctor[1])
+            params = [np.array(p, copy=True) for p in optimizer._params]  # installed last, below
+            extra = checkpoint.load_checkpoint(path, optimizer=single, scheduler=scheduler,
+                                               params=params)
+            plan = optimizer._plan_load(single.state_dict())
+            del single
+        else:
+            first = {}
+            groups, inner_sd, steps, vector = optimizer._plan_shards(
+                _iter_shard_files(_shard_files(path), first))
+            if vector is None:
+                raise ValueError(f"{path!r}: the shards hold no parameters")
+            plan = (groups, inner_sd, steps)
+            params = [vector[a:b].reshape(p.shape) for p, a, b in zip(
+                optimizer._params, optimizer._offsets[:-1], optimizer._offsets[1:])]
+            extra = first["user"]
+            if scheduler is not None:
+                checkpoint.load_checkpoint(first["file"], scheduler=scheduler)
     except (TypeError, ValueError, OSError, KeyError) as exc:
-        error = exc if not isinstance(exc, KeyError) else ValueError(f"bad shard: {exc}")
-    if zero:
+        error = exc if not isinstance(exc, KeyError) else ValueError(f"{path!r}: bad checkpoint: {exc}")
+    try:
         _agree(optimizer.comm, error, _signature("load_checkpoint"), optimizer.timeout,
                "load_checkpoint")
-    elif error is not None:
-        raise error
-    optimizer.load_state_dict(full)
+    except ValueError:
+        if sched_before is not None:
+            scheduler.load_state_dict(sched_before)  # this rank may have loaded it: undo
+        raise
+    optimizer._install(*plan)
+    for p, value in zip(optimizer._params, params):
+        p[...] = value
+    return extra
+
+
+def _load_shards_single(path, optimizer, scheduler):
+    """A directory of shards into a single-process optimizer: consolidate, check, load."""
+    from . import checkpoint
+
+    first = {}
+    shards = list(_iter_shard_files(_shard_files(path), first))
+    full = consolidate_shards(shards)
+    vector = np.empty(shards[0]["numel"], dtype=np.dtype(shards[0]["dtype"]))
+    for shard in shards:
+        if shard.get("params") is None:
+            raise ValueError(f"{path!r}: the shards hold no parameters")
+        lo, hi = shard["shard_range"]
+        vector[lo:hi] = np.asarray(shard["params"])
+    targets = [p for g in optimizer.param_groups for p in g["params"]]
+    shapes = [tuple(x) for x in shards[0]["shapes"]]
+    if [tuple(p.shape) for p in targets] != shapes:
+        raise ValueError(f"{path!r}: the checkpoint's parameters have shapes {shapes}, the "
+                         f"optimizer's {[tuple(p.shape) for p in targets]}")
+    for i, p in enumerate(targets):
+        if not isinstance(p, np.ndarray) or not p.flags.writeable:
+            raise ValueError(f"params[{i}] must be a writeable NumPy array")
+    before = optimizer.state_dict()
+    optimizer.load_state_dict(full)  # checks everything first; atomic
     if scheduler is not None:
-        checkpoint.load_checkpoint(files[0], scheduler=scheduler)
+        try:
+            checkpoint.load_checkpoint(first["file"], scheduler=scheduler)
+        except ValueError:
+            optimizer.load_state_dict(before)
+            raise
     start = 0
     for p in targets:
-        p[...] = params_vec[start:start + p.size].reshape(p.shape).astype(p.dtype, copy=False)
+        p[...] = vector[start:start + p.size].reshape(p.shape)
         start += p.size
-    return extras[0].get("user")
+    return first["user"]

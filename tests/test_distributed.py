@@ -502,6 +502,53 @@ def test_checkpoint_n_ranks_to_m_ranks_and_single_process(sharded):
             shutil.rmtree(path, ignore_errors=True)
 
 
+def test_checkpoint_rejections_change_nothing_on_any_rank():
+    opt, params, feed, flags = trained(layout="list")
+    sched = L.StepLR(opt, step_size=1, gamma=0.5)
+    path = shared_dir()
+    target = os.path.join(path, "ck")
+    try:
+        D.save_checkpoint(target, opt, scheduler=sched, sharded=True)
+        fresh_params = initial()
+        fresh = D.ZeroOptimizer(fastoptim.Adam, groups_of(fresh_params), lr=0.1, **flags)
+        fresh.step([g * 0 for g in local_grads(0, RANK)])
+        wrong_sched = L.ExponentialLR(fresh, gamma=0.9)
+        before = (fresh.state_dict(to="all"), wrong_sched.state_dict(),
+                  [p.copy() for p in fresh_params])
+        with pytest.raises(ValueError, match="scheduler|ExponentialLR|StepLR"):
+            D.load_checkpoint(target, fresh, scheduler=wrong_sched)
+        assert_states_equal(fresh.state_dict(to="all"), before[0], exact=True)
+        assert wrong_sched.state_dict() == before[1]
+        assert_equal_arrays(fresh_params, before[2], True, "params")
+        one_group = D.ZeroOptimizer(fastoptim.Adam, initial(), lr=0.1, **flags)
+        with pytest.raises(ValueError, match="param groups"):
+            D.load_checkpoint(target, one_group)
+        with pytest.raises(ValueError, match="Adam"):
+            D.load_checkpoint(target, D.ZeroOptimizer(fastoptim.SGD, groups_of(initial())))
+        COMM.Barrier()
+        if RANK == 0:  # lose the last rank's file
+            os.remove(os.path.join(target, sorted(os.listdir(target))[-1]))
+        COMM.Barrier()
+        with pytest.raises(ValueError, match="missing|no shard files"):
+            D.load_checkpoint(target, fresh)
+        assert_states_equal(fresh.state_dict(to="all"), before[0], exact=True)
+    finally:
+        COMM.Barrier()
+        if RANK == 0:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def test_shards_stream_from_an_iterator_and_params_from_a_generator():
+    opt, params, feed, flags = trained()
+    shards = COMM.allgather(opt.shard_state_dict())
+    other = D.ZeroOptimizer(fastoptim.Adam, groups_of([p.copy() for p in params]), lr=0.1, **flags)
+    other.load_shard_state_dicts(iter(shards))  # one at a time, as from files
+    assert_states_equal(other.state_dict(to="all"), opt.state_dict(to="all"), exact=True)
+    gen = D.ZeroOptimizer(fastoptim.Adam, (p.copy() for p in params), lr=0.1)
+    gen.load_state_dict(gen.state_dict(to="all"))  # builds its checker from the params again
+    assert len(gen.param_groups[0]["params"]) == len(SHAPES)
+
+
 def test_single_process_checkpoint_loads_into_zero():
     ref_params = initial()
     ref = fastoptim.AdamW(groups_of(ref_params), lr=0.1)
