@@ -359,6 +359,11 @@ def test_rejected_step_on_one_rank_raises_everywhere_and_changes_nothing():
         opt.step(grads)
     assert_equal_arrays(params, before, True, "params")
     assert_states_equal(opt.state_dict(to="all"), state, exact=True)
+    opt.param_groups[1]["lr"] = -1.0  # an edited hyperparameter is checked before data moves
+    with pytest.raises(ValueError, match="learning rate"):
+        opt.step(feed(local_grads(1, RANK)))
+    assert_equal_arrays(params, before, True, "params after a rejected lr")
+    opt.param_groups[1]["lr"] = 0.05
     opt.step(feed(local_grads(1, RANK)))  # the ranks are still in step
     with pytest.raises(ValueError, match="None"):
         opt.step([None] * len(SHAPES))
