@@ -227,7 +227,9 @@ def allreduce_grads(grads, comm=None, *, average=True, bucket_bytes=DEFAULT_BUCK
     are skipped and must be ``None`` on every rank): the arrays are packed, in
     order and by dtype, into buffers of about ``bucket_bytes`` (an array larger
     than that and contiguous is reduced on its own, in place), one ``Allreduce``
-    per bucket. Averaging divides the sum by the number of ranks.
+    per bucket; the packing buffer (one per dtype, at most the largest bucket) is
+    kept for the next call. Averaging divides the sum by the number of ranks. On
+    one rank nothing is done.
 
     Before any data moves the ranks check that their gradients have the same
     shapes and dtypes: a mismatch, or a bad gradient on one rank, raises
@@ -257,6 +259,8 @@ def allreduce_grads(grads, comm=None, *, average=True, bucket_bytes=DEFAULT_BUCK
     _agree(comm, error, _signature("allreduce_grads", layout, bool(average)), timeout,
            "allreduce_grads")
     size = comm.Get_size()
+    if size == 1:
+        return grads  # the sum and the average over one rank are its own gradients
     with _abort_on_error(comm, "allreduce_grads"):
         if buffer is not None:
             comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
@@ -270,7 +274,8 @@ def allreduce_grads(grads, comm=None, *, average=True, bucket_bytes=DEFAULT_BUCK
                 if average and size > 1:
                     np.divide(flat, flat.dtype.type(size), out=flat)
                 continue
-            packed = np.concatenate([g.reshape(-1) for g in bucket])
+            packed = _bucket_buffer(bucket[0].dtype, sum(g.size for g in bucket))
+            np.concatenate([g.reshape(-1) for g in bucket], out=packed)
             comm.Allreduce(MPI.IN_PLACE, packed, op=MPI.SUM)
             if average and size > 1:
                 np.divide(packed, packed.dtype.type(size), out=packed)
@@ -279,6 +284,17 @@ def allreduce_grads(grads, comm=None, *, average=True, bucket_bytes=DEFAULT_BUCK
                 g[...] = packed[start:start + g.size].reshape(g.shape)
                 start += g.size
     return grads
+
+
+_BUCKET_BUFFERS: dict = {}  # dtype -> the packing buffer, reused call after call
+
+
+def _bucket_buffer(dtype, size):
+    """A packing buffer of ``size`` elements: one per dtype, kept (pages already touched)."""
+    buf = _BUCKET_BUFFERS.get(dtype.str)
+    if buf is None or buf.size < size:
+        buf = _BUCKET_BUFFERS[dtype.str] = np.empty(size, dtype)
+    return buf[:size]
 
 
 def _buckets(arrays, bucket_bytes):
