@@ -462,7 +462,13 @@ class ZeroOptimizer:
     def _describe(self):
         return ([(tuple(p.shape), p.dtype.str) for p in self._params],
                 [len(g["params"]) for g in self._template.param_groups],
-                sorted(self._hyper), self.skip_nonfinite, self.max_grad_norm is None)
+                sorted(self._hyper), self.skip_nonfinite, self.max_grad_norm,
+                self._hyper_description())
+
+    def _hyper_description(self):
+        """Every group's hyperparameters: the ranks must step with the same ones."""
+        return [sorted((k, repr(v)) for k, v in self._hyperparameters_of(g).items())
+                for g in self._template.param_groups]
 
     @staticmethod
     def _hyperparameters_of(group):
@@ -559,7 +565,9 @@ class ZeroOptimizer:
         # the zero-copy path of a length that does not divide uses the "v" collectives; every
         # rank must take the same road, so the road is part of the agreement
         uneven_flat = mode == "flat" and self.padding != 0
-        _agree(comm, error, _signature("step", uneven_flat), self.timeout, "ZeroOptimizer.step")
+        hyper = self._hyper_description() if error is None else None
+        _agree(comm, error, _signature("step", uneven_flat, hyper), self.timeout,
+               "ZeroOptimizer.step")
         count = self._counts[r]
         lo, hi = self.shard_range
         shard_grad = self._grad_shard[:count]

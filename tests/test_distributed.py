@@ -348,6 +348,20 @@ def test_mismatched_shapes_detected_before_any_step_on_every_rank():
         D.ZeroOptimizer(fastoptim.Adam, params, COMM)
 
 
+def test_ranks_with_different_hyperparameters_are_stopped():
+    if SIZE == 1:
+        pytest.skip("needs 2+ ranks (run by .ci/run under mpiexec)")
+    with pytest.raises(ValueError, match="disagree"):
+        D.ZeroOptimizer(fastoptim.Adam, initial(), lr=0.1 if RANK == 0 else 0.2)
+    opt, params, feed = build("flat", "Adam", {})
+    before = [p.copy() for p in params]
+    if RANK == SIZE - 1:
+        opt.param_groups[0]["lr"] = 0.3  # a scheduler that ran on one rank only
+    with pytest.raises(ValueError, match="disagree"):
+        opt.step(feed(local_grads(0, RANK)))
+    assert_equal_arrays(params, before, True, "params")
+
+
 def test_rejected_step_on_one_rank_raises_everywhere_and_changes_nothing():
     opt, params, feed = build("list", "Adam", {})
     opt.step(feed(local_grads(0, RANK)))
