@@ -598,10 +598,10 @@ launcher = pytest.mark.skipif(
     reason="launches mpiexec itself: only from a plain (1-rank) pytest with mpiexec installed")
 
 
-def mpiexec(n, *args, timeout=240):
+def mpiexec(n, *args, timeout=240, cwd=ROOT):
     cmd = [MPIEXEC, "-launcher", "fork", "-iface", "lo", "-n", str(n), sys.executable, *args]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd)
     return proc, time.perf_counter() - start
 
 
@@ -649,8 +649,11 @@ def test_a_failing_rank_does_not_hang_the_others(tmp_path, scenario):
                     reason=".ci/run runs this file under mpiexec -n 2 and -n 3 itself")
 @pytest.mark.parametrize("ranks", [2, 3])
 def test_this_file_under_mpiexec(ranks):
+    # run from tests/: `python -m pytest` puts the working directory on sys.path, and from
+    # the checkout's root that would import its source tree instead of the installed package
     proc, _ = mpiexec(ranks, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "--capture=sys",
-                      os.path.abspath(__file__), timeout=400)
+                      os.path.abspath(__file__), timeout=400,
+                      cwd=os.path.dirname(os.path.abspath(__file__)))
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert " passed" in proc.stdout
 
