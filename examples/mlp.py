@@ -1,10 +1,12 @@
 """A small multilayer perceptron in plain NumPy, trained with fastoptim.
 
-The whole training loop in one file: forward and backward passes written by
-hand (tests/test_examples.py checks the backward pass against finite
-differences), the parameters in one ``fastoptim.FlatParams`` buffer so that
-``opt.step(model.grads)`` is a single kernel call, and a torch-style
-learning-rate scheduler::
+The whole training loop in one file. The model is the demo's
+:class:`fastoptim.demo.models.MLP` (one model for the example and ``fastoptim
+demo``): forward and backward passes written by hand in NumPy
+(tests/demo/test_models.py checks the backward pass against finite
+differences), its parameters in one ``fastoptim.FlatParams`` buffer so that
+``opt.step(model.grads)`` is a single kernel call. Around it: the optimizer, a
+torch-style learning-rate scheduler and the loop::
 
     python examples/mlp.py                                   # AdamW, warm-up + cosine
     python examples/mlp.py --optimizer momentum --lr 0.05 --schedule step
@@ -25,7 +27,6 @@ The same loop in torch, for comparison::
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -38,59 +39,7 @@ except ImportError:  # running from a source checkout without installing
     import fastoptim
 from fastoptim import lr_scheduler
 from fastoptim.demo import load_dataset
-
-
-class MLP:
-    """Fully connected layers with ReLU between them and softmax cross-entropy on top.
-
-    ``params`` and ``grads`` are dicts of views into two flat buffers
-    (``W1, b1, W2, b2, ...``; ``W`` is fan_in x fan_out so a layer is ``x @ W + b``).
-    """
-
-    def __init__(self, sizes=(64, 128, 64, 10), seed=0, dtype=np.float32):
-        rng = np.random.default_rng(seed)
-        arrays = {}
-        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]), 1):
-            # He initialization keeps the activations' scale through ReLU layers
-            arrays[f"W{i}"] = rng.normal(0.0, math.sqrt(2.0 / fan_in), (fan_in, fan_out)).astype(dtype)
-            arrays[f"b{i}"] = np.zeros(fan_out, dtype=dtype)
-        self.n_layers = len(sizes) - 1
-        self.flat = fastoptim.FlatParams(arrays)
-        self.params = self.flat.params  # what the optimizer updates, in place
-        self.grads = self.flat.grads    # what loss_and_backward writes
-
-    def forward(self, x):
-        """Logits; keeps each layer's input for the backward pass."""
-        self._inputs = []
-        for i in range(1, self.n_layers + 1):
-            self._inputs.append(x)
-            x = x @ self.params[f"W{i}"] + self.params[f"b{i}"]
-            if i < self.n_layers:
-                x = np.maximum(x, 0)  # ReLU
-        return x
-
-    def loss_and_backward(self, x, y):
-        """Mean cross-entropy of the batch; writes its gradient into ``self.grads``."""
-        logits = self.forward(x)
-        n = len(y)
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        loss = -log_probs[np.arange(n), y].mean()
-        # d loss / d logits = (softmax - one_hot) / n
-        delta = np.exp(log_probs)
-        delta[np.arange(n), y] -= 1
-        delta /= n
-        for i in range(self.n_layers, 0, -1):
-            layer_input = self._inputs[i - 1]
-            self.grads[f"W{i}"][...] = layer_input.T @ delta
-            self.grads[f"b{i}"][...] = delta.sum(axis=0)
-            if i > 1:
-                # through W, then through the ReLU: zero where its output was zero
-                delta = (delta @ self.params[f"W{i}"].T) * (layer_input > 0)
-        return float(loss)
-
-    def accuracy(self, x, y):
-        return float((self.forward(x).argmax(axis=1) == y).mean())
+from fastoptim.demo.models import MLP  # W1, b1, ... as views of one FlatParams buffer
 
 
 def make_optimizer(name, params, lr, weight_decay=0.0):

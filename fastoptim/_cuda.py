@@ -65,31 +65,68 @@ _SIMULATOR_BLOCKS = 2
 
 
 # ------------------------------------------------------------------ availability
-def is_available() -> bool:
-    """True when numba.cuda can run kernels here (a GPU, or the CUDA simulator)."""
-    if cuda is None:
-        return False
+INSTALL_HINT = ('install the CUDA extra matching your driver: pip install "fastoptim[cuda13]" '
+                '(or "fastoptim[cuda12]"), which brings numba-cuda with its NVVM and nvrtc compilers')
+_probe_result = None  # (ok, reason), once per process
+
+
+def _driver_available() -> bool:
     try:
         return bool(cuda.is_available())
     except Exception:  # pragma: no cover - broken driver installs
         return False
 
 
+def _run_probe():
+    """Compile a one-line kernel and run it on one element; raise whatever goes wrong."""
+    out = cuda.device_array(1, dtype=np.float32)
+    _probe_kernel[1, 1](out, np.float32(3.0))
+    value = out.copy_to_host()[0]
+    if value != 6.0:
+        raise RuntimeError(f"a test kernel computed {value} instead of 6.0")
+
+
+def _probe():
+    """(ok, reason): a GPU (or the simulator) that compiles and runs a kernel."""
+    global _probe_result
+    if _probe_result is None:
+        if cuda is None:
+            _probe_result = (False, f"numba.cuda cannot be imported ({_IMPORT_ERROR})")
+        elif not _driver_available():
+            reason = ""
+            try:
+                err = cuda.cuda_error()
+                reason = f" ({' '.join(str(err).split())})" if err else ""
+            except Exception:  # pragma: no cover
+                pass
+            _probe_result = (False, "numba.cuda found no usable NVIDIA GPU or driver" + reason
+                             + "; " + INSTALL_HINT)
+        else:
+            try:
+                _run_probe()
+                _probe_result = (True, "")
+            except Exception as exc:  # NVVM/nvrtc missing, unsupported GPU, ...
+                detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+                if len(detail) > 300:
+                    detail = detail[:300] + "..."
+                _probe_result = (False, "a GPU was found but numba.cuda could not compile and run "
+                                 f"a test kernel ({detail}); " + INSTALL_HINT)
+    return _probe_result
+
+
+def is_available() -> bool:
+    """True when numba.cuda compiles and runs a test kernel here (on a GPU, or the simulator).
+
+    The first call compiles and launches one tiny kernel (a driver alone is not
+    enough: numba-cuda without its NVVM compiler finds the GPU but cannot
+    compile); the answer is kept for the process.
+    """
+    return _probe()[0]
+
+
 def why_unavailable() -> str:
-    if cuda is None:
-        return f"numba.cuda cannot be imported ({_IMPORT_ERROR})"
-    if is_available():
-        return ""
-    reason = ""
-    try:
-        err = cuda.cuda_error()
-        reason = f" ({' '.join(str(err).split())})" if err else ""
-    except Exception:  # pragma: no cover
-        pass
-    return (
-        "numba.cuda found no usable NVIDIA GPU or driver" + reason
-        + '; install the CUDA extra (pip install "fastoptim[cuda]") on a machine with a GPU'
-    )
+    """Why :func:`is_available` is False ("" when it is True)."""
+    return _probe()[1]
 
 
 def _require():
@@ -98,6 +135,28 @@ def _require():
 
 
 # ---------------------------------------------------------------------- arrays
+def device_id(x):
+    """The CUDA device ordinal that holds ``x``, or None when it cannot be told cheaply."""
+    dev = getattr(x, "device", None)
+    index = getattr(dev, "index", None)  # torch.device
+    if isinstance(index, int):
+        return index
+    ident = getattr(dev, "id", None)  # cupy.cuda.Device
+    if isinstance(ident, int):
+        return ident
+    gpu_data = getattr(x, "gpu_data", None)  # numba device arrays (not the simulator's)
+    context = getattr(gpu_data, "context", None)
+    ident = getattr(getattr(context, "device", None), "id", None)
+    return ident if isinstance(ident, int) else None
+
+
+def current_device_id() -> int:
+    """The ordinal of the current CUDA device (0 under the simulator)."""
+    if SIMULATOR:
+        return 0
+    return int(cuda.get_current_device().id)
+
+
 class _Desc(NamedTuple):
     ptr: int
     shape: tuple
@@ -262,6 +321,16 @@ class DeviceArrays(ArraySupport):
                 f"{name} is not C-contiguous; the cuda backend updates contiguous arrays in place "
                 "(make a contiguous copy and optimize that array)"
             )
+        where = device_id(p)
+        current = current_device_id()
+        if where is not None and where != current:
+            raise ValueError(
+                f"{name} is on CUDA device {where} but the current CUDA device is {current}: "
+                "fastoptim allocates the optimizer state and launches on the current device. "
+                f"Make device {where} current first (numba.cuda.select_device({where}) or "
+                f"torch.cuda.set_device({where})), and keep all parameters of one optimizer "
+                "on one device"
+            )
 
     @staticmethod
     def check_grad(name, grad, param):
@@ -282,6 +351,9 @@ class DeviceArrays(ArraySupport):
             raise ValueError(f"{name} is not aligned to its itemsize")
         if _spans_overlap(g, p):
             raise ValueError(f"{name} shares memory with its parameter")
+        gd, pd = device_id(grad), device_id(param)
+        if gd is not None and pd is not None and gd != pd:
+            raise ValueError(f"{name} is on CUDA device {gd} but its parameter is on device {pd}")
         return as_device(grad)
 
     @staticmethod
@@ -296,9 +368,6 @@ class DeviceArrays(ArraySupport):
         ``Optimizer`` can match ``FlatParams.grads``), else the flat view itself.
         """
         if not params or not all(is_device_array(p) for p in params):
-            return None
-        # Optimizer._Segment reads p.size as an int; torch tensors have a size() method
-        if not all(isinstance(getattr(p, "size", None), (int, np.integer)) for p in params):
             return None
         descs = [_desc(p) for p in params]
         dtype = descs[0].dtype
@@ -320,8 +389,9 @@ class DeviceArrays(ArraySupport):
     def alloc(like, init):
         d = _desc(like)
         out = cuda.device_array(d.shape, dtype=d.dtype)
-        if init == "zeros":
-            fill(out, 0)
+        # always zeroed (one fill per allocation): a momentum buffer whose first step
+        # is skipped on the device (skip_nonfinite) then holds 0, not garbage
+        fill(out, 0)
         return out
 
     @classmethod
@@ -335,18 +405,19 @@ class DeviceArrays(ArraySupport):
 
     @staticmethod
     def step_counter(value=0.0):
-        return np.array(value, dtype=np.float32)  # the step count stays on the host
+        return DeviceStep(value)
 
     @staticmethod
     def to_host(a):
         if isinstance(a, np.ndarray):
             return np.array(a, copy=True)
+        if isinstance(a, DeviceStep):
+            return np.asarray(float(a), dtype=np.float32)
         d = as_device(a)
-        stream = get_stream() or (getattr(d, "stream", 0) or 0)
-        host = d.copy_to_host(stream=stream)
-        if stream:
-            stream.synchronize()
-        return host
+        # the steps that wrote ``a`` may have run on any stream (use_stream, torch's or
+        # CuPy's non-blocking streams): wait for all the device's work, then copy
+        cuda.synchronize()
+        return d.copy_to_host()
 
     @staticmethod
     def copy_into(dst, src):
@@ -360,6 +431,61 @@ class DeviceArrays(ArraySupport):
         dst.copy_to_device(host, stream=get_stream())
 
 
+class DeviceStep:
+    """The step counter of one parameter (or flat group) of a CUDA optimizer.
+
+    ``attempted`` counts the steps launched, on the host. When ``skip_nonfinite``
+    skips a step on the device (the host does not wait to find out), the update
+    kernel adds 1 to ``cell`` (a one-element device array of the parameter's
+    dtype, made on the first such launch); the true step is ``attempted - cell``.
+    While ``cell`` is 0 the kernels use the host's exactly rounded per-step
+    scalars; after a skip they recompute the bias corrections on the device.
+    ``float(step)`` is the true step: it waits for the GPU only once a cell exists.
+    """
+
+    __slots__ = ("attempted", "cell")
+
+    def __init__(self, value=0.0):
+        self.attempted = float(value)
+        self.cell = None
+
+    def __iadd__(self, k):
+        self.attempted += float(k)
+        return self
+
+    def skipped(self) -> float:
+        """Steps skipped on the device (copies the count back: waits for the GPU)."""
+        if self.cell is None:
+            return 0.0
+        cuda.synchronize()
+        return float(self.cell.copy_to_host()[0])
+
+    def ensure_cell(self, dtype):
+        if self.cell is None:
+            self.cell = cuda.device_array(1, dtype=np.dtype(dtype))
+            fill(self.cell, 0)
+        return self.cell
+
+    def copy(self):
+        new = DeviceStep(self.attempted)
+        if self.cell is not None:
+            new.cell = cuda.device_array(1, dtype=self.cell.dtype)
+            new.cell.copy_to_device(self.cell, stream=get_stream())
+        return new
+
+    def __float__(self):
+        return self.attempted - self.skipped()
+
+    def __int__(self):
+        return int(float(self))
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(float(self), dtype=dtype or np.float32)
+
+    def __repr__(self):
+        return f"DeviceStep({float(self)})"
+
+
 def _spans_overlap(a: _Desc, b: _Desc) -> bool:
     if not a.size or not b.size:
         return False
@@ -370,6 +496,7 @@ def _spans_overlap(a: _Desc, b: _Desc) -> bool:
 
 # --------------------------------------------------------------------- streams
 _global_stream = 0  # 0: the CUDA default stream
+_external_streams: dict = {}  # cudaStream_t handle -> numba external stream
 _context_stream = contextvars.ContextVar("fastoptim_cuda_stream", default=None)
 
 
@@ -398,7 +525,13 @@ def _as_stream(stream):
         return 0
     if SIMULATOR:
         raise TypeError("the CUDA simulator only supports numba.cuda streams")
-    return cuda.external_stream(handle)
+    # one numba object per handle: the launch caches are keyed by the stream object
+    hit = _external_streams.get(handle)
+    if hit is None:
+        if len(_external_streams) > 64:
+            _external_streams.clear()
+        hit = _external_streams[handle] = cuda.external_stream(handle)
+    return hit
 
 
 def set_stream(stream=None):
@@ -491,3 +624,36 @@ if cuda is not None:
     def _fill_kernel(a, value):
         for i in range(cuda.grid(1), a.shape[0], cuda.gridsize(1)):
             a[i] = value
+
+    @cuda.jit(cache=not SIMULATOR)
+    def _probe_kernel(out, x):
+        out[0] = x + x
+
+
+# Raw device pointers inside kernels: ``raw_pointer(address, like)`` is a typed
+# pointer (``like``'s dtype) to an int64 device address, for the pointer-table
+# kernels (one launch over many separate arrays). The simulator cannot
+# dereference device addresses: there POINTER_KERNELS is False and nothing uses it.
+POINTER_KERNELS = False
+raw_pointer = None
+if cuda is not None and not SIMULATOR:
+    try:
+        try:
+            from numba.cuda.extending import intrinsic as _intrinsic
+            from numba.cuda import types as _types
+        except ImportError:  # numba's built-in CUDA target
+            from numba.core.extending import intrinsic as _intrinsic
+            from numba.core import types as _types
+
+        @_intrinsic
+        def raw_pointer(typingctx, address, like):
+            ptr_type = _types.CPointer(like)
+
+            def codegen(context, builder, sig, args):
+                return builder.inttoptr(args[0], context.get_value_type(ptr_type))
+
+            return ptr_type(address, like), codegen
+
+        POINTER_KERNELS = True
+    except Exception:  # pragma: no cover - a numba without the extension API
+        raw_pointer = None

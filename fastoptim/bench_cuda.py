@@ -1,26 +1,30 @@
-"""GPU benchmark of fastoptim's cuda backend against the memory-bandwidth floor and torch.
+"""GPU benchmark of fastoptim's cuda backend against hardware references and torch.
 
-    python -m fastoptim.bench_cuda                    # Adam fp32 on 1e8 and 1e9 elements
-    python -m fastoptim.bench_cuda --sizes 1e8 --repeat 50 --many 1000x1024
+    fastoptim bench --device cuda                      # SGD, Adam, AdamW fp32 at 1e8 and 1e9
+    python -m fastoptim.bench_cuda --sizes 1e8 --repeat 50 --many 100x1024
 
 What is timed (CUDA events on the stream the work runs on, median of ``repeat``):
 
-- ``fastoptim``: one optimizer step (``fastoptim.Adam`` over one device array,
-  built with backend="cuda"), Python overhead included.
-- ``floor``: a trivial kernel that reads and writes exactly the bytes the
-  update moves (Adam: reads p, g, m, v and writes p, m, v = 28 B/element in
-  fp32), launched the same way: the memory-bandwidth floor in the same run.
-- ``torch fused`` / ``torch foreach``: ``torch.optim.Adam(fused=True)`` /
-  ``(foreach=True)`` on CUDA tensors of the same size, when torch with CUDA
-  is importable.
-- the many-small-tensors case (default 1000 x 1024): fastoptim's one-launch flat
-  mode (``FlatParams(device="cuda")``) against torch foreach and fused over the
-  same tensors.
+- ``device-to-device copy``: ``dst.copy_to_device(src)`` of one array of the
+  same size, in the same run: the hardware reference. ``of copy`` is a row's
+  bandwidth (bytes its update must move / time) as a fraction of the copy's
+  (bytes read + written / time); 1.0 means "as fast as a copy".
+- ``fastoptim cuda``: one optimizer step over one device array
+  (Python overhead included); ``floor``: a trivial Numba kernel reading and
+  writing the same bytes (Adam fp32: 28 B/element), for comparison.
+- ``torch fused`` / ``torch foreach`` on CUDA tensors of the same size, when
+  torch with CUDA is importable.
+- many small tensors (default 100 x 1024): host microseconds per step (the
+  wall time of the ``step`` call; the GPU work is asynchronous) as a plain
+  list through the optimizer, as one pointer-table launch (``adam_multi`` /
+  ``sgd_multi`` of the backend), as ``FlatParams(device="cuda")``, and torch
+  fused / foreach on the same tensors.
+- ``waited``: whether a step waited for the GPU: a 20 ms busy kernel is
+  queued first; if it has finished when ``step`` returns, the step blocked.
 
-Sizes are clamped so that the arrays fit in the free GPU memory. Without a GPU
-(or under the CUDA simulator) it stops with a one-line message, not a
-traceback. ``run_cuda_bench(...)`` returns the results as a list of dicts, for
-``fastoptim bench --device cuda``.
+Sizes are clamped to fit the free GPU memory. Without a GPU (or under the CUDA
+simulator) it stops with a one-line message, not a traceback.
+``run_cuda_bench(...)`` returns the rows as a list of dicts.
 """
 from __future__ import annotations
 
@@ -33,8 +37,9 @@ import numpy as np
 
 DEFAULT_SIZES = (10**8, 10**9)
 QUICK_SIZES = (10**7,)
-DEFAULT_MANY = (1000, 1024)
+DEFAULT_MANY = (100, 1024)
 QUICK_MANY = (100, 1024)
+SPIN_NS = 20_000_000  # the busy kernel of the "waited on the GPU" check (20 ms)
 DEFAULT_REPEAT = 20
 QUICK_REPEAT = 5
 WARMUP = 3
@@ -149,7 +154,36 @@ def _r5w4(p, g, m, v, w):
         w[i] = w[i] + x
 
 
+def _spin(ns):
+    cuda.nanosleep(1000)
+    for _ in range(ns // 1000):
+        cuda.nanosleep(1000)
+
+
 _floors = {}
+_spinner = []
+
+
+def _waited(_cuda, cuda, stream, fn):
+    """Did ``fn()`` wait for the GPU? Queue a 20 ms busy kernel, call fn, then ask whether the
+    busy kernel has already finished (it can only have if fn blocked until it did).
+    None under the simulator (no real concurrency)."""
+    if _cuda.SIMULATOR:
+        return None
+    if not _spinner:
+        _spinner.append(cuda.jit(_spin))
+    spin = _spinner[0]
+    spin[1, 1, stream](1000)  # compile and warm up
+    cuda.synchronize()
+    done = cuda.event()
+    spin[1, 1, stream](SPIN_NS)
+    done.record(stream)
+    t0 = time.perf_counter()
+    fn()
+    host_s = time.perf_counter() - t0
+    finished = done.query()
+    cuda.synchronize()
+    return bool(finished) and host_s < SPIN_NS / 1e9 * 2
 
 
 def _floor_kernels(numba_cuda):
@@ -182,17 +216,20 @@ def _time_events(cuda, stream, fn, repeat, warmup=WARMUP):
 def _time_torch(torch, fn, repeat, warmup=WARMUP):
     for _ in range(warmup):
         fn()
-    device_ms = []
+    device_ms, wall_ms = [], []
     stream = torch.cuda.current_stream()
     for _ in range(repeat):
         start = torch.cuda.Event(enable_timing=True)
         end = torch.cuda.Event(enable_timing=True)
         start.record(stream)
+        t0 = time.perf_counter()
         fn()
+        t1 = time.perf_counter()
         end.record(stream)
         end.synchronize()
         device_ms.append(start.elapsed_time(end))
-    return statistics.median(device_ms)
+        wall_ms.append((t1 - t0) * 1e3)
+    return statistics.median(device_ms), statistics.median(wall_ms)
 
 
 def _free_bytes(_cuda, cuda):
@@ -207,14 +244,21 @@ def _free_bytes(_cuda, cuda):
 
 
 def _row(case, impl, elements, tensors, ms, bytes_per_element, floor_ms=None, wall_ms=None,
-         dtype="float32", note=""):
+         dtype="float32", note="", copy=None, waited=None):
+    """One result. ``copy``: (ms, bytes) of the same-run device-to-device copy; ``of_copy``
+    is this row's bandwidth as a fraction of the copy's (1.0: as fast as a copy)."""
     seconds = ms / 1e3
     gbps = elements * bytes_per_element / seconds / 1e9 if seconds > 0 else float("nan")
+    of_copy = None
+    if copy is not None and copy[0] > 0 and seconds > 0:
+        of_copy = gbps / (copy[1] / (copy[0] / 1e3) / 1e9)
     return {
         "case": case, "impl": impl, "elements": int(elements), "tensors": int(tensors),
-        "dtype": dtype, "ms": ms, "wall_ms": wall_ms, "GBps": gbps,
+        "dtype": dtype, "ms": ms, "wall_ms": wall_ms,
+        "host_us": None if wall_ms is None else wall_ms * 1e3, "GBps": gbps,
         "bytes_per_element": bytes_per_element,
-        "vs_floor": (ms / floor_ms) if floor_ms else None, "note": note,
+        "vs_floor": (ms / floor_ms) if floor_ms else None, "of_copy": of_copy,
+        "waited_on_gpu": waited, "note": note,
     }
 
 
@@ -281,44 +325,99 @@ def run_cuda_bench(sizes=None, repeat=None, many="default", optimizers=("adam",)
             floor_kernel = floors[reads]
             launcher = _cuda.configured(floor_kernel, n, stream)
             floor_ms, floor_wall = _time_events(cuda, stream, lambda: launcher(*arrays), repeat)
+            src, dst = arrays[1], arrays[0]
+            copy_ms, _ = _time_events(cuda, stream,
+                                      lambda: dst.copy_to_device(src, stream=stream), repeat)
+            copy = (copy_ms, 2 * n * itemsize)
+            waited = _waited(_cuda, cuda, stream, lambda: opt.step([g]))
+            results.append(_row(case, "device-to-device copy (reference)", n, 1, copy_ms,
+                                2 * itemsize, floor_ms, None, dtype.name, note, copy=copy))
             results.append(_row(case, "floor (same bytes, trivial kernel)", n, 1, floor_ms,
-                                bpe, floor_ms, floor_wall, dtype.name, note))
+                                bpe, floor_ms, floor_wall, dtype.name, note, copy=copy))
             results.append(_row(case, "fastoptim cuda", n, 1, ms, bpe, floor_ms, wall,
-                                dtype.name, note))
+                                dtype.name, note, copy=copy, waited=waited))
             del opt, arrays, p, g
             _free_bytes(_cuda, cuda)  # hand Numba's memory back before torch allocates its own
             if torch is not None:
                 results.extend(_torch_rows(torch, case, opt_name, n, 1, dtype, bpe, floor_ms,
-                                           repeat, note))
+                                           repeat, note, copy=copy))
 
         if many is not None:
-            count, size = many
-            n = count * size
-            case = f"{opt_name} {count}x{size:,}"
-            host = [np.zeros(size, dtype) for _ in range(count)]
-            flat = fastoptim.FlatParams(host, device="cuda")
-            _cuda.fill(flat.grad_buffer, 1e-3)
-            opt = cls(flat.params, lr=1e-3, backend="cuda", **kwargs)
-            ms, wall = _time_events(cuda, stream, lambda: opt.step(flat.grads), repeat)
-            state = [flat.buffer, flat.grad_buffer] + [_cuda.zeros((n,), dtype)
-                                                       for _ in range(reads - 2)]
-            launcher = _cuda.configured(floors[reads], n, stream)
-            floor_ms, floor_wall = _time_events(cuda, stream, lambda: launcher(*state), repeat)
-            results.append(_row(case, "floor (same bytes, one flat kernel)", n, count, floor_ms,
-                                bpe, floor_ms, floor_wall, dtype.name))
-            results.append(_row(case, "fastoptim cuda, FlatParams (one launch)", n, count, ms,
-                                bpe, floor_ms, wall, dtype.name))
-            del opt, flat, state
-            _free_bytes(_cuda, cuda)
-            if torch is not None:
-                results.extend(_torch_rows(torch, case, opt_name, size, count, dtype, bpe,
-                                           floor_ms, repeat, ""))
+            results.extend(_many_rows(_cuda, cuda_backend, cuda, fastoptim, cls, opt_name, kwargs,
+                                      many, dtype, reads, bpe, floors, stream, repeat, torch))
     if console is not None:
         print_table(results, console)
     return results
 
 
-def _torch_rows(torch, case, opt_name, size, count, dtype, bpe, floor_ms, repeat, note):
+def _many_rows(_cuda, cuda_backend, cuda, fastoptim, cls, opt_name, kwargs, many, dtype, reads,
+               bpe, floors, stream, repeat, torch):
+    """count x size tensors: host time per step as a plain list, FlatParams, the one-launch
+    pointer-table call, and torch fused / foreach on the same tensors."""
+    count, size = many
+    n = count * size
+    case = f"{opt_name} {count}x{size:,}"
+    rows = []
+    # a plain list of separate device arrays, through the optimizer
+    params = [_cuda.zeros((size,), dtype) for _ in range(count)]
+    grads = [_cuda.zeros((size,), dtype) for _ in range(count)]
+    for g in grads:
+        _cuda.fill(g, 1e-3)
+    opt = cls(params, lr=1e-3, backend="cuda", **kwargs)
+    ms, wall = _time_events(cuda, stream, lambda: opt.step(grads), repeat)
+    waited = _waited(_cuda, cuda, stream, lambda: opt.step(grads))
+    rows.append(_row(case, "fastoptim cuda, plain list (optimizer)", n, count, ms, bpe, None,
+                     wall, dtype.name, waited=waited))
+    # the same tensors through the one-launch pointer-table call of the backend
+    multi = _multi_call(cuda_backend, opt_name, kwargs, params, grads, opt)
+    if multi is not None:
+        ms, wall = _time_events(cuda, stream, multi, repeat)
+        rows.append(_row(case, "fastoptim cuda, plain list, one launch (backend call)", n, count,
+                         ms, bpe, None, wall, dtype.name,
+                         note="" if not _cuda.SIMULATOR else "simulator: per-tensor"))
+    del opt, params, grads
+    host = [np.zeros(size, dtype) for _ in range(count)]
+    flat = fastoptim.FlatParams(host, device="cuda")
+    _cuda.fill(flat.grad_buffer, 1e-3)
+    opt = cls(flat.params, lr=1e-3, backend="cuda", **kwargs)
+    ms, wall = _time_events(cuda, stream, lambda: opt.step(flat.grads), repeat)
+    waited = _waited(_cuda, cuda, stream, lambda: opt.step(flat.grads))
+    state = [flat.buffer, flat.grad_buffer] + [_cuda.zeros((n,), dtype) for _ in range(reads - 2)]
+    launcher = _cuda.configured(floors[reads], n, stream)
+    floor_ms, floor_wall = _time_events(cuda, stream, lambda: launcher(*state), repeat)
+    rows.append(_row(case, "floor (same bytes, one flat kernel)", n, count, floor_ms,
+                     bpe, floor_ms, floor_wall, dtype.name))
+    rows.append(_row(case, "fastoptim cuda, FlatParams (one launch)", n, count, ms,
+                     bpe, floor_ms, wall, dtype.name, waited=waited))
+    del opt, flat, state
+    _free_bytes(_cuda, cuda)
+    if torch is not None:
+        rows.extend(_torch_rows(torch, case, opt_name, size, count, dtype, bpe, floor_ms,
+                                repeat, ""))
+    return rows
+
+
+def _multi_call(cuda_backend, opt_name, kwargs, params, grads, opt):
+    """A closure calling adam_multi / sgd_multi on the optimizer's own (allocated) state."""
+    state = [opt.state.get(i, {}) for i in range(len(params))]
+    if opt_name in ("adam", "adamw", "amsgrad"):
+        amsgrad = bool(kwargs.get("amsgrad"))
+        m = [s["exp_avg"] for s in state]
+        v = [s["exp_avg_sq"] for s in state]
+        w = [s["max_exp_avg_sq"] for s in state] if amsgrad else None
+        kw = dict(step=10.0, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+                  weight_decay=0.01 if opt_name == "adamw" else 0.0, amsgrad=amsgrad,
+                  maximize=False, decoupled_weight_decay=opt_name == "adamw")
+        return lambda: cuda_backend.adam_multi(params, grads, m, v, w, **kw)
+    momentum = kwargs.get("momentum", 0)
+    bufs = [s["momentum_buffer"] for s in state] if momentum else None
+    return lambda: cuda_backend.sgd_multi(params, grads, bufs, lr=1e-3, momentum=momentum,
+                                          dampening=0, weight_decay=0, nesterov=False,
+                                          maximize=False, first_step=False)
+
+
+def _torch_rows(torch, case, opt_name, size, count, dtype, bpe, floor_ms, repeat, note,
+                copy=None):
     cls_name, kwargs, _, _ = OPTIMIZERS[opt_name]
     tdtype = torch.float32 if dtype == np.float32 else torch.float64
     params = [torch.zeros(size, dtype=tdtype, device="cuda") for _ in range(count)]
@@ -328,13 +427,13 @@ def _torch_rows(torch, case, opt_name, size, count, dtype, bpe, floor_ms, repeat
     for mode in ("fused", "foreach"):
         try:
             opt = getattr(torch.optim, cls_name)(params, lr=1e-3, **{mode: True}, **kwargs)
-            ms = _time_torch(torch, opt.step, repeat)
+            ms, wall = _time_torch(torch, opt.step, repeat)
         except Exception as exc:  # an old torch without fused SGD, say
             rows.append(_row(case, f"torch {mode}", size * count, count, float("nan"), bpe,
-                             floor_ms, None, dtype.name, f"failed: {exc}"))
+                             floor_ms, None, dtype.name, f"failed: {exc}", copy=copy))
             continue
-        rows.append(_row(case, f"torch {mode}", size * count, count, ms, bpe, floor_ms, None,
-                         dtype.name, note))
+        rows.append(_row(case, f"torch {mode}", size * count, count, ms, bpe, floor_ms, wall,
+                         dtype.name, note, copy=copy))
         del opt
     del params
     torch.cuda.empty_cache()
@@ -345,13 +444,16 @@ def print_table(results, out=None):
     out = sys.stdout if out is None else out
     write = out.print if hasattr(out, "print") and not hasattr(out, "write") else (
         lambda s: print(s, file=out))
-    header = f"{'case':<22} {'implementation':<42} {'ms':>9} {'GB/s':>8} {'x floor':>8}  note"
+    header = (f"{'case':<22} {'implementation':<54} {'ms':>9} {'GB/s':>8} {'of copy':>8} "
+              f"{'host us':>9} {'waited':>6}  note")
     write(header)
     write("-" * len(header))
     for r in results:
-        ratio = f"{r['vs_floor']:.2f}" if r["vs_floor"] else ""
-        write(f"{r['case']:<22} {r['impl']:<42} {r['ms']:>9.3f} {r['GBps']:>8.1f} {ratio:>8}  "
-              f"{r['note']}")
+        frac = f"{r['of_copy']:.2f}" if r.get("of_copy") else ""
+        host = f"{r['host_us']:.1f}" if r.get("host_us") is not None else ""
+        waited = {None: "", True: "YES", False: "no"}[r.get("waited_on_gpu")]
+        write(f"{r['case']:<22} {r['impl']:<54} {r['ms']:>9.3f} {r['GBps']:>8.1f} {frac:>8} "
+              f"{host:>9} {waited:>6}  {r['note']}")
 
 
 def main(argv=None) -> int:

@@ -89,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.bench_parser = bench  # for usage errors found after parsing (unknown names)
 
-    demo = commands.add_parser("demo", help="train a small MLP: optimizers and schedulers "
-                                            "compared (fastoptim.demo)",
+    demo = commands.add_parser("demo", help="train small NumPy models: optimizers, schedules "
+                                            "and weight decay compared (fastoptim.demo)",
                                add_help=False)
     demo.add_argument("args", nargs=argparse.REMAINDER, help="passed to the demo")
     return parser

@@ -49,7 +49,10 @@ whole ``.buffer`` is read or scaled in one call). They must be float32/float64
 NumPy arrays (``TypeError`` otherwise, naming the argument); the clipping
 functions update them in place, so read-only arrays raise ``ValueError``. CUDA
 device arrays (anything with ``__cuda_array_interface__``) are reduced and
-scaled on the device; the total norm is copied back to the host (one sync).
+scaled on the device (``_cuda_reduce``: sums in the gradient's dtype, as torch,
+in a fixed order, so norms are bit-reproducible); these functions return a
+Python float, so they copy the per-block partial sums back (one wait for the
+GPU). An optimizer's ``max_grad_norm`` keeps the norm on the device instead.
 
 Backends: ``"numba"`` (parallel reductions with float64 accumulators, compiled
 with the options of ``backends/_jit.py`` plus ``fastmath={"reassoc"}`` for the sums), ``"numpy"``
@@ -356,67 +359,8 @@ def _reduce_numba(x, mode, p):
 
 # ------------------------------------------------------------------- CUDA kernels
 _cuda_kernels = None
-_STAT_COLUMNS = 6  # sum of terms, max |x|, min |x|, NaN count, non-finite count, non-zero count
-_STAT_THREADS = 256  # threads per block of the statistics kernel (a power of two)
+# (the statistics kernels are fastoptim/_cuda_reduce.py: fixed-order, no atomics)
 cuda = None  # numba.cuda, imported on first use by _device()
-_f64 = None  # numba.float64, for the shared arrays
-
-
-def _cu_stats(x, mode, p, out, row):
-    # each thread reduces a grid-stride slice, the block a shared-memory tree, and
-    # thread 0 adds the block's result into out[row] with one atomic per statistic
-    s_sum = cuda.shared.array(_STAT_THREADS, _f64)
-    s_max = cuda.shared.array(_STAT_THREADS, _f64)
-    s_min = cuda.shared.array(_STAT_THREADS, _f64)
-    s_cnt = cuda.shared.array((_STAT_THREADS, 3), _f64)
-    tid = cuda.threadIdx.x
-    acc = 0.0
-    hi = 0.0
-    lo = math.inf
-    nans = 0.0
-    bad = 0.0
-    nonzero = 0.0
-    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
-        v = x[i]
-        a = abs(v)
-        if mode == 0:
-            acc += v * v  # in x's dtype, as on the CPU
-        elif mode == 1:
-            acc += a
-        elif mode == 2:
-            acc += a ** p
-        if a != a:
-            nans += 1.0
-        else:
-            hi = max(hi, a)
-            lo = min(lo, a)
-        if not a < math.inf:
-            bad += 1.0
-        if v != 0:
-            nonzero += 1.0
-    s_sum[tid] = acc
-    s_max[tid] = hi
-    s_min[tid] = lo
-    s_cnt[tid, 0] = nans
-    s_cnt[tid, 1] = bad
-    s_cnt[tid, 2] = nonzero
-    cuda.syncthreads()
-    half = cuda.blockDim.x // 2
-    while half > 0:
-        if tid < half:
-            s_sum[tid] += s_sum[tid + half]
-            s_max[tid] = max(s_max[tid], s_max[tid + half])
-            s_min[tid] = min(s_min[tid], s_min[tid + half])
-            for k in range(3):
-                s_cnt[tid, k] += s_cnt[tid + half, k]
-        cuda.syncthreads()
-        half //= 2
-    if tid == 0:
-        cuda.atomic.add(out, (row, 0), s_sum[0])
-        cuda.atomic.max(out, (row, 1), s_max[0])
-        cuda.atomic.min(out, (row, 2), s_min[0])
-        for k in range(3):
-            cuda.atomic.add(out, (row, 3 + k), s_cnt[0, k])
 
 
 def _cu_scale(x, c):
@@ -436,43 +380,26 @@ def _cu_clamp(x, lo, hi):
 
 def _device():
     """``fastoptim._cuda`` and this module's CUDA kernels (numba.cuda is imported only here)."""
-    global _cuda_kernels, cuda, _f64
+    global _cuda_kernels, cuda
     from . import _cuda
 
     if _cuda_kernels is not None:
         return _cuda, _cuda_kernels
     _cuda._require()
-    import numba
-
-    cuda, _f64 = _cuda.cuda, numba.float64
+    cuda = _cuda.cuda
     jit = cuda.jit(cache=not _cuda.SIMULATOR)
-    _cuda_kernels = dict(
-        stats=jit(_cu_stats), scale=jit(_cu_scale), clamp=jit(_cu_clamp),
-        # the simulator runs a Python thread per CUDA thread: keep its blocks small
-        threads=32 if _cuda.SIMULATOR else _STAT_THREADS,
-    )
+    _cuda_kernels = dict(scale=jit(_cu_scale), clamp=jit(_cu_clamp))
     return _cuda, _cuda_kernels
 
 
 def _device_stats(arrays, mode, p, want_finite):
-    """Per-array statistics of device arrays: one kernel per array, one copy back."""
-    _cuda, k = _device()
-    stream = _cuda.get_stream()
-    init = np.zeros((len(arrays), _STAT_COLUMNS), dtype=np.float64)
-    init[:, 2] = np.inf
-    out = _cuda.cuda.to_device(init, stream=stream)
+    """Per-array statistics of device arrays: one kernel per array writes per-block
+    partials (in the array's dtype, fixed order, no atomics), one copy back per dtype."""
+    _device()
+    from . import _cuda_reduce
+
     device_mode = {_SUM_SQ: 0, _SUM_ABS: 1, _SUM_POW: 2}.get(mode, 3)
-    threads = k["threads"]
-    for row, x in enumerate(arrays):
-        flat = _cuda.DeviceArrays.ravel(x)
-        n = flat.shape[0]
-        if n == 0:
-            continue
-        blocks = min(-(-n // threads), _cuda.max_blocks())
-        k["stats"][blocks, threads, stream](flat, device_mode, flat.dtype.type(p), out, row)
-    host = out.copy_to_host(stream=stream)
-    if stream:
-        stream.synchronize()
+    host = _cuda_reduce.host_stats(arrays, device_mode, p)
     nan = host[:, 3] > 0
     if mode in (_SUM_SQ, _SUM_ABS, _SUM_POW):
         stats = host[:, 0]

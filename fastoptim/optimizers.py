@@ -119,6 +119,48 @@ class Optimizer:
         for group in groups:
             self.add_param_group(group)
 
+    @property
+    def last_grad_norm(self):
+        """Total 2-norm of the last step's gradients (None until computed).
+
+        On the cuda backend the norm stays on the device: reading this copies it
+        back (the one wait for the GPU), only when asked.
+        """
+        value = self._last_grad_norm
+        if callable(value):
+            value = self._last_grad_norm = value()
+        return value
+
+    @last_grad_norm.setter
+    def last_grad_norm(self, value):
+        self._last_grad_norm = value
+
+    # On the cuda backend skip_nonfinite decides on the device: these two are read
+    # back (one wait for the GPU) only when asked.
+    @property
+    def last_step_skipped(self):
+        """True when the last step() found a NaN/Inf gradient (and so changed nothing)."""
+        value = self._last_step_skipped
+        if callable(value):
+            value = self._last_step_skipped = bool(value())
+        return value
+
+    @last_step_skipped.setter
+    def last_step_skipped(self, value):
+        self._last_step_skipped = value
+
+    @property
+    def skipped_steps(self):
+        """How many steps skip_nonfinite has skipped so far."""
+        value = self._skipped_steps
+        if callable(value):
+            value = self._skipped_steps = int(value())
+        return value
+
+    @skipped_steps.setter
+    def skipped_steps(self, value):
+        self._skipped_steps = value
+
     # ------------------------------------------------------------------ groups
     def add_param_group(self, param_group):
         """Add a group of parameters with their own hyperparameters (torch's semantics)."""
@@ -213,6 +255,9 @@ class Optimizer:
                             for i, sl in zip(indices, segment.slices)]
                 if segment is not None and segment.uniform:
                     self._unshare(indices, segment)
+                if self._devices.on_device and len(work) > 1 and kernels.step_list(
+                        self, group, work, grad_scale):
+                    continue  # CUDA: the whole list in one pointer-table launch
                 for index, grad in work:
                     self._step_one(kernels, group, index, grad, grad_scale)
 
@@ -229,6 +274,8 @@ class Optimizer:
 
         arrays = [g for work in plan if work is not None
                   for g in (work if isinstance(work, tuple) else (g for _, g in work))]
+        if self._devices.on_device:  # CUDA: norm, factor and flag stay on the device
+            return backends.load("cuda").check_gradients(self, arrays)
         norm, finite = norm_and_finite(arrays, 2.0, self.backend)
         self.last_grad_norm = norm
         if self.skip_nonfinite and not finite:
@@ -653,7 +700,9 @@ class Adam(Optimizer):
         beta1, beta2 = g["betas"]
         kernels.adam(param, grad, state["exp_avg"], state["exp_avg_sq"],
                      state.get("max_exp_avg_sq") if g["amsgrad"] else None,
-                     step=float(entry["step"]), lr=g["lr"], beta1=beta1, beta2=beta2,
+                     # CUDA: the DeviceStep itself (its true value may be on the device)
+                     step=entry["step"] if self._devices.on_device else float(entry["step"]),
+                     lr=g["lr"], beta1=beta1, beta2=beta2,
                      eps=g["eps"], weight_decay=g["weight_decay"], amsgrad=g["amsgrad"],
                      maximize=g["maximize"], decoupled_weight_decay=g["decoupled_weight_decay"],
                      grad_scale=grad_scale)

@@ -7,6 +7,7 @@ with rtol 1e-6 (float32) / 1e-13 (float64), relative to each array's scale: a
 GPU may contract a multiply and an add into one FMA, which the reference does not.
 """
 import importlib.util
+import math
 import inspect
 import pathlib
 
@@ -116,11 +117,39 @@ def test_cuda_is_an_available_backend():
     assert cuda_backend.usable() and cuda_backend.why_unusable() == ""
 
 
+def test_usable_compiles_and_runs_a_kernel(monkeypatch):
+    """usable() is True only after a test kernel compiled and ran; a failure says why."""
+    calls = []
+    original = _cuda._run_probe
+    monkeypatch.setattr(_cuda, "_run_probe", lambda: calls.append(1) or original())
+    monkeypatch.setattr(_cuda, "_probe_result", None)
+    assert cuda_backend.usable() and calls == [1]
+    assert cuda_backend.usable() and calls == [1]  # once per process
+
+    def no_nvvm():
+        raise OSError("libNVVM cannot be found")
+
+    monkeypatch.setattr(_cuda, "_run_probe", no_nvvm)
+    monkeypatch.setattr(_cuda, "_probe_result", None)
+    assert not cuda_backend.usable()
+    reason = cuda_backend.why_unusable()
+    assert "could not compile and run a test kernel" in reason and "libNVVM" in reason
+    assert "fastoptim[cuda13]" in reason
+    with pytest.raises(RuntimeError, match="libNVVM"):
+        _cuda._require()
+
+
 def test_kernels_take_the_scalars_in_order():
     """Kernel arguments after the arrays are exactly _scalars' fields, then the flags."""
     names = list(inspect.signature(cuda_backend._adam_kernel.py_func).parameters)
-    assert names[5:] == list(_scalars.AdamScalars._fields) + ["amsgrad", "maximize"]
+    assert names[7:] == list(_scalars.AdamScalars._fields) + ["amsgrad", "maximize", "attempted", "lr"]
     names = list(inspect.signature(cuda_backend._sgd_kernel.py_func).parameters)
+    assert names[4:] == list(_scalars.SGDScalars._fields) + ["first_step", "nesterov", "maximize"]
+    # the pointer-table kernels: (table, total, ctrl), then the same scalars and flags
+    names = list(inspect.signature(cuda_backend._adam_multi).parameters)
+    assert names[3:] == list(_scalars.AdamScalars._fields) + ["amsgrad", "maximize", "attempted",
+                                                              "lr"]
+    names = list(inspect.signature(cuda_backend._sgd_multi).parameters)
     assert names[3:] == list(_scalars.SGDScalars._fields) + ["first_step", "nesterov", "maximize"]
 
 
@@ -216,11 +245,51 @@ def test_views_of_one_device_buffer_launch_once(launches):
     assert_close(host(buf), ref)
 
 
-def test_separate_arrays_launch_once_each(launches):
+ONE_LAUNCH = cuda_backend.POINTER_KERNELS and not _cuda.SIMULATOR
+
+
+def test_separate_arrays_launch_once_per_list(launches, monkeypatch):
+    """A plain list goes through step_list: one pointer-table launch on a GPU (the simulator
+    cannot run raw-pointer kernels, so there each tensor still gets its own launch)."""
+    calls = []
+    original = cuda_backend.adam_multi
+    monkeypatch.setattr(cuda_backend, "adam_multi",
+                        lambda *a, **k: calls.append(len(a[0])) or original(*a, **k))
     params = [dev(np.ones(5, np.float32)) for _ in range(3)]
     opt = fastoptim.Adam(params, lr=0.1)
     opt.step([dev(np.ones(5, np.float32)) for _ in range(3)])
-    assert launches["n"] == 3
+    assert calls == [3]
+    assert launches["n"] == (1 if ONE_LAUNCH else 3)
+    opt.step([dev(np.ones(5, np.float32)), None, dev(np.ones(5, np.float32))])
+    assert calls == [3, 2]
+    # the skipped tensor is one step behind: two buckets, one call each
+    opt.step([dev(np.ones(5, np.float32)) for _ in range(3)])
+    assert sorted(calls[2:]) == [1, 2]
+    assert [float(opt.state[i]["step"]) for i in range(3)] == [3.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("cls, kw", [("SGD", dict(momentum=0.9, dampening=0.1)),
+                                     ("SGD", dict(nesterov=True, momentum=0.5)),
+                                     ("SGD", {}),
+                                     ("Adam", dict(amsgrad=True, weight_decay=0.1)),
+                                     ("AdamW", {})])
+def test_plain_list_steps_like_the_reference_with_missing_grads(cls, kw):
+    rng = np.random.default_rng(31)
+    shapes = [(4,), (2, 3), (0,), (9,)]
+    init = random_arrays(rng, shapes, np.float32)
+    ref_params = [p.copy() for p in init]
+    params = [dev(p) for p in init]
+    ref = getattr(fastoptim, cls)(ref_params, lr=0.05, backend="numpy", **kw)
+    opt = getattr(fastoptim, cls)(params, lr=0.05, **kw)
+    for step in range(4):
+        grads = random_arrays(rng, shapes, np.float32)
+        if step == 1:
+            grads[0] = None  # that tensor does not step (its state stays behind)
+        ref.step(grads)
+        opt.step([None if g is None else dev(g) for g in grads])
+        for i, (a, b) in enumerate(zip(ref_params, params)):
+            assert_close(host(b), a, err_msg=f"param {i}")
+        assert_states_close(opt.state_dict(), ref.state_dict())
 
 
 def test_flat_params_device_inputs_and_errors():
@@ -394,6 +463,14 @@ def test_benchmark_smoke():
                                 peers=False, allow_simulator=True)
     impls = {r["impl"] for r in rows}
     assert "fastoptim cuda" in impls and "fastoptim cuda, FlatParams (one launch)" in impls
+    assert {"device-to-device copy (reference)", "fastoptim cuda, plain list (optimizer)",
+            "fastoptim cuda, plain list, one launch (backend call)"} <= impls
+    for r in rows:
+        if r["impl"] == "device-to-device copy (reference)":
+            # (the simulator's events may time a copy at 0 ms: then there is no ratio)
+            assert r["of_copy"] == pytest.approx(1.0) if r["ms"] > 0 else r["of_copy"] is None
+        if "plain list" in r["impl"] or "FlatParams" in r["impl"]:
+            assert r["host_us"] > 0 and r["tensors"] == 3
     assert all(r["elements"] > 0 for r in rows)
     with pytest.raises(ValueError):
         bench.run_cuda_bench(sizes=["lots"], allow_simulator=True)
@@ -425,3 +502,296 @@ def test_skip_nonfinite_and_max_grad_norm_on_device(flat):
     assert opt.skipped_steps == 1 and float(opt.state[0]["step"]) == 3
     for p, r in zip(params, ref_params):
         assert_close(host(p), r)
+
+
+# ------------------------------------------ device-side max_grad_norm / skip_nonfinite
+from fastoptim import _cuda_reduce  # noqa: E402
+
+
+@pytest.fixture
+def host_reads(monkeypatch):
+    """Count the copies of the control buffer back to the host (the only wait of a step)."""
+    counter = {"n": 0}
+    original = _cuda_reduce.GradControl.read
+
+    def counting(self):
+        counter["n"] += 1
+        return original(self)
+
+    monkeypatch.setattr(_cuda_reduce.GradControl, "read", counting)
+    return counter
+
+
+@pytest.mark.parametrize("dtypes", [(np.float32, np.float32), (np.float32, np.float64)])
+def test_max_grad_norm_stays_on_the_device(host_reads, dtypes):
+    """The norm and factor are computed on the device; the host reads the norm only when asked."""
+    rng = np.random.default_rng(21)
+    shapes = [(70,), (3, 5)]
+    init = [rng.standard_normal(s).astype(dt) for s, dt in zip(shapes, dtypes)]
+    ref_params = [p.copy() for p in init]
+    ref = fastoptim.AdamW(ref_params, lr=0.1, backend="numpy", max_grad_norm=0.5)
+    params = [dev(p) for p in init]
+    opt = fastoptim.AdamW(params, lr=0.1, max_grad_norm=0.5)
+    for _ in range(3):
+        grads = [(rng.standard_normal(s) * 2).astype(dt) for s, dt in zip(shapes, dtypes)]
+        ref.step(grads)
+        opt.step([dev(g) for g in grads])
+        assert host_reads["n"] == 0  # the step did not wait for the GPU
+        assert opt.last_grad_norm == pytest.approx(ref.last_grad_norm, rel=1e-6)
+        assert host_reads["n"] == 1
+        opt.last_grad_norm  # read once, then kept
+        assert host_reads["n"] == 1
+        host_reads["n"] = 0
+        for p, r in zip(params, ref_params):
+            # the float32 gradient's sum of squares is a float32 sum on the device (as in
+            # torch) and a float64 one on the CPU: the factor agrees to float32 precision
+            np.testing.assert_allclose(host(p), r, rtol=2e-6, atol=2e-6)
+    control = opt._cuda_grad_control
+    opt.step([dev(g) for g in grads])
+    assert opt._cuda_grad_control is control  # persistent buffers, reused
+
+
+@pytest.mark.parametrize("dampening", [0.0, 0.5])
+def test_skip_nonfinite_on_the_device(host_reads, dampening):
+    """SGD without dampening (and Adam) skip on the device: no read-back during step; the
+    flag and the count are read when asked. With dampening the host reads the flag."""
+    p = dev(np.ones(40, np.float32))
+    opt = fastoptim.SGD([p], lr=0.1, momentum=0.9, dampening=dampening, skip_nonfinite=True)
+    bad = np.ones(40, np.float32)
+    bad[17] = np.nan
+    opt.step([dev(bad)])
+    assert host_reads["n"] == (0 if dampening == 0 else 1)
+    assert opt.last_step_skipped and opt.skipped_steps == 1 and math.isnan(opt.last_grad_norm)
+    np.testing.assert_array_equal(host(p), np.ones(40))
+    for entry in opt.state_dict()["state"].values():  # at most a zero buffer, never garbage
+        assert not entry["momentum_buffer"].any()
+    opt.step([dev(np.ones(40, np.float32))])  # the first real step: buffer = gradient
+    assert not opt.last_step_skipped and opt.skipped_steps == 1
+    np.testing.assert_allclose(host(p), np.full(40, 0.9, np.float32))
+    opt.step([dev(np.ones(40, np.float32))])
+    np.testing.assert_allclose(host(p), np.full(40, 0.9 - 0.1 * (0.9 + (1 - dampening)),
+                                                np.float32), rtol=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["one", "list", "flat"])
+def test_adam_skips_on_the_device_and_counts_the_true_step(host_reads, layout):
+    """Skipped steps (first and later ones) are counted on the device; the bias corrections
+    of the following steps are those of the true step, as on the CPU."""
+    rng = np.random.default_rng(41)
+    shapes = [(6,)] if layout == "one" else [(6,), (2, 3)]
+    init = random_arrays(rng, shapes, np.float32)
+    ref_params = [x.copy() for x in init]
+    ref = fastoptim.Adam(ref_params, lr=0.05, backend="numpy", skip_nonfinite=True)
+    params, fp = to_device_params(init, layout == "flat")
+    opt = fastoptim.Adam(params, lr=0.05, skip_nonfinite=True, max_grad_norm=10.0)
+    ref.max_grad_norm = 10.0
+    plan = ["bad", "ok", "ok", "bad", "bad", "ok", "ok"]
+    for kind in plan:
+        grads = random_arrays(rng, shapes, np.float32)
+        if kind == "bad":
+            grads[-1].flat[0] = np.inf
+        ref.step(grads)
+        if fp is not None:
+            for view, value in zip(fp.grads, grads):
+                view.copy_to_device(value)
+            opt.step(fp.grads)
+        else:
+            opt.step([dev(g) for g in grads])
+        assert host_reads["n"] == 0
+    assert opt.skipped_steps == ref.skipped_steps == 3 and not opt.last_step_skipped
+    assert [float(opt.state[i]["step"]) for i in range(len(shapes))] == [4.0] * len(shapes)
+    for a, b in zip(ref_params, params):
+        np.testing.assert_allclose(host(b), a, rtol=2e-6, atol=2e-6)
+    sd = opt.state_dict()
+    assert all(float(entry["step"]) == 4.0 for entry in sd["state"].values())
+    assert_states_close(sd, ref.state_dict())
+
+
+def test_update_kernels_obey_the_device_flag():
+    """The skip flag is honoured by the kernel itself (what a sync-free skip relies on)."""
+    p = dev(np.ones(33, np.float32))
+    control = _cuda_reduce.GradControl(((33, np.dtype(np.float32)),))
+    bad = np.ones(33, np.float32)
+    bad[3] = np.inf
+    control.run([dev(bad)], None, True)
+    cuda_backend.sgd(p, dev(np.ones(33, np.float32)), None, lr=0.5, momentum=0, dampening=0,
+                     weight_decay=0, nesterov=False, maximize=False, first_step=True,
+                     grad_scale=control)
+    np.testing.assert_array_equal(host(p), np.ones(33))
+    norm, count, skip = control.read()
+    assert norm == np.inf and count == 1 and skip
+
+
+def test_device_norm_is_bit_reproducible_and_matches_the_host():
+    rng = np.random.default_rng(22)
+    hosts = [rng.standard_normal(n).astype(np.float32) for n in (1000, 1, 64)]
+    devs = [dev(h) for h in hosts]
+    layout = tuple((h.size, h.dtype) for h in hosts)
+    norms = set()
+    for _ in range(3):
+        control = _cuda_reduce.GradControl(layout)
+        control.run(devs, 1.0, False)
+        norms.add(control.read()[0])
+    assert len(norms) == 1
+    (norm,) = norms
+    assert norm == pytest.approx(fastoptim.clip.total_norm(hosts, backend="numpy"), rel=1e-6)
+    coef = host(control.ctrl)[1]
+    assert coef == fastoptim.clip.clip_coef(1.0, np.float32(norm), np.float32)
+    assert fastoptim.clip.total_norm(devs) == fastoptim.clip.total_norm(devs)
+
+
+# ----------------------------------------------------- one launch for a plain list
+def test_multi_functions_match_the_per_tensor_kernels():
+    """adam_multi / sgd_multi give the per-tensor results (the simulator runs them per tensor;
+    on a GPU they are one pointer-table launch)."""
+    rng = np.random.default_rng(23)
+    shapes = [(5,), (0,), (3, 4), (1,)]
+    for amsgrad in (False, True):
+        init = random_arrays(rng, shapes, np.float32)
+        grads = random_arrays(rng, shapes, np.float32)
+        a = [dev(x) for x in init]
+        b = [dev(x) for x in init]
+        state_a = [[dev(np.zeros(s, np.float32)) for s in shapes] for _ in range(3)]
+        state_b = [[dev(np.zeros(s, np.float32)) for s in shapes] for _ in range(3)]
+        kw = dict(step=2, lr=0.01, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.1,
+                  amsgrad=amsgrad, maximize=False, decoupled_weight_decay=True)
+        cuda_backend.adam_multi(a, [dev(g) for g in grads], state_a[0], state_a[1],
+                                state_a[2] if amsgrad else None, **kw)
+        for i in range(len(shapes)):
+            if not init[i].size:
+                continue
+            ravel = _cuda.DeviceArrays.ravel
+            cuda_backend.adam(ravel(b[i]), ravel(dev(grads[i])), ravel(state_b[0][i]),
+                              ravel(state_b[1][i]), ravel(state_b[2][i]) if amsgrad else None,
+                              **kw)
+        for x, y in zip(a + state_a[0] + state_a[1], b + state_b[0] + state_b[1]):
+            assert_close(host(x), host(y))  # two kernels may contract FMAs differently
+    p = [dev(x) for x in init]
+    cuda_backend.sgd_multi(p, [dev(g) for g in grads], None, lr=0.5, momentum=0, dampening=0,
+                           weight_decay=0, nesterov=False, maximize=False, first_step=True)
+    for x, i, g in zip(p, init, grads):
+        assert_close(host(x), i - np.float32(0.5) * g)
+
+
+def test_pointer_table_is_rebuilt_only_when_the_tensors_change():
+    cuda_backend._tables.clear()
+    arrays = [dev(np.arange(n, dtype=np.float32)) for n in (3, 5)]
+    grads = [dev(np.zeros(n, np.float32)) for n in (3, 5)]
+    t1, total = cuda_backend._table((arrays, grads), [3, 5])
+    assert total == 8
+    rows = host(t1)
+    assert list(rows[:, 0]) == [_cuda._desc(a).ptr for a in arrays]
+    assert list(rows[:, 1]) == [_cuda._desc(g).ptr for g in grads]
+    assert list(rows[:, 5]) == [3, 5] and list(rows[:, 6]) == [0, 3]
+    assert cuda_backend._table((list(arrays), list(grads)), [3, 5])[0] is t1  # same tensors
+    new_grads = [grads[0], dev(np.zeros(5, np.float32))]
+    t2, _ = cuda_backend._table((arrays, new_grads), [3, 5])
+    assert t2 is not t1 and host(t2)[1, 1] == _cuda._desc(new_grads[1]).ptr
+
+
+class _ForeignArray:
+    """A device array from another library: only ``__cuda_array_interface__`` and a shape
+    (a torch CUDA tensor's ``size`` is a method, as here)."""
+
+    def __init__(self, numba_array):
+        self._a = numba_array
+        self.shape = numba_array.shape
+        self.__cuda_array_interface__ = dict(numba_array.__cuda_array_interface__)
+
+    def size(self):
+        return self.shape
+
+
+def test_find_segment_accepts_arrays_whose_size_is_a_method():
+    if _cuda.SIMULATOR:  # simulator arrays have no __cuda_array_interface__ to borrow
+        buf = dev(np.ones(8, np.float32))
+        views = [buf[0:3], buf[3:8]]
+        assert _cuda.DeviceArrays.find_segment(views) is not None
+        return
+    buf = dev(np.ones(8, np.float32))
+    views = [_ForeignArray(buf[0:3]), _ForeignArray(buf[3:8])]
+    found = _cuda.DeviceArrays.find_segment(views)
+    assert found is not None and found[2].shape == (8,)
+
+
+# ------------------------------------------------------------ devices and streams
+def test_parameters_on_another_device_are_rejected(monkeypatch):
+    p0, p1 = dev(np.ones(3)), dev(np.ones(3))
+    monkeypatch.setattr(_cuda, "device_id", lambda x: 1 if x is p1 else 0)
+    with pytest.raises(ValueError, match=r"params\[1\] is on CUDA device 1 but the current "
+                                         r"CUDA device is 0"):
+        fastoptim.SGD([p0, p1], lr=0.1)
+    opt = fastoptim.SGD([p0], lr=0.1)
+    with pytest.raises(ValueError, match=r"params\[1\] is on CUDA device 1"):
+        opt.add_param_group({"params": [p1]})
+    assert len(opt.param_groups) == 1
+    g1 = dev(np.ones(3))
+    monkeypatch.setattr(_cuda, "device_id", lambda x: 1 if x is g1 else 0)
+    with pytest.raises(ValueError, match=r"grads\[0\] is on CUDA device 1 but its parameter"):
+        opt.step([g1])
+    np.testing.assert_array_equal(host(p0), np.ones(3))
+
+
+def test_device_id_of_foreign_arrays():
+    class TorchLike:
+        class device:
+            type, index = "cuda", 2
+
+    class CupyLike:
+        class device:
+            id = 3
+
+    assert _cuda.device_id(TorchLike()) == 2 and _cuda.device_id(CupyLike()) == 3
+    assert _cuda.device_id(object()) is None
+
+
+def test_external_streams_are_cached_by_handle(monkeypatch):
+    made = []
+
+    class FakeStream:
+        def __init__(self, handle):
+            made.append(handle)
+            self.handle = handle
+
+    class TorchStream:
+        def __init__(self, handle):
+            self.cuda_stream = handle
+
+    monkeypatch.setattr(_cuda, "SIMULATOR", False)
+    monkeypatch.setattr(_cuda.cuda, "external_stream", FakeStream, raising=False)
+    monkeypatch.setattr(_cuda, "_external_streams", {})
+    a = _cuda._as_stream(TorchStream(1234))
+    assert _cuda._as_stream(TorchStream(1234)) is a and _cuda._as_stream(1234) is a
+    assert _cuda._as_stream(TorchStream(99)) is not a and made == [1234, 99]
+
+
+def test_state_dict_waits_for_every_stream(monkeypatch):
+    calls = []
+    original = _cuda.cuda.synchronize
+    monkeypatch.setattr(_cuda.cuda, "synchronize", lambda: calls.append(1) or original())
+    p = dev(np.ones(5, np.float32))
+    opt = fastoptim.Adam([p], lr=0.1)
+    with cuda_backend.use_stream(cuda.stream()):
+        opt.step([dev(np.ones(5, np.float32))])
+    calls.clear()
+    sd = opt.state_dict()
+    assert calls and sd["state"][0]["exp_avg"][0] == pytest.approx(0.1)
+
+
+def test_chunk_table_of_the_one_launch_norm(monkeypatch):
+    """The pointer-table statistics (one launch for a list's norm on a GPU) cut every array
+    into CHUNK-element chunks, in order; the finish sums each array's chunk rows."""
+    simulator = _cuda.SIMULATOR
+    monkeypatch.setattr(_cuda_reduce, "CHUNK", 4)
+    monkeypatch.setattr(_cuda, "POINTER_KERNELS", True)
+    monkeypatch.setattr(_cuda, "SIMULATOR", False)
+    arrays = [dev(np.ones(n, np.float32)) for n in (9, 0, 4)]
+    layout = tuple((a.shape[0], np.dtype(np.float32)) for a in arrays)
+    control = _cuda_reduce.GradControl(layout)
+    assert control.chunked
+    monkeypatch.setattr(_cuda, "SIMULATOR", simulator)  # (to read the simulator's addresses)
+    assert host(control.table).tolist() == [[0, 0, 3], [0, 3, 0], [0, 3, 1]]
+    table = control._chunks(arrays, np.dtype(np.float32))
+    a0, a2 = _cuda._desc(arrays[0]).ptr, _cuda._desc(arrays[2]).ptr
+    assert host(table).tolist() == [[a0, 0, 4], [a0, 4, 4], [a0, 8, 1], [a2, 0, 4]]
+    assert control._chunks(list(arrays), np.dtype(np.float32)) is table  # cached

@@ -10,7 +10,8 @@ read and written (momentum, first step, amsgrad).
 
 No host-device synchronization happens inside a step: the per-step scalars
 (bias corrections, ...) come from ``_scalars`` on the host and travel as kernel
-arguments; the step counter stays on the host. The launch configuration
+arguments; the step counter counts launches on the host (and, under
+``skip_nonfinite``, skipped steps on the device: ``_cuda.DeviceStep``). The launch configuration
 ``kernel[blocks, threads, stream]`` is built once per (size bucket, stream) and
 cached (``fastoptim._cuda.configured``).
 
@@ -33,9 +34,11 @@ finished, or that stream made the current one here, before ``step``).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from .. import _cuda
+from .. import _cuda, _cuda_reduce as _reduce
 from . import _math
 from ._scalars import adam_scalars, sgd_scalars
 
@@ -58,6 +61,15 @@ def why_unusable() -> str:
     return _cuda.why_unavailable()
 
 
+def _true_step_scalars_py(step, lerp_weight, one_minus_beta2, lr):
+    """(-lr / (1 - beta1**step), sqrt(1 - beta2**step)) on the device, in the parameter's
+    dtype, as 1 - beta**t = -expm1(t * log1p(-(1 - beta))) (accurate for small 1 - beta)."""
+    bias_correction1 = -math.expm1(step * math.log1p(-lerp_weight))
+    bias_correction2 = -math.expm1(step * math.log1p(-one_minus_beta2))
+    return -(lr / bias_correction1), math.sqrt(bias_correction2)
+
+
+_true_step_scalars = cuda.jit(device=True, inline=True)(_true_step_scalars_py)
 _sgd_update = cuda.jit(device=True, inline=True)(_math.sgd_update)
 _adam_update = cuda.jit(device=True, inline=True)(_math.adam_update)
 
@@ -65,9 +77,12 @@ _CACHE = not _cuda.SIMULATOR
 
 
 @cuda.jit(cache=_CACHE)
-def _sgd_kernel(param, grad, buf, grad_scale, neg_lr, weight_decay, momentum,
+def _sgd_kernel(param, grad, buf, ctrl, grad_scale, neg_lr, weight_decay, momentum,
                 one_minus_dampening, has_weight_decay, has_momentum, first_step, nesterov,
                 maximize):
+    if ctrl[1] != 0:  # skip_nonfinite found a NaN/Inf gradient (on the device)
+        return
+    grad_scale = grad_scale * ctrl[0]  # the clip factor computed on the device (else 1)
     start = cuda.grid(1)
     stride = cuda.gridsize(1)
     n = param.shape[0]
@@ -91,10 +106,18 @@ def _sgd_kernel(param, grad, buf, grad_scale, neg_lr, weight_decay, momentum,
 
 
 @cuda.jit(cache=_CACHE)
-def _adam_kernel(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, lerp_weight,
-                 lerp_complement, lerp_from_start, beta2, one_minus_beta2,
+def _adam_kernel(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, ctrl, cell, grad_scale,
+                 lerp_weight, lerp_complement, lerp_from_start, beta2, one_minus_beta2,
                  bias_correction2_sqrt, eps, neg_step_size, weight_decay, decay_factor,
-                 weight_decay_mode, amsgrad, maximize):
+                 weight_decay_mode, amsgrad, maximize, attempted, lr):
+    if ctrl[1] != 0:  # skip_nonfinite found a NaN/Inf gradient (on the device)
+        if cuda.grid(1) == 0:
+            cell[0] += 1  # one step fewer than the host counted (no other thread reads it)
+        return
+    grad_scale = grad_scale * ctrl[0]  # the clip factor computed on the device (else 1)
+    if cell[0] != 0:  # steps were skipped on the device: the bias corrections of the true step
+        neg_step_size, bias_correction2_sqrt = _true_step_scalars(
+            attempted - cell[0], lerp_weight, one_minus_beta2, lr)
     start = cuda.grid(1)
     stride = cuda.gridsize(1)
     n = param.shape[0]
@@ -125,22 +148,51 @@ def _check_device(param):
         raise TypeError("the cuda backend updates CUDA device arrays, not host NumPy arrays")
 
 
+def _control(grad_scale, dtype):
+    """(host factor, device [factor, skip] buffer) for one launch."""
+    if isinstance(grad_scale, _reduce.GradControl):
+        return 1.0, grad_scale.for_dtype(dtype)
+    return grad_scale, _reduce.no_control(dtype)
+
+
 def sgd(param, grad, momentum_buffer, *, lr, momentum, dampening, weight_decay,
         nesterov, maximize, first_step, grad_scale=1.0):
     _check_device(param)
+    grad_scale, ctrl = _control(grad_scale, param.dtype)
     s = sgd_scalars(param.dtype, lr=lr, momentum=momentum, dampening=dampening,
                     weight_decay=weight_decay, grad_scale=grad_scale)
     n = param.shape[0]
     if n == 0:
         return
     buf = param if momentum_buffer is None else momentum_buffer  # unused without momentum
-    _configured(_sgd_kernel, n)(param, grad, buf, *s, bool(first_step), bool(nesterov),
+    _configured(_sgd_kernel, n)(param, grad, buf, ctrl, *s, bool(first_step), bool(nesterov),
                                 bool(maximize))
+
+
+def _step_cell(step, grad_scale, dtype):
+    """(host step count, device cell of skipped steps) for one launch.
+
+    A ``DeviceStep`` under a ``skip_nonfinite`` control gets its own cell (the
+    kernel counts a skipped step there); otherwise its existing cell, or a
+    shared cell holding 0 (never written: no skip can happen then).
+    """
+    if isinstance(step, _cuda.DeviceStep):
+        if isinstance(grad_scale, _reduce.GradControl) and grad_scale.skip_nonfinite:
+            return step.attempted, step.ensure_cell(dtype)
+        if step.cell is not None:
+            return step.attempted, step.cell
+        return step.attempted, _reduce.zero_cell(dtype)
+    if isinstance(grad_scale, _reduce.GradControl) and grad_scale.skip_nonfinite:
+        return float(step), _cuda.zeros(1, dtype)  # a plain count: a cell of its own, dropped
+    return float(step), _reduce.zero_cell(dtype)
 
 
 def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, beta1, beta2,
          eps, weight_decay, amsgrad, maximize, decoupled_weight_decay, grad_scale=1.0):
+    """``step``: a number, or the optimizer's ``DeviceStep`` (see ``_cuda.DeviceStep``)."""
     _check_device(param)
+    step, cell = _step_cell(step, grad_scale, param.dtype)
+    grad_scale, ctrl = _control(grad_scale, param.dtype)
     s = adam_scalars(param.dtype, step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
                      weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
                      grad_scale=grad_scale)
@@ -148,5 +200,404 @@ def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, beta1, b
     if n == 0:
         return
     vmax = exp_avg_sq if max_exp_avg_sq is None else max_exp_avg_sq  # unused without amsgrad
-    _configured(_adam_kernel, n)(param, grad, exp_avg, exp_avg_sq, vmax, *s, bool(amsgrad),
-                                 bool(maximize))
+    t = np.dtype(param.dtype).type
+    _configured(_adam_kernel, n)(param, grad, exp_avg, exp_avg_sq, vmax, ctrl, cell, *s,
+                                 bool(amsgrad), bool(maximize), t(step), t(lr))
+
+
+# ------------------------------------------------- max_grad_norm / skip_nonfinite
+def check_gradients(opt, grads):
+    """The CUDA half of ``Optimizer._check_gradients``: the 2-norm, torch's clip factor and
+    the non-finite flag of ``grads`` computed on the device, into a persistent buffer.
+
+    Returns what ``_update`` passes as ``grad_scale``: a ``GradControl`` whose
+    device buffers the update kernels read (factor and skip flag), or None when
+    ``skip_nonfinite`` found a NaN/Inf. Sets ``opt.last_grad_norm`` to a callable
+    that copies the norm back only when asked (the optimizer's property calls it).
+
+    The host does not wait for the GPU: the update kernels skip by themselves,
+    and Adam's ``DeviceStep`` counters count the skipped steps on the device
+    (``opt.last_step_skipped`` / ``skipped_steps`` become callables that the
+    optimizer's properties resolve when read). The one exception is SGD with
+    momentum and ``dampening != 0`` under ``skip_nonfinite``: a skipped first
+    step would need a device-side "first step" flag, so there the host reads the
+    flag (8 bytes, one wait per step) and skips as on the CPU.
+    """
+    flats = [_cuda.DeviceArrays.ravel(g) for g in grads]
+    layout = tuple((int(f.shape[0]), np.dtype(f.dtype)) for f in flats)
+    control = getattr(opt, "_cuda_grad_control", None)
+    if control is None or control.layout != layout:
+        control = _reduce.GradControl(layout)
+        opt._cuda_grad_control = control
+    sync_free = opt.skip_nonfinite and _skip_on_device(opt)
+    if sync_free and control.skipped_base is None:  # once per control buffer (one wait)
+        control.skipped_base = opt.skipped_steps - int(control.read_skips())
+    control.run(flats, opt.max_grad_norm, opt.skip_nonfinite)
+    opt.last_grad_norm = lambda: control.read()[0]
+    if sync_free:  # the kernels skip on the device; the host learns it when it asks
+        opt.last_step_skipped = lambda: control.read()[2]
+        opt.skipped_steps = lambda: control.skipped_base + int(control.read_skips())
+        return control
+    if opt.skip_nonfinite:
+        norm, _bad, skip = control.read()
+        opt.last_grad_norm = norm
+        if skip:
+            opt.last_step_skipped = True
+            opt.skipped_steps += 1
+            return None
+    return control
+
+
+def _skip_on_device(opt):
+    """Can the kernels skip a step by themselves? Adam: yes (DeviceStep counters). SGD: when
+    no group uses dampening (a momentum buffer whose first step was skipped holds zeros, and
+    0 * momentum + 1 * g is g, exactly the first step's buffer); else the host reads the flag."""
+    from ..optimizers import SGD, Adam
+
+    if isinstance(opt, Adam):
+        return True
+    if isinstance(opt, SGD):
+        return all(g["momentum"] == 0 or g["dampening"] == 0 for g in opt.param_groups)
+    return False
+
+
+# -------------------------------------------------------- one launch for a list
+# Raw-pointer kernels: a device table holds, per tensor, the addresses of its
+# param, grad and state arrays, its length and its offset in the flat index
+# space; each thread walks that space with a grid stride and follows the table.
+# The simulator cannot dereference raw device addresses, so there (and only
+# there) the *_multi functions launch the per-tensor kernels instead.
+TABLE_COLUMNS = 8  # param, grad, state a, state b, state c, length, start offset, step cell
+_tables: dict = {}  # key (addresses and lengths) -> device table
+TABLE_CACHE = 16
+
+
+def _address(x):
+    """The device address of array ``x`` (torch, CuPy, Numba or any CAI object)."""
+    data_ptr = getattr(x, "data_ptr", None)
+    if callable(data_ptr):  # torch
+        return int(data_ptr())
+    if isinstance(x, _cuda._NativeArray) and not _cuda.SIMULATOR:
+        return int(x.device_ctypes_pointer.value or 0)
+    return _cuda._desc(x).ptr
+
+
+def _table(columns, lengths):
+    """The device table for these arrays, rebuilt only when an address or a length changes."""
+    key = (tuple(tuple(_address(a) if a is not None else 0 for a in col) for col in columns),
+           tuple(lengths))
+    hit = _tables.get(key)
+    if hit is None:
+        rows = np.zeros((len(lengths), TABLE_COLUMNS), dtype=np.int64)
+        for c, col in enumerate(columns):
+            rows[:, c if c < 5 else c + 2] = key[0][c]  # (a 6th column: the step cells)
+        rows[:, 5] = lengths
+        rows[:, 6] = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if lengths else []
+        if len(_tables) >= TABLE_CACHE:
+            _tables.pop(next(iter(_tables)))
+        hit = _tables[key] = (_cuda.cuda.to_device(rows, stream=_cuda.get_stream()),
+                              int(sum(lengths)))
+    return hit
+
+
+def _nonempty(arrays):
+    return [i for i, a in enumerate(arrays) if math.prod(a.shape) > 0]
+
+
+def sgd_multi(params, grads, momentum_buffers, *, lr, momentum, dampening, weight_decay,
+              nesterov, maximize, first_step, grad_scale=1.0):
+    """``sgd`` over lists of same-dtype, checked, contiguous device arrays in one launch.
+
+    ``momentum_buffers`` is a list (entries unused without momentum) or None.
+    The arrays must already have passed the optimizer's checks (as for ``sgd``).
+    """
+    if not params:
+        return
+    dtype = np.dtype(params[0].dtype)
+    bufs = momentum_buffers if momentum_buffers is not None else [None] * len(params)
+    if _cuda.SIMULATOR or not POINTER_KERNELS:
+        for p, g, b in zip(params, grads, bufs):
+            sgd(_cuda.DeviceArrays.ravel(p), _cuda.DeviceArrays.ravel(g),
+                None if b is None else _cuda.DeviceArrays.ravel(b), lr=lr, momentum=momentum,
+                dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
+                maximize=maximize, first_step=first_step, grad_scale=grad_scale)
+        return
+    keep = _nonempty(params)
+    if not keep:
+        return
+    grad_scale, ctrl = _control(grad_scale, dtype)
+    s = sgd_scalars(dtype, lr=lr, momentum=momentum, dampening=dampening,
+                    weight_decay=weight_decay, grad_scale=grad_scale)
+    ps = [params[i] for i in keep]
+    gs = [grads[i] for i in keep]
+    bs = [bufs[i] if bufs[i] is not None else params[i] for i in keep]
+    table, total = _table((ps, gs, bs), [math.prod(p.shape) for p in ps])
+    _configured(_sgd_multi_kernel, total)(table, total, ctrl, *s, bool(first_step),
+                                          bool(nesterov), bool(maximize))
+
+
+def adam_multi(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, step, lr, beta1,
+               beta2, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay,
+               grad_scale=1.0):
+    """``adam`` over lists of same-dtype, checked, contiguous device arrays in one launch.
+
+    ``step``: one number for every tensor, or a list of the tensors' ``DeviceStep``
+    counters, all with the same host count (call once per distinct count);
+    ``max_exp_avg_sqs`` is a list with amsgrad, else None.
+    """
+    if not params:
+        return
+    dtype = np.dtype(params[0].dtype)
+    vmaxes = max_exp_avg_sqs if max_exp_avg_sqs is not None else [None] * len(params)
+    if _cuda.SIMULATOR or not POINTER_KERNELS:
+        ravel = _cuda.DeviceArrays.ravel
+        steps = step if isinstance(step, list) else [step] * len(params)
+        for p, g, m, v, w, t in zip(params, grads, exp_avgs, exp_avg_sqs, vmaxes, steps):
+            adam(ravel(p), ravel(g), ravel(m), ravel(v), None if w is None else ravel(w),
+                 step=t, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                 weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
+                 decoupled_weight_decay=decoupled_weight_decay, grad_scale=grad_scale)
+        return
+    keep = _nonempty(params)
+    if not keep:
+        return
+    steps = step if isinstance(step, list) else [step] * len(params)
+    cells = []
+    for i in keep:
+        count, cell = _step_cell(steps[i], grad_scale, dtype)
+        cells.append(cell)
+    grad_scale, ctrl = _control(grad_scale, dtype)
+    s = adam_scalars(dtype, step=count, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                     weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
+                     grad_scale=grad_scale)
+    pick = [[a[i] for i in keep] for a in (params, grads, exp_avgs, exp_avg_sqs)]
+    ws = [vmaxes[i] if vmaxes[i] is not None else exp_avg_sqs[i] for i in keep]
+    table, total = _table((*pick, ws, cells), [math.prod(p.shape) for p in pick[0]])
+    t = dtype.type
+    _configured(_adam_multi_kernel, total)(table, total, ctrl, *s, bool(amsgrad),
+                                           bool(maximize), t(count), t(lr))
+
+
+def step_list(opt, group, work, grad_scale):
+    """The per-tensor work of one CUDA param group in one launch (per dtype and step).
+
+    ``work`` is ``[(index, checked_grad), ...]`` as ``Optimizer.step`` builds it
+    (every gradient already checked). Does exactly the state bookkeeping of
+    ``Optimizer._step_one`` for every tensor (new state entries, zeroed or
+    empty state arrays, the step counters), then one ``adam_multi`` /
+    ``sgd_multi`` call per (dtype, step, first step) bucket: one launch for a
+    plain list whose tensors step together. Returns False, having changed
+    nothing, for an optimizer it does not know (the caller then steps each tensor).
+    """
+    from ..optimizers import SGD, Adam
+
+    if not isinstance(opt, (SGD, Adam)):
+        return False
+    state_keys = opt._state_keys(group)
+    keys = [k for k, _ in state_keys]
+    buckets = {}
+    for index, grad in work:
+        state = dict.get(opt.state, index)
+        if state is None:
+            state = opt._new_state(group, index)
+            if state or state_keys:  # plain SGD keeps no state, as in torch
+                dict.__setitem__(opt.state, index, state)
+        param = opt._params[index]
+        fresh = False
+        for key, init in state_keys:
+            if key not in state:
+                state[key] = opt._devices.alloc(param, init)
+                fresh = True
+        count = None
+        if opt._uses_step:
+            state["step"] += 1
+            counter = state["step"]  # a DeviceStep: its host count, without waiting
+            count = counter.attempted if isinstance(counter, _cuda.DeviceStep) else float(counter)
+        bucket = buckets.setdefault((np.dtype(param.dtype), count, fresh),
+                                    ([], [], [[] for _ in keys], []))
+        bucket[0].append(param)
+        bucket[1].append(grad)
+        bucket[3].append(state["step"] if opt._uses_step else None)
+        for column, key in zip(bucket[2], keys):
+            column.append(state[key])
+    for (_dtype, step, fresh), (params, grads, columns, counters) in buckets.items():
+        by_key = dict(zip(keys, columns))
+        if isinstance(opt, Adam):
+            beta1, beta2 = group["betas"]
+            adam_multi(params, grads, by_key["exp_avg"], by_key["exp_avg_sq"],
+                       by_key.get("max_exp_avg_sq") if group["amsgrad"] else None,
+                       step=counters,
+                       lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
+                       weight_decay=group["weight_decay"], amsgrad=group["amsgrad"],
+                       maximize=group["maximize"],
+                       decoupled_weight_decay=group["decoupled_weight_decay"],
+                       grad_scale=grad_scale)
+        else:
+            sgd_multi(params, grads, by_key.get("momentum_buffer"), lr=group["lr"],
+                      momentum=group["momentum"], dampening=group["dampening"],
+                      weight_decay=group["weight_decay"], nesterov=group["nesterov"],
+                      maximize=group["maximize"], first_step=fresh, grad_scale=grad_scale)
+    return True
+
+
+POINTER_KERNELS = _cuda.POINTER_KERNELS
+_ptr = _cuda.raw_pointer
+
+
+def _sgd_multi(table, total, ctrl, grad_scale, neg_lr, weight_decay, momentum,
+               one_minus_dampening, has_weight_decay, has_momentum, first_step, nesterov,
+               maximize):
+    if ctrl[1] != 0:
+        return
+    grad_scale = grad_scale * ctrl[0]
+    start = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    t = 0
+    lo = table[0, 6]
+    hi = lo + table[0, 5]
+    p = _ptr(table[0, 0], neg_lr)
+    g = _ptr(table[0, 1], neg_lr)
+    b = _ptr(table[0, 2], neg_lr)
+    for i in range(start, total, stride):
+        if i >= hi:
+            while i >= hi:
+                t += 1
+                lo = table[t, 6]
+                hi = lo + table[t, 5]
+            p = _ptr(table[t, 0], neg_lr)
+            g = _ptr(table[t, 1], neg_lr)
+            b = _ptr(table[t, 2], neg_lr)
+        j = i - lo
+        x = p[j]
+        if has_momentum and not first_step:
+            p[j], b[j] = _sgd_update(x, g[j], b[j], grad_scale, neg_lr, weight_decay, momentum,
+                                     one_minus_dampening, has_weight_decay, True, False,
+                                     nesterov, maximize)
+        elif has_momentum:
+            p[j], b[j] = _sgd_update(x, g[j], x, grad_scale, neg_lr, weight_decay, momentum,
+                                     one_minus_dampening, has_weight_decay, True, True,
+                                     nesterov, maximize)
+        else:
+            p[j], _ = _sgd_update(x, g[j], x, grad_scale, neg_lr, weight_decay, momentum,
+                                  one_minus_dampening, has_weight_decay, False, False,
+                                  nesterov, maximize)
+
+
+def _adam_multi(table, total, ctrl, grad_scale, lerp_weight, lerp_complement, lerp_from_start,
+                beta2, one_minus_beta2, bias_correction2_sqrt, eps, neg_step_size, weight_decay,
+                decay_factor, weight_decay_mode, amsgrad, maximize, attempted, lr):
+    if ctrl[1] != 0:  # skipped on the device: count it in every tensor's step cell
+        if cuda.grid(1) == 0:
+            for r in range(table.shape[0]):
+                cell = _ptr(table[r, 7], eps)
+                cell[0] += 1
+        return
+    grad_scale = grad_scale * ctrl[0]
+    start = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    t = 0
+    lo = table[0, 6]
+    hi = lo + table[0, 5]
+    p = _ptr(table[0, 0], eps)
+    g = _ptr(table[0, 1], eps)
+    m = _ptr(table[0, 2], eps)
+    v = _ptr(table[0, 3], eps)
+    w = _ptr(table[0, 4], eps)
+    nss = neg_step_size
+    bc2 = bias_correction2_sqrt
+    cell = _ptr(table[0, 7], eps)
+    if cell[0] != 0:
+        nss, bc2 = _true_step_scalars(attempted - cell[0], lerp_weight, one_minus_beta2, lr)
+    for i in range(start, total, stride):
+        if i >= hi:
+            while i >= hi:
+                t += 1
+                lo = table[t, 6]
+                hi = lo + table[t, 5]
+            p = _ptr(table[t, 0], eps)
+            g = _ptr(table[t, 1], eps)
+            m = _ptr(table[t, 2], eps)
+            v = _ptr(table[t, 3], eps)
+            w = _ptr(table[t, 4], eps)
+            nss = neg_step_size
+            bc2 = bias_correction2_sqrt
+            cell = _ptr(table[t, 7], eps)
+            if cell[0] != 0:
+                nss, bc2 = _true_step_scalars(attempted - cell[0], lerp_weight,
+                                              one_minus_beta2, lr)
+        j = i - lo
+        if amsgrad:
+            p[j], m[j], v[j], w[j] = _adam_update(
+                p[j], g[j], m[j], v[j], w[j], grad_scale, lerp_weight, lerp_complement,
+                lerp_from_start, beta2, one_minus_beta2, bc2, eps,
+                nss, weight_decay, decay_factor, weight_decay_mode, True, maximize)
+        else:
+            vj = v[j]
+            p[j], m[j], v[j], _ = _adam_update(
+                p[j], g[j], m[j], vj, vj, grad_scale, lerp_weight, lerp_complement,
+                lerp_from_start, beta2, one_minus_beta2, bc2, eps,
+                nss, weight_decay, decay_factor, weight_decay_mode, False, maximize)
+
+
+if POINTER_KERNELS:
+    _sgd_multi_kernel = cuda.jit(cache=_CACHE)(_sgd_multi)
+    _adam_multi_kernel = cuda.jit(cache=_CACHE)(_adam_multi)
+
+
+# ------------------------------------------------------------- CI compile check
+def compile_targets():
+    """(name, Python function, argument types, float32?) of every kernel fastoptim launches.
+
+    Used by tests/test_cuda_compile.py, which compiles each one to PTX for
+    sm_80 and sm_90 with ``cuda.compile_ptx`` (no GPU needed) and checks that
+    the float32 ones contain no float64 instruction.
+    """
+    from numba import types as T
+
+    from .. import clip
+
+    if clip.cuda is None:  # clip's kernels resolve ``cuda`` in their module
+        clip.cuda = cuda
+    targets = []
+    for dt in (T.float32, T.float64):
+        f32 = dt == T.float32
+        arr, ctrl = dt[::1], dt[::1]
+        sgd_sig = (arr, arr, arr, ctrl, dt, dt, dt, dt, dt, T.boolean, T.boolean, T.boolean,
+                   T.boolean, T.boolean)
+        adam_sig = (arr, arr, arr, arr, arr, ctrl, arr, dt, dt, dt, T.boolean, dt, dt, dt, dt,
+                    dt, dt, dt, T.int64, T.boolean, T.boolean, dt, dt)
+        table = T.int64[:, ::1]
+        targets += [
+            (f"sgd_{dt}", _sgd_kernel.py_func, sgd_sig, f32),
+            (f"adam_{dt}", _adam_kernel.py_func, adam_sig, f32),
+            (f"sgd_multi_{dt}", _sgd_multi, (table, T.int64) + sgd_sig[3:], f32),
+            (f"adam_multi_{dt}", _adam_multi, (table, T.int64) + adam_sig[5:6] + adam_sig[7:],
+             f32),
+            (f"fill_{dt}", _cuda._fill_kernel.py_func, (arr, dt), f32),
+        ]
+        mat = dt[:, ::1]
+        for name, dtype, fn in _reduce.python_functions():
+            if np.dtype(dtype) != np.dtype(str(dt)):
+                continue
+            if name.startswith("stats_chunks"):
+                sig = (T.int64[:, ::1], mat, dt)
+            elif name.startswith("stats"):
+                sig = (arr, T.int64, dt, mat, T.int64)
+            elif name.startswith("finalize"):
+                sig = (T.float32[:, ::1], mat, T.int64[:, ::1], dt, T.boolean, T.boolean, arr,
+                       T.float32[::1])
+            else:
+                sig = (arr, arr)
+            targets.append((name, fn, sig, f32))
+        targets += [(f"clip_scale_{dt}", clip._cu_scale, (arr, dt), f32),
+                    (f"clip_clamp_{dt}", clip._cu_clamp, (arr, dt, dt), f32)]
+    targets.append(("probe_float32", _cuda._probe_kernel.py_func, (T.float32[::1], T.float32),
+                    True))
+    from .. import bench_cuda  # the benchmark's floor and busy-wait kernels
+
+    bench_cuda.cuda = cuda
+    for reads, fn in ((2, bench_cuda._r2w1), (3, bench_cuda._r3w2), (4, bench_cuda._r4w3),
+                      (5, bench_cuda._r5w4)):
+        targets.append((f"bench_floor{reads}_float32", fn, (T.float32[::1],) * reads, True))
+    targets.append(("bench_spin", bench_cuda._spin, (T.int64,), True))
+    return targets
