@@ -15,7 +15,7 @@ from .optimizers import SGD, Adam, AdamW, Optimizer
 __version__ = "0.1.0"
 
 # loaded on first use, so that `import fastoptim` stays fast
-_SUBMODULES = ("lr_scheduler", "schedules", "clip", "checkpoint", "param_groups")
+_SUBMODULES = ("lr_scheduler", "schedules", "clip", "checkpoint", "param_groups", "distributed")
 _LAZY = {
     "clip_grad_norm_": "clip", "clip_grad_value_": "clip", "get_total_norm": "clip",
     "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
