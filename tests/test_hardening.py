@@ -1,0 +1,416 @@
+"""Regression tests for issue 14: whatever a user does to a live optimizer is honoured
+(as torch would) or refused with a TypeError/ValueError that changes nothing.
+
+Cases that crashed the process before the fix run in a subprocess, so that a
+regression shows up as a failed test, not as a dead test run.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import fastoptim
+from fastoptim import backends
+
+pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # np.matrix
+
+CPU = [b for b in backends.CPU_BACKENDS if backends.is_available(b)]
+F32 = np.float32
+
+
+def run_isolated(code, env=None, timeout=120):
+    """Run ``code`` in a fresh interpreter; return (returncode, stdout, stderr)."""
+    full_env = dict(os.environ, **(env or {}))
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=timeout, env=full_env)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def snapshot(opt, params):
+    return opt.state_dict(), [p.copy() for p in params]
+
+
+def assert_unchanged(before, opt, params):
+    sd, values = before
+    now = opt.state_dict()
+    assert now["param_groups"] == sd["param_groups"]
+    assert now["state"].keys() == sd["state"].keys()
+    for i in sd["state"]:
+        assert now["state"][i].keys() == sd["state"][i].keys()
+        for k in sd["state"][i]:
+            np.testing.assert_array_equal(now["state"][i][k], sd["state"][i][k])
+    for p, v in zip(params, values):
+        np.testing.assert_array_equal(p, v)
+
+
+def ones(*shape):
+    return np.ones(shape, F32)
+
+
+# ------------------------------------------------------------ state arrays
+BAD_STATE = [
+    ("too small", lambda p: np.zeros(10, F32), ValueError, r"has shape \(10,\) but its parameter has shape"),
+    ("too large", lambda p: np.zeros(10**6, F32), ValueError, "has shape"),
+    ("2-D", lambda p: np.zeros((4, 1000), F32), ValueError, "has shape"),
+    ("other dtype", lambda p: np.zeros(p.shape, np.float64), TypeError, "has dtype float64"),
+    ("list", lambda p: [0.0] * p.size, TypeError, "must be a NumPy array .* but got list"),
+    ("None", lambda p: None, TypeError, "but got NoneType"),
+    ("strided", lambda p: np.zeros(2 * p.size, F32)[::2], ValueError, "not C-contiguous"),
+    ("read-only", lambda p: np.zeros(p.shape, F32).copy() if False else _read_only(p),
+     ValueError, "read-only"),
+    ("aliases the parameter", lambda p: p, ValueError, "overlap in memory"),
+    ("masked", lambda p: np.ma.zeros(p.shape, F32), TypeError, "masked array"),
+]
+
+
+def _read_only(p):
+    a = np.zeros(p.shape, F32)
+    a.setflags(write=False)
+    return a
+
+
+@pytest.mark.parametrize("backend", CPU)
+@pytest.mark.parametrize("what, make, error, message", BAD_STATE, ids=[c[0] for c in BAD_STATE])
+@pytest.mark.parametrize("layout", ["list", "flat"])
+def test_bad_state_array_is_refused_before_any_write(backend, what, make, error, message, layout):
+    if backend == "numpy" and what == "strided":
+        pytest.skip("the reference updates strided state in place")
+    if layout == "flat":
+        flat = fastoptim.FlatParams([np.linspace(-1, 1, 40000, dtype=F32), ones(7)])
+        params = flat.params
+    else:
+        params = [np.linspace(-1, 1, 40000, dtype=F32), ones(7)]
+    opt = fastoptim.Adam(params, lr=0.1, backend=backend)
+    grads = [ones(40000), ones(7)]
+    opt.step(grads)
+    opt.state[0]["exp_avg"] = make(params[0])
+    before = snapshot_state_raw(opt), [p.copy() for p in params]
+    with pytest.raises(error, match=message):
+        opt.step(grads)
+    raw, values = before
+    assert snapshot_state_raw(opt) == raw
+    for p, v in zip(params, values):
+        np.testing.assert_array_equal(p, v)
+
+
+def snapshot_state_raw(opt):
+    """Bytes of every array in opt.state and the step counts (works for junk entries)."""
+    out = {}
+    for i, entry in dict.items(opt.state):
+        out[i] = {k: (np.asarray(v).tobytes() if isinstance(v, np.ndarray) else repr(v))
+                  for k, v in entry.items()}
+    return out
+
+
+SEGFAULT_REPRO = """
+    import numpy as np, fastoptim
+    p = np.zeros(100000, np.float32)
+    opt = fastoptim.Adam([p], lr=0.1, backend={backend!r})
+    g = np.ones(100000, np.float32)
+    opt.step([g])
+    opt.state[0]["exp_avg"] = np.zeros(10, np.float32)
+    try:
+        opt.step([g])
+    except ValueError as e:
+        print("refused:", e)
+    opt.state[0]["exp_avg"] = np.zeros(100000, np.float32)
+    opt.step([g])
+    print("ok", opt.state[0]["step"])
+"""
+
+
+@pytest.mark.parametrize("backend", CPU)
+def test_wrong_size_state_array_does_not_crash(backend):
+    rc, out, err = run_isolated(SEGFAULT_REPRO.format(backend=backend))
+    assert rc == 0, err
+    assert "refused: state[0]['exp_avg'] has shape (10,)" in out
+    assert out.splitlines()[-1] == "ok 2.0"
+
+
+RESIZE_REPRO = """
+    import numpy as np, fastoptim
+    p = np.ones(50000, np.float32)
+    opt = fastoptim.SGD([p], lr=0.1, momentum=0.9, backend={backend!r})
+    opt.step([np.ones(50000, np.float32)])
+    p.resize(200000, refcheck=False)
+    try:
+        opt.step([np.ones(200000, np.float32)])
+    except ValueError as e:
+        print("refused:", e)
+    opt.state[0]["momentum_buffer"] = np.zeros(200000, np.float32)
+    opt.step([np.ones(200000, np.float32)])
+    print("ok", float(p[-1]))
+"""
+
+
+@pytest.mark.parametrize("backend", CPU)
+def test_resized_parameter_is_refused_then_honoured_with_new_state(backend):
+    rc, out, err = run_isolated(RESIZE_REPRO.format(backend=backend))
+    assert rc == 0, err
+    assert "refused: state[0]['momentum_buffer'] has shape (50000,) but its parameter has " \
+           "shape (200000,)" in out
+    assert out.splitlines()[-1] == "ok -0.10000000149011612"  # 0 - 0.1 * 1 in float32
+
+
+@pytest.mark.parametrize("backend", CPU)
+def test_state_step_must_be_a_count(backend):
+    p = ones(3)
+    opt = fastoptim.Adam([p], backend=backend)
+    opt.step([ones(3)])
+    for bad, error in (("x", TypeError), (np.array([1.0, 2.0]), TypeError), (-1.0, ValueError),
+                       (float("nan"), ValueError)):
+        opt.state[0]["step"] = bad
+        with pytest.raises(error, match=r"state\[0\]\['step'\]"):
+            opt.step([ones(3)])
+    opt.state[0]["step"] = 9  # a plain int is honoured, as torch's _get_value
+    q = p.copy()
+    ref = fastoptim.Adam([q], backend="numpy")
+    ref.load_state_dict(opt.state_dict())
+    assert ref.state[0]["step"] == 9
+    opt.step([ones(3)])
+    ref.step([ones(3)])
+    np.testing.assert_array_equal(p, q)
+    assert float(opt.state[0]["step"]) == 10
+
+
+def test_state_entry_must_be_a_dict():
+    opt = fastoptim.SGD([ones(2)], momentum=0.9)
+    with pytest.raises(TypeError, match="state entries must be dicts"):
+        opt.state[0] = [1, 2]
+    with pytest.raises(KeyError):
+        opt.state[5] = {}
+
+
+# ------------------------------------------------------------ ndarray subclasses
+@pytest.mark.parametrize("backend", CPU)
+@pytest.mark.parametrize("name", ["SGD", "Adam"])
+def test_np_matrix_params_update_every_element_like_ndarrays(backend, name):
+    kwargs = dict(lr=0.1, momentum=0.9) if name == "SGD" else dict(lr=0.1, weight_decay=0.1)
+    start = np.arange(6, dtype=np.float64).reshape(2, 3) / 7
+    m = np.matrix(start.copy())
+    a = start.copy()
+    g = np.linspace(-1, 1, 6).reshape(2, 3)
+    opt = getattr(fastoptim, name)([m], backend=backend, max_grad_norm=0.5, **kwargs)
+    ref = getattr(fastoptim, name)([a], backend="numpy", max_grad_norm=0.5, **kwargs)
+    for _ in range(3):
+        opt.step([np.matrix(g)])
+        ref.step([g])
+    assert type(m) is np.matrix
+    np.testing.assert_array_equal(np.asarray(m), a)
+    assert (np.asarray(m) != start).all()  # every row moved, not only the first
+
+
+def test_masked_array_param_is_refused():
+    with pytest.raises(TypeError, match=r"params\[0\] is a masked array"):
+        fastoptim.SGD([np.ma.ones(3)])
+    with pytest.raises(TypeError, match=r"grads\[0\] is a masked array"):
+        fastoptim.SGD([np.ones(3)]).step([np.ma.ones(3)])
+
+
+@pytest.mark.parametrize("backend", CPU)
+def test_memmap_param_is_updated_in_place(backend, tmp_path):
+    mm = np.memmap(tmp_path / "w.bin", dtype=F32, mode="w+", shape=(5,))
+    mm[:] = 1
+    fastoptim.SGD([mm], lr=0.5, backend=backend).step([ones(5)])
+    mm.flush()
+    assert (np.fromfile(tmp_path / "w.bin", dtype=F32) == 0.5).all()
+
+
+# ------------------------------------------------------------ edits to a live optimizer
+def flat_model(named=True):
+    arrays = {"w": np.linspace(-1, 1, 6, dtype=F32).reshape(2, 3), "b": np.full(3, 0.5, F32)}
+    return fastoptim.FlatParams(arrays if named else list(arrays.values()))
+
+
+@pytest.mark.parametrize("backend", CPU)
+@pytest.mark.parametrize("named", [True, False])
+def test_rebinding_flat_grads_entries_is_honoured(backend, named):
+    flat = flat_model(named)
+    ref_params = {k: v.copy() for k, v in (flat.params.items() if named else enumerate(flat.params))}
+    opt = fastoptim.Adam(flat.params, lr=0.1, backend=backend)
+    ref = fastoptim.Adam(ref_params if named else list(ref_params.values()), lr=0.1, backend="numpy")
+    w, b = ("w", "b") if named else (0, 1)
+    dw = np.full((2, 3), 2.0, F32)
+    flat.grads[w] = dw  # rebound: the buffer no longer holds this gradient
+    flat.grads[b][...] = 1.0
+    opt.step(flat.grads)
+    ref.step({"w": dw, "b": ones(3)} if named else [dw, ones(3)])
+    flat.grads[b] = None  # skip b, as a missing .grad in torch
+    opt.step(flat.grads)
+    ref.step({"w": dw, "b": None} if named else [dw, None])
+    for k in ref_params:
+        np.testing.assert_array_equal(flat.params[k], ref_params[k])
+    np.testing.assert_array_equal(opt.state_dict()["state"][1]["exp_avg"],
+                                  ref.state_dict()["state"][1]["exp_avg"])
+    assert float(opt.state[0]["step"]) == 2 and float(opt.state[1]["step"]) == 1
+    flat.zero_grad()  # restores the views
+    assert not flat.grads.rebound and flat.grads[w].base is flat.grad_buffer
+    assert (flat.grad_buffer == 0).all()
+
+
+@pytest.mark.parametrize("backend", CPU)
+def test_rebinding_a_flat_groups_state_entry_is_used_by_the_kernel_and_saved(backend):
+    flat = flat_model()
+    ref_params = {k: v.copy() for k, v in flat.params.items()}
+    opt = fastoptim.Adam(flat.params, lr=0.1, backend=backend)
+    ref = fastoptim.Adam(ref_params, lr=0.1, backend="numpy")
+    flat.grads["w"][...] = 1.0
+    flat.grads["b"][...] = -1.0
+    grads = {"w": ones(2, 3), "b": -ones(3)}
+    opt.step(flat.grads)
+    ref.step(grads)
+    mine = np.full((2, 3), 0.25, F32)
+    opt.state["w"]["exp_avg"] = mine
+    ref.state["w"]["exp_avg"] = mine.copy()
+    opt.step(flat.grads)
+    ref.step(grads)
+    assert opt.state["w"]["exp_avg"] is mine  # the kernel updated the user's array
+    np.testing.assert_array_equal(mine, ref.state["w"]["exp_avg"])
+    for k in ref_params:
+        np.testing.assert_array_equal(flat.params[k], ref_params[k])
+    np.testing.assert_array_equal(opt.state_dict()["state"][0]["exp_avg"], mine)
+
+
+@pytest.mark.parametrize("backend", CPU)
+def test_editing_param_groups_params_is_honoured(backend):
+    a, b, c, d = (np.full(n, float(n), F32) for n in (2, 3, 4, 5))
+    opt = fastoptim.SGD([a, b], lr=0.5, momentum=0.9, backend=backend)
+    opt.step([ones(2), ones(3)])
+    buf_b = opt.state[b]["momentum_buffer"]
+    opt.param_groups[0]["params"][0] = c  # replace a by c: c starts fresh, a is left alone
+    opt.step([ones(4), ones(3)])
+    assert (a == 2 - 0.5).all()
+    assert (c == 4 - 0.5).all()
+    assert opt.state[1]["momentum_buffer"] is buf_b and (buf_b == 1.9).all()
+    opt.param_groups[0]["params"].append(d)
+    opt.step([ones(4), ones(3), ones(5)])
+    assert (d == 5 - 0.5).all()
+    assert sorted(opt.state_dict()["state"]) == [0, 1, 2]
+    popped = opt.param_groups[0]["params"].pop(0)  # c
+    assert popped is c
+    sd = opt.state_dict()
+    assert sd["param_groups"][0]["params"] == [0, 1]
+    np.testing.assert_array_equal(sd["state"][0]["momentum_buffer"], buf_b)
+    np.testing.assert_array_equal(sd["state"][1]["momentum_buffer"], ones(5))
+    opt.param_groups[0]["params"] = [d]  # a new list object
+    opt.step([np.zeros(5, F32)])
+    np.testing.assert_allclose(d, 4.5 - 0.5 * 0.9, rtol=1e-6)
+    with pytest.raises(ValueError, match="more than one parameter group"):
+        opt.param_groups.append({"params": [d]})
+        opt.step([ones(5), ones(5)])
+    opt.param_groups.pop()
+    opt.param_groups.append({"params": [a], "lr": 1.0})  # a new group, defaults filled in
+    opt.step([None, ones(2)])
+    assert opt.param_groups[1]["momentum"] == 0.9 and (a == 1.5 - 1.0).all()
+
+
+def test_invalid_param_group_edit_changes_nothing():
+    a, b = ones(2), ones(3)
+    opt = fastoptim.Adam([a, b], lr=0.1)
+    opt.step([ones(2), ones(3)])
+    before = snapshot(opt, [a, b])
+    opt.param_groups[0]["params"].append([1.0, 2.0])
+    with pytest.raises(TypeError, match="one of the params is list"):
+        opt.step([ones(2), ones(3), ones(2)])
+    with pytest.raises(TypeError, match="one of the params is list"):
+        opt.state_dict()
+    opt.param_groups[0]["params"].pop()
+    assert_unchanged(before, opt, [a, b])
+
+
+@pytest.mark.parametrize("backend", CPU)
+def test_dict_optimizer_add_param_group_with_named_params(backend):
+    w, b, head = ones(2, 2), ones(2), ones(3)
+    opt = fastoptim.Adam({"w": w, "b": b}, lr=0.1, backend=backend)
+    opt.step({"w": ones(2, 2), "b": ones(2)})
+    opt.add_param_group({"params": [("head", head)], "lr": 0.01})  # progressive unfreezing
+    assert opt.param_groups[1]["param_names"] == ["head"]
+    opt.step({"w": ones(2, 2), "b": ones(2), "head": ones(3)})
+    assert float(opt.state["head"]["step"]) == 1 and float(opt.state["w"]["step"]) == 2
+    np.testing.assert_allclose(head, 1 - 0.01, rtol=1e-6)
+    opt.add_param_group({"params": {"emb": ones(4)}})
+    opt.step({"w": ones(2, 2), "b": ones(2), "head": ones(3), "emb": ones(4)})
+    with pytest.raises(ValueError, match="^all optimizer param groups should be with/without "
+                                         "names. cannot add param group without names"):
+        opt.add_param_group({"params": [ones(2)]})
+    with pytest.raises(ValueError, match="used more than once"):
+        opt.add_param_group({"params": [("w", ones(2))]})
+
+
+def test_named_and_unnamed_mixing_raises_torchs_value_error():
+    with pytest.raises(ValueError, match="^all optimizer params should be with/without names. "
+                                         "Some param names are missing$"):
+        fastoptim.SGD([("a", ones(2)), ones(3)])
+    opt = fastoptim.SGD([ones(2)])
+    with pytest.raises(ValueError, match="cannot add param group with names to the optimizer$"):
+        opt.add_param_group({"params": [("b", ones(2))]})
+
+
+@pytest.mark.parametrize("backend", CPU)
+@pytest.mark.parametrize("with_optimizer", [False, True])
+def test_deepcopy_of_flat_params_keeps_views_aliased(backend, with_optimizer):
+    import copy
+
+    flat = flat_model()
+    opt = fastoptim.Adam(flat.params, lr=0.1, backend=backend)
+    flat.grads["w"][...] = 1.0
+    opt.step(flat.grads)
+    if with_optimizer:
+        flat2, opt2 = copy.deepcopy((flat, opt))
+    else:
+        flat2 = copy.deepcopy(flat)
+        opt2 = fastoptim.Adam(flat2.params, lr=0.1, backend=backend)
+        opt2.load_state_dict(opt.state_dict())
+    assert flat2.buffer is not flat.buffer
+    assert all(v.base is flat2.buffer for v in flat2.params.values())
+    assert all(g.base is flat2.grad_buffer for g in flat2.grads.values())
+    assert opt2._segments[0] is not None and opt2._segments[0].root is flat2.buffer
+    before = flat.buffer.copy()
+    flat2.grads["b"][...] = 1.0
+    opt2.step(flat2.grads)
+    np.testing.assert_array_equal(flat.buffer, before)  # the original is untouched
+    assert (flat2.buffer != before).all()  # the copy's views moved with its buffer
+    opt.step(flat.grads)  # the original, stepped on the same gradients, agrees
+    if with_optimizer:
+        flat.grads["b"][...] = 1.0
+    flat3 = copy.deepcopy(flat2)
+    assert np.shares_memory(flat3.params["w"], flat3.buffer)
+
+
+def test_deepcopy_of_an_optimizer_alone_steps_its_own_copies():
+    import copy
+
+    flat = flat_model()
+    opt = fastoptim.SGD(flat.params, lr=1.0, momentum=0.5)
+    opt2 = copy.deepcopy(opt)
+    p2 = opt2.param_groups[0]["params"]
+    assert p2[0].base is p2[1].base is opt2._segments[0].root  # one copied buffer
+    opt2.step({"w": ones(2, 3), "b": ones(3)})
+    assert (flat.params["b"] == 0.5).all() and (p2[1] == -0.5).all()
+
+
+@pytest.mark.parametrize("backend", CPU)
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_zero_grad_accumulate_step_idiom_with_flat_params(backend, set_to_none):
+    flat = fastoptim.FlatParams({"w": np.zeros(3, F32), "b": np.zeros(2, F32)})
+    opt = fastoptim.SGD(flat.params, lr=1.0, backend=backend)
+    for _ in range(3):
+        opt.zero_grad(set_to_none=set_to_none)
+        flat.grads["w"] += 0.5  # two micro-batches accumulate into .grad, as backward() does
+        flat.grads["w"] += 0.5
+        opt.step()  # reads flat.grads, as torch's step() reads .grad
+    np.testing.assert_array_equal(flat.params["w"], [-3, -3, -3])  # torch: -3, not -6
+
+
+def test_zero_grad_signature_and_plain_lists():
+    p = ones(2)
+    opt = fastoptim.SGD([p], lr=1.0)
+    opt.zero_grad()
+    opt.zero_grad(set_to_none=False)
+    with pytest.raises(TypeError, match="set_to_none must be a bool"):
+        opt.zero_grad(set_to_none="yes")
+    with pytest.raises(TypeError, match="step\\(\\) needs the gradients"):
+        opt.step()  # plain arrays: the caller owns the gradients
