@@ -26,6 +26,11 @@ from . import _validation as V
 from . import backends
 from ._devices import check_backend_fits, device_support, is_array, parallel_guard
 from .flat import FlatGradDict, FlatGrads, copy_keeping_views, owner_of
+from .flat import _root as _host_root
+
+
+def _root_of(a):
+    return _host_root(a) if isinstance(a, np.ndarray) else a
 
 _NOOP_FLAGS = {  # torch's implementation switches: the values that change nothing here
     "foreach": (None, False, True),  # one implementation, the same math for any list
@@ -112,8 +117,7 @@ for _name in ("__setitem__", "__delitem__", "__ior__", "pop", "popitem", "clear"
 class _Segment:
     """A param group whose parameters tile one contiguous buffer: one kernel call per step."""
 
-    __slots__ = ("root", "start", "param", "slices", "uniform", "state", "views", "checked",
-                 "owner")
+    __slots__ = ("root", "start", "param", "slices", "uniform", "state", "views", "checked")
 
     def __init__(self, root, start, param, params):
         self.root, self.start, self.param = root, start, param
@@ -126,7 +130,6 @@ class _Segment:
         self.state = {}  # key -> flat state array of the whole group (while uniform)
         self.views = {}  # key -> the per-parameter views of it that opt.state holds
         self.checked = -1  # the edit count at which opt.state was last found to hold them
-        self.owner = owner_of(root)  # the FlatParams whose buffer this is, if any
 
 
 class _State(dict):
@@ -542,19 +545,25 @@ class Optimizer:
         V._flag("set_to_none", set_to_none)
         self._sync_layout()
         done = set()
-        for segment in self._segments:
-            owner = segment.owner if segment is not None else None
+        for owner in self._owners():
             if owner is not None and id(owner) not in done:
                 done.add(id(owner))
                 owner.zero_grad()
 
+    def _owners(self):
+        """Per group, the FlatParams whose buffer all its parameters view, or None."""
+        out = []
+        for group in self.param_groups:
+            roots = {id(r): r for r in map(_root_of, group["params"])}
+            out.append(owner_of(next(iter(roots.values()))) if len(roots) == 1 else None)
+        return out
+
     def _owned_grads(self):
         """``flat.grads`` when every parameter is a view of one FlatParams, else None."""
-        owners = {id(s.owner): s.owner for s in self._segments if s is not None and s.owner is not None}
-        if len(owners) != 1 or any(s is None or s.owner is None for s in self._segments):
+        owners = self._owners()
+        if not owners or any(o is None or o is not owners[0] for o in owners):
             return None
-        (owner,) = owners.values()
-        return owner.grads
+        return owners[0].grads
 
     def step(self, grads=None, closure=None):
         """Update every parameter in place from ``grads``; return the closure's loss.
@@ -640,9 +649,7 @@ class Optimizer:
                 entry = dict.get(self.state, i)
                 if not entry:
                     continue
-                if self._uses_step:
-                    if "step" not in entry:
-                        raise ValueError(f"state[{i}] has state but no 'step'")
+                if self._uses_step and "step" in entry:  # no step yet: this is step 1
                     V.check_state_step(f"state[{i}]['step']", entry["step"])
                 for key in keys:
                     if key in entry:
@@ -687,7 +694,10 @@ class Optimizer:
         real = self._devices.real_view
         arrays = [real(g) for work in plan if work is not None
                   for g in (work if isinstance(work, tuple) else (g for _, g in work))]
-        norm, finite = norm_and_finite(arrays, 2.0, backend=self.backend)
+        # one reduction for every CPU backend (numba's when it loads, else NumPy's), so
+        # that numpy, numba and c clip by the same factor and stay equal bit for bit
+        reduce_on = "cuda" if self.backend == "cuda" else "auto"
+        norm, finite = norm_and_finite(arrays, 2.0, backend=reduce_on)
         self.last_grad_norm = norm
         if self.skip_nonfinite and not finite:
             self.last_step_skipped = True
@@ -1080,7 +1090,8 @@ def _check_impl_flags(group, names):
         value = group.get(name, allowed[0])
         if value is not None and not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"{name} must be a bool or None, but got {type(value).__name__}")
-        if value is None if None in allowed else (value is not None and bool(value) in allowed):
+        if value is None and None in allowed or value is not None and any(
+                a is not None and bool(value) == a for a in allowed):
             continue
         if value is None:
             raise TypeError(f"{name} must be a bool, but got None")

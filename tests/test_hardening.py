@@ -414,3 +414,157 @@ def test_zero_grad_signature_and_plain_lists():
         opt.zero_grad(set_to_none="yes")
     with pytest.raises(TypeError, match="step\\(\\) needs the gradients"):
         opt.step()  # plain arrays: the caller owns the gradients
+
+
+# ------------------------------------------------------------ torch conformance
+def test_state_of_a_parameter_before_its_first_step_is_an_empty_dict():
+    w = ones(3)
+    opt = fastoptim.Adam([w], lr=0.1)
+    assert opt.state[w] == {} and opt.state[0] == {}
+    assert opt.state.get(w) == {} and w in opt.state
+    opt.state[w]["exp_avg"] = np.full(3, 0.5, F32)  # honoured, as torch's defaultdict
+    opt.step([ones(3)])
+    ref = fastoptim.Adam([ones(3)], lr=0.1, backend="numpy")
+    ref.load_state_dict({"state": {0: {"step": np.float32(0), "exp_avg": np.full(3, 0.5, F32),
+                                       "exp_avg_sq": np.zeros(3, F32)}},
+                         "param_groups": opt.state_dict()["param_groups"]})
+    ref.step([ones(3)])
+    np.testing.assert_array_equal(w, ref.param_groups[0]["params"][0])
+    with pytest.raises(KeyError):
+        opt.state[ones(3)]
+
+
+@pytest.mark.parametrize("flag, good, bad, error", [
+    ("foreach", [None, False, True], ["yes", 1], TypeError),
+    ("fused", [None, False], [True], ValueError),
+    ("capturable", [False], [True], ValueError),
+    ("differentiable", [False], [True], ValueError),
+])
+def test_torch_implementation_flags(flag, good, bad, error):
+    for value in good:
+        opt = fastoptim.Adam([ones(2)], **{flag: value})
+        assert opt.param_groups[0][flag] is value
+        opt.step([ones(2)])
+    for value in bad:
+        with pytest.raises(error, match=flag):
+            fastoptim.Adam([ones(2)], **{flag: value})
+    opt = fastoptim.Adam([ones(2)])
+    opt.param_groups[0][flag] = bad[0]
+    with pytest.raises(error, match=flag):
+        opt.step([ones(2)])
+    if flag != "capturable":
+        fastoptim.SGD([ones(2)], **{flag: good[-1]})
+    else:
+        with pytest.raises(TypeError):
+            fastoptim.SGD([ones(2)], capturable=False)  # torch's SGD has no capturable
+
+
+def test_step_with_closure():
+    w = ones(2)
+    opt = fastoptim.SGD([w], lr=0.5)
+    calls = []
+
+    def closure():
+        calls.append(1)
+        return float((w ** 2).sum()), [2 * w]
+
+    assert opt.step(closure) == 2.0  # torch's step(closure): the closure's loss
+    np.testing.assert_array_equal(w, [0.0, 0.0])
+    assert opt.step(closure=lambda: 7.0, grads=[ones(2)]) == 7.0
+    np.testing.assert_array_equal(w, [-0.5, -0.5])
+    assert opt.step([ones(2)]) is None and len(calls) == 1
+    flat = fastoptim.FlatParams([ones(2)])
+    opt = fastoptim.SGD(flat.params, lr=1.0)
+
+    def fill():
+        flat.grads[0][...] = 3.0
+        return 1.5
+
+    assert opt.step(fill) == 1.5  # a closure that writes flat.grads, as backward() writes .grad
+    np.testing.assert_array_equal(flat.params[0], [-2.0, -2.0])
+    with pytest.raises(TypeError, match="closure must be callable"):
+        opt.step(None, closure=3)
+
+
+def test_load_state_dict_fills_missing_keys_with_class_defaults():
+    opt = fastoptim.Adam([ones(2)], lr=0.5, amsgrad=True, maximize=True, weight_decay=0.1)
+    sd = opt.state_dict()
+    old = {k: v for k, v in sd["param_groups"][0].items()
+           if k not in ("maximize", "amsgrad", "foreach", "fused", "capturable", "differentiable")}
+    opt.load_state_dict({"state": {}, "param_groups": [old]})
+    group = opt.param_groups[0]
+    assert group["maximize"] is False and group["amsgrad"] is False  # class defaults, as torch
+    assert group["lr"] == 0.5 and group["weight_decay"] == 0.1  # saved values kept
+    assert group["foreach"] is None and group["fused"] is None
+    sgd = fastoptim.SGD([ones(2)], lr=0.3, momentum=0.9)
+    sgd.load_state_dict({"state": {}, "param_groups": [{"params": [0], "lr": 0.2}]})
+    assert sgd.param_groups[0]["momentum"] == 0 and sgd.param_groups[0]["lr"] == 0.2
+    w = fastoptim.AdamW([ones(2)], weight_decay=0.5)
+    w.load_state_dict({"state": {}, "param_groups": [{"params": [0], "lr": 0.2}]})
+    assert w.param_groups[0]["weight_decay"] == 1e-2  # AdamW's own default
+    assert w.param_groups[0]["decoupled_weight_decay"] is True
+
+
+@pytest.mark.parametrize("layout", ["list", "flat", "named"])
+def test_del_frees_the_optimizer_and_its_state_without_the_gc(layout):
+    import gc
+    import weakref
+
+    if layout == "flat":
+        params = fastoptim.FlatParams([ones(3), ones(2)]).params
+    elif layout == "named":
+        params = {"a": ones(3), "b": ones(2)}
+    else:
+        params = [ones(3), ones(2)]
+    opt = fastoptim.Adam(params, lr=0.1)
+    opt.step({"a": ones(3), "b": ones(2)} if layout == "named" else [ones(3), ones(2)])
+    opt.state[0]["extra"] = np.zeros(1)
+    ref, state_ref = weakref.ref(opt), weakref.ref(opt.state[0]["exp_avg"])
+    gc.disable()
+    try:
+        del opt
+        assert ref() is None
+        assert state_ref() is None or layout == "flat"  # a flat group's views share one buffer
+    finally:
+        gc.enable()
+
+
+# ------------------------------------------------------------ "bit for bit"
+@pytest.mark.parametrize("name", ["SGD", "Adam"])
+def test_backends_equal_bit_for_bit_with_max_grad_norm(name):
+    rng = np.random.default_rng(3)
+    shapes = [(70000,), (33, 5), (1,)]
+    start = [rng.standard_normal(s) for s in shapes]  # float64: the sums' order shows
+    grads = [[rng.standard_normal(s) * 10 for s in shapes] for _ in range(4)]
+    results = {}
+    for backend in CPU:
+        params = [p.copy() for p in start]
+        opt = getattr(fastoptim, name)(params, lr=0.01, max_grad_norm=1.0, backend=backend)
+        for g in grads:
+            opt.step(g)
+        results[backend] = params, opt.last_grad_norm
+    ref, ref_norm = results["numpy"]
+    for backend, (params, norm) in results.items():
+        assert norm == ref_norm, backend
+        for p, r in zip(params, ref):
+            np.testing.assert_array_equal(p, r, err_msg=backend)
+
+
+def test_flat_params_and_a_list_clip_within_the_documented_rounding():
+    """The README's narrowed claim: with max_grad_norm a FlatParams group's norm is one
+    reduction over its buffer, a list's combines per-array norms (torch's order):
+    the clipping factors differ by rounding only (relative 1e-6 in float32)."""
+    rng = np.random.default_rng(4)
+    arrays = [rng.standard_normal(s).astype(F32) for s in [(300, 7), (41,), (5, 5)]]
+    grads = [rng.standard_normal(a.shape).astype(F32) * 3 for a in arrays]
+    flat = fastoptim.FlatParams(arrays)
+    listed = [a.copy() for a in arrays]
+    opt_flat = fastoptim.SGD(flat.params, lr=0.1, max_grad_norm=0.5)
+    opt_list = fastoptim.SGD(listed, lr=0.1, max_grad_norm=0.5)
+    for g, view in zip(grads, flat.grads):
+        view[...] = g
+    opt_flat.step(flat.grads)
+    opt_list.step(grads)
+    assert opt_flat.last_grad_norm == pytest.approx(opt_list.last_grad_norm, rel=1e-6)
+    for p, q in zip(flat.params, listed):
+        np.testing.assert_allclose(p, q, rtol=1e-6, atol=1e-7)
