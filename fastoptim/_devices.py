@@ -178,9 +178,38 @@ def parallel_guard(backend="numba"):
     return contextlib.nullcontext()
 
 
+# fork() after a parallel step: GNU OpenMP (the C kernels, Numba's omp layer) cannot run
+# a parallel region in a child forked from a process that has run one (the child
+# hangs, or Numba kills it). Such a child therefore runs the serial kernels: the
+# same results, one thread. The spawn and forkserver start methods keep parallelism.
+_parallel_used = set()  # the backends that may have run parallel kernels in this process
+_serial_only = False  # True in a child forked after a parallel step
+
+
+def note_parallel(backend):
+    """Record that ``backend`` may run its parallel kernels in this process."""
+    if backend in ("numba", "c") and backend not in _parallel_used:
+        _parallel_used.add(backend)
+
+
+def serial_only() -> bool:
+    """True in a process forked after a parallel step: run serial kernels only."""
+    return _serial_only
+
+
 def _after_fork_in_child():
-    global _PARALLEL_LOCK
+    global _PARALLEL_LOCK, _serial_only
     _PARALLEL_LOCK = threading.RLock()  # a lock held by a parent's thread would never free
+    if _parallel_used:
+        _serial_only = True
+        import sys
+
+        c_backend = sys.modules.get("fastoptim.backends.c_backend")
+        if c_backend is not None:
+            try:
+                c_backend.set_num_threads(1)  # one thread: no OpenMP team is started
+            except Exception:  # pragma: no cover - nothing else to do in a fork hook
+                pass
 
 
 if hasattr(os, "register_at_fork"):

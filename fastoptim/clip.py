@@ -67,7 +67,7 @@ import numpy as np
 
 from . import _validation as V
 from . import backends
-from ._devices import is_device_array, parallel_guard
+from ._devices import is_device_array, note_parallel, parallel_guard, serial_only
 from .flat import FlatGradDict, FlatGrads
 
 __all__ = [
@@ -312,7 +312,7 @@ def _numba_kernels():
         return _numba
     import numba as numba_module
 
-    from .backends._jit import PARALLEL, SERIAL
+    from .backends._jit import PARALLEL, SERIAL, _renamed
 
     numba = numba_module
     # Reassociation lets LLVM vectorize the float64 sums (several partial sums, ~5x
@@ -321,9 +321,12 @@ def _numba_kernels():
     sums = dict(fastmath={"reassoc"})
 
     def both(fn, extra=None):
+        # Numba's disk cache keys a function on its qualified name, not on its options:
+        # the serial and the parallel build need names of their own, or one loads the
+        # other's machine code (a "serial" kernel that starts the thread pool).
         extra = extra or {}
-        return (numba.njit(**dict(SERIAL, **extra))(fn),
-                numba.njit(**dict(PARALLEL, **extra))(fn))
+        return (numba.njit(**dict(SERIAL, **extra))(_renamed(fn, "__serial")),
+                numba.njit(**dict(PARALLEL, **extra))(_renamed(fn, "__parallel")))
 
     _numba = {
         _SUM_SQ: both(_nb_sum_sq, sums),
@@ -337,7 +340,10 @@ def _numba_kernels():
 
 
 def _pick(pair, n):
-    return pair[1] if n >= PARALLEL_MIN else pair[0]
+    if n >= PARALLEL_MIN and not serial_only():  # serial in a child forked after a parallel step
+        note_parallel("numba")
+        return pair[1]
+    return pair[0]
 
 
 def _flat_host(x):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from . import _validation as V
 from . import backends
-from ._devices import check_backend_fits, device_support, is_array, parallel_guard
+from ._devices import check_backend_fits, device_support, is_array, note_parallel, parallel_guard
 
 
 def _as_list(name, arrays):
@@ -64,6 +64,7 @@ def _prepare(backend, params, grads, states):
         checked[state_name] = arrays
     devices.check_no_overlap(named)
     devices.check_reads_disjoint([(f"grads[{i}]", g) for i, g in enumerate(grads)], named)
+    note_parallel(name)
     return backends.load(name), devices, params, grads, checked
 
 

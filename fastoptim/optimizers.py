@@ -24,7 +24,7 @@ import numpy as np
 
 from . import _validation as V
 from . import backends
-from ._devices import check_backend_fits, device_support, is_array, parallel_guard
+from ._devices import check_backend_fits, device_support, is_array, note_parallel, parallel_guard
 from .flat import FlatGradDict, FlatGrads, copy_keeping_views, owner_of
 from .flat import _root as _host_root
 
@@ -592,6 +592,7 @@ class Optimizer:
                 loss, returned = loss
                 if grads is None:
                     grads = returned
+        note_parallel(self.backend)
         with parallel_guard(self.backend):
             self._sync_layout()
             for group in self.param_groups:

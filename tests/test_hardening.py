@@ -568,3 +568,94 @@ def test_flat_params_and_a_list_clip_within_the_documented_rounding():
     assert opt_flat.last_grad_norm == pytest.approx(opt_list.last_grad_norm, rel=1e-6)
     for p, q in zip(flat.params, listed):
         np.testing.assert_allclose(p, q, rtol=1e-6, atol=1e-7)
+
+
+# ------------------------------------------------------------ processes and threads
+THREADS_SCRIPT = """
+    import threading, numpy as np, fastoptim, numba
+    backend, n = {backend!r}, 200000
+    rng = np.random.default_rng(0)
+    starts = [rng.standard_normal(n).astype(np.float32) for _ in range(2)]
+    grads = [[rng.standard_normal(n).astype(np.float32) for _ in range(5)] for _ in range(2)]
+
+    def train(k, params):
+        opt = fastoptim.Adam([params], lr=0.01, backend=backend, max_grad_norm=1.0)
+        for g in grads[k]:
+            opt.step([g])
+
+    sequential = [s.copy() for s in starts]
+    for k in range(2):
+        train(k, sequential[k])
+    try:
+        layer = numba.threading_layer()
+    except ValueError:
+        layer = "none"
+    for _ in range(5):  # two optimizers stepping at once, many times
+        concurrent = [s.copy() for s in starts]
+        threads = [threading.Thread(target=train, args=(k, concurrent[k])) for k in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all((a == b).all() for a, b in zip(concurrent, sequential))
+    print("ok", layer)
+"""
+
+
+def _layer_available(layer):
+    code = ("import numba, numpy as np\n"
+            "f = numba.njit(parallel=True)(lambda x: x + 1)\n"
+            "f(np.ones(100000)); print(numba.threading_layer())")
+    rc, out, err = run_isolated(code, env={"NUMBA_THREADING_LAYER": layer})
+    return rc == 0 and out.strip() == layer
+
+
+@pytest.mark.parametrize("layer", ["workqueue", "omp", "tbb"])
+@pytest.mark.parametrize("backend", [b for b in CPU if b != "numpy"])
+def test_two_optimizers_in_two_threads_under_every_threading_layer(layer, backend):
+    if not _layer_available(layer):
+        pytest.skip(f"Numba's {layer} threading layer does not load here")
+    rc, out, err = run_isolated(THREADS_SCRIPT.format(backend=backend),
+                                env={"NUMBA_THREADING_LAYER": layer}, timeout=300)
+    assert rc == 0, err
+    expected = layer if backend == "numba" else None
+    assert out.split()[0] == "ok" and (expected is None or out.split()[1] == expected)
+
+
+FORK_SCRIPT = """
+    import multiprocessing as mp, numpy as np, fastoptim
+    backend = {backend!r}
+
+    def step(q=None):
+        p = np.ones(100000, np.float32)
+        opt = fastoptim.Adam([p], lr=0.1, backend=backend, max_grad_norm=1e6)
+        opt.step([np.ones(100000, np.float32)])
+        if q is not None:
+            q.put(p.tobytes())
+        return p.tobytes()
+
+    if __name__ == "__main__":
+        parent = step()  # a parallel step before the fork
+        ctx = mp.get_context("fork")
+        q = ctx.Queue()
+        child = ctx.Process(target=step, args=(q,))
+        child.start()
+        result = q.get(timeout=60)  # read before join: a full pipe would block the child
+        child.join(60)
+        if child.is_alive():
+            child.kill()
+            raise SystemExit("child hung")
+        assert child.exitcode == 0, child.exitcode
+        assert result == parent  # the serial kernels give the same bits
+        print("ok")
+"""
+
+
+@pytest.mark.parametrize("backend", [b for b in CPU if b != "numpy"])
+def test_fork_after_a_parallel_step_works(backend, tmp_path):
+    script = tmp_path / "fork_case.py"
+    script.write_text(textwrap.dedent(FORK_SCRIPT.format(backend=backend)))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
