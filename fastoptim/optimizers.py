@@ -19,6 +19,7 @@ import inspect
 import math
 import numbers
 import operator
+import weakref
 
 import numpy as np
 
@@ -50,10 +51,19 @@ class _Layout:
     optimizer (so ``del opt`` frees it at once, as in torch): the parameters in
     construction order, their names, and an edit counter shared with the state dicts."""
 
-    __slots__ = ("params", "names", "version")
+    __slots__ = ("params", "names", "version", "sync")
 
     def __init__(self):
         self.params, self.names, self.version = [], None, [0]
+        self.sync = None  # a weak reference to the optimizer's _sync_layout
+
+    def __deepcopy__(self, memo):
+        new = _Layout()
+        memo[id(self)] = new
+        new.params = copy.deepcopy(self.params, memo)
+        new.names = copy.deepcopy(self.names, memo)
+        new.version = copy.deepcopy(self.version, memo)
+        return new  # the optimizer's copy sets new.sync
 
 
 class _ParamList(list):
@@ -158,7 +168,15 @@ class _State(dict):
         dict.update(state, items)
         return state
 
+    def _sync(self):
+        """Edits of param_groups move parameters to new indices: apply them first."""
+        sync = self._layout.sync
+        method = sync() if sync is not None else None
+        if method is not None:
+            method()
+
     def _key(self, key):
+        self._sync()
         layout = self._layout
         if isinstance(key, (numbers.Integral, np.integer)) and not isinstance(key, (bool, np.bool_)):
             index = int(key)
@@ -200,6 +218,30 @@ class _State(dict):
             return dict.__contains__(self, self._key(key))
         except KeyError:
             return False
+
+    def __iter__(self):
+        self._sync()
+        return dict.__iter__(self)
+
+    def __len__(self):
+        self._sync()
+        return dict.__len__(self)
+
+    def keys(self):
+        self._sync()
+        return dict.keys(self)
+
+    def values(self):
+        self._sync()
+        return dict.values(self)
+
+    def items(self):
+        self._sync()
+        return dict.items(self)
+
+    def __repr__(self):
+        self._sync()
+        return dict.__repr__(self)
 
     def get(self, key, default=None):
         try:
@@ -281,6 +323,7 @@ class Optimizer:
         self._records = []  # per group: (group dict, its params list, edit count, params, names)
         self._segments: list = []  # one per group: _Segment or None
         self.state = _State(self._layout)
+        self._layout.sync = weakref.WeakMethod(self._sync_layout)
         for group in groups:
             self.add_param_group(group)
 
@@ -1073,6 +1116,7 @@ class Optimizer:
         memo[id(self)] = new
         for key, value in self.__dict__.items():
             setattr(new, key, copy.deepcopy(value, memo))
+        new._layout.sync = weakref.WeakMethod(new._sync_layout)
         return new
 
     def __repr__(self):
