@@ -596,7 +596,10 @@ class Optimizer:
     def _owners(self):
         """Per group, the FlatParams whose buffer all its parameters view, or None."""
         out = []
-        for group in self.param_groups:
+        for group, segment in zip(self.param_groups, self._segments):
+            if segment is not None:
+                out.append(owner_of(segment.root))
+                continue
             roots = {id(r): r for r in map(_root_of, group["params"])}
             out.append(owner_of(next(iter(roots.values()))) if len(roots) == 1 else None)
         return out
