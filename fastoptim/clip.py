@@ -46,10 +46,16 @@ negative-p norms of an empty array raise ``ValueError`` (torch: RuntimeError).
 Gradients may be a list (``None`` entries are skipped, like a missing
 ``.grad``), a single array, a dict (its values) or ``FlatParams.grads`` (the
 whole ``.buffer`` is read or scaled in one call). They must be float32/float64
-NumPy arrays (``TypeError`` otherwise, naming the argument); the clipping
+NumPy arrays, or C-contiguous complex64/complex128 ones, read and scaled as their
+pairs of reals (``TypeError`` otherwise, naming the argument); the clipping
 functions update them in place, so read-only arrays raise ``ValueError``. CUDA
 device arrays (anything with ``__cuda_array_interface__``) are reduced and
 scaled on the device; the total norm is copied back to the host (one sync).
+
+Arguments follow torch's positional order (``clip_grad_norm_(grads, max_norm,
+norm_type, error_if_nonfinite, foreach)``, ``get_total_norm(grads, norm_type,
+error_if_nonfinite, foreach)``); ``foreach`` (None, False or True) changes nothing
+here, and ``backend`` is keyword-only.
 
 Backends: ``"numba"`` (parallel reductions with float64 accumulators, compiled
 with the options of ``backends/_jit.py`` plus ``fastmath={"reassoc"}`` for the sums), ``"numpy"``

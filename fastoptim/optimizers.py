@@ -322,6 +322,7 @@ class Optimizer:
         self._layout = _Layout()
         self._records = []  # per group: (group dict, its params list, edit count, params, names)
         self._segments: list = []  # one per group: _Segment or None
+        self._write_spans = None  # during step(): the spans of everything it writes
         self.state = _State(self._layout)
         self._layout.sync = weakref.WeakMethod(self._sync_layout)
         for group in groups:
@@ -651,8 +652,11 @@ class Optimizer:
                         "step() needs the gradients: step(grads), or a closure returning "
                         "(loss, grads); only FlatParams parameters let step() read them itself"
                     )
-            self._check_state()
-            plan = self._plan(grads)
+            try:
+                self._check_state()
+                plan = self._plan(grads)
+            finally:
+                self._write_spans = None  # valid for this step's checks only
             grad_scale = self._check_gradients(plan)
             if grad_scale is not None:
                 self._run(plan, grad_scale)
@@ -701,9 +705,19 @@ class Optimizer:
                 for key in keys:
                     if key in entry:
                         check(f"state[{i}][{key!r}]", entry[key], self._params[i], contiguous)
-        self._devices.check_no_overlap(
-            self._written_arrays(),
-            "{} and {} overlap in memory; step() would update the same memory twice")
+        span = self._devices.span
+        self._write_spans = [(name, span(a)) for name, a in self._written_arrays()]
+        V.check_no_overlap(self._write_spans,
+                           "{} and {} overlap in memory; step() would update the same memory twice")
+
+    def _check_reads_disjoint(self, reads):
+        """No gradient may share memory with anything the step writes (the spans of the
+        writes are the ones _check_state took in this same step)."""
+        span = self._devices.span
+        writes = self._write_spans
+        if writes is None:
+            writes = [(name, span(a)) for name, a in self._written_arrays()]
+        V.check_reads_disjoint([(name, span(a)) for name, a in reads], writes)
 
     def _segment_intact(self, indices, segment):
         """True if ``opt.state`` still holds exactly the views of the group's flat state."""
@@ -811,7 +825,7 @@ class Optimizer:
                 reads.append((f"grads[{indices[0]}:{indices[-1] + 1}]", work[0]))
             elif work is not None:
                 reads.extend((labels[i], g) for i, g in work)
-        self._devices.check_reads_disjoint(reads, self._written_arrays())
+        self._check_reads_disjoint(reads)
         return plan
 
     def _written_arrays(self):
@@ -845,7 +859,7 @@ class Optimizer:
         buffer = grads.buffer
         if buffer.dtype != grads.param_buffer.dtype or buffer.shape != grads.param_buffer.shape:
             raise ValueError("grads.buffer does not match the parameter buffer's dtype and size")
-        self._devices.check_reads_disjoint([("grads.buffer", buffer)], self._written_arrays())
+        self._check_reads_disjoint([("grads.buffer", buffer)])
         if isinstance(buffer, np.ndarray) and not (
                 buffer.flags.c_contiguous and buffer.flags.aligned
                 and grads.param_buffer.flags.writeable):
@@ -1136,6 +1150,8 @@ def _check_impl_flags(group, names):
     for name in names:
         allowed = _NOOP_FLAGS[name]
         value = group.get(name, allowed[0])
+        if value is allowed[0] or value is False and False in allowed:  # the common case
+            continue
         if value is not None and not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"{name} must be a bool or None, but got {type(value).__name__}")
         if value is None and None in allowed or value is not None and any(
