@@ -7,8 +7,8 @@ r"""Gradient norms and clipping with the semantics of ``torch.nn.utils`` (torch 
     5.0
     >>> clip_grad_norm_(grads, max_norm=1.0)  # returns the norm before clipping
     5.0
-    >>> grads[0]
-    array([0.6, 0. ], dtype=float32)
+    >>> grads[0]  # scaled by 1 / (5 + 1e-6), as torch does
+    array([0.5999999, 0.       ], dtype=float32)
 
 What torch does, and so what this module does:
 
