@@ -9,7 +9,7 @@ classes call the same backend functions after checking their own inputs.
     >>> m, v = np.zeros_like(w), np.zeros_like(w)
     >>> F.adam_step([w], [g], [m], [v], step=1, lr=0.1)
     >>> w
-    array([0.9, 0.9, 0.9, 0.9], dtype=float32)
+    array([0.90000004, 0.90000004, 0.90000004, 0.90000004], dtype=float32)
 """
 from __future__ import annotations
 
