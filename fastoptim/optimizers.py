@@ -65,6 +65,15 @@ class _Layout:
         new.version = copy.deepcopy(self.version, memo)
         return new  # the optimizer's copy sets new.sync
 
+    def __reduce__(self):  # pickle: without the weak reference (the optimizer resets it)
+        return (_Layout._rebuild, (self.params, self.names, self.version))
+
+    @staticmethod
+    def _rebuild(params, names, version):
+        layout = _Layout()
+        layout.params, layout.names, layout.version = params, names, version
+        return layout
+
 
 class _ParamList(list):
     """``param_groups[g]["params"]``: a list that counts its own edits."""
@@ -323,10 +332,26 @@ class Optimizer:
         self._records = []  # per group: (group dict, its params list, edit count, params, names)
         self._segments: list = []  # one per group: _Segment or None
         self._write_spans = None  # during step(): the spans of everything it writes
-        self.state = _State(self._layout)
+        self._state = _State(self._layout)
         self._layout.sync = weakref.WeakMethod(self._sync_layout)
         for group in groups:
             self.add_param_group(group)
+
+    @property
+    def state(self):
+        """Per-parameter state (see :class:`_State`): ``opt.state[i]``, ``opt.state[w]``."""
+        return self._state
+
+    @state.setter
+    def state(self, value):
+        """Assigning a whole new state (``opt.state = {...}``): checked at the next step."""
+        if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+            raise TypeError("optimizer.state must be a dict of {index: dict of state}")
+        state = _State(self._layout)
+        for key, entry in value.items():
+            state[key] = entry
+        self._layout.version[0] += 1
+        self._state = state
 
     @property
     def _params(self):
@@ -1135,6 +1160,10 @@ class Optimizer:
             setattr(new, key, copy.deepcopy(value, memo))
         new._layout.sync = weakref.WeakMethod(new._sync_layout)
         return new
+
+    def __setstate__(self, state):  # pickle
+        self.__dict__.update(state)
+        self._layout.sync = weakref.WeakMethod(self._sync_layout)
 
     def __repr__(self):
         lines = [f"{type(self).__name__} (backend={self.backend!r})"]

@@ -659,3 +659,36 @@ def test_fork_after_a_parallel_step_works(backend, tmp_path):
                           timeout=180)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("layout", ["list", "flat"])
+def test_pickle_round_trip_keeps_stepping_identically(layout):
+    import pickle
+
+    if layout == "flat":
+        flat = fastoptim.FlatParams([np.linspace(0, 1, 5, dtype=F32), ones(3)])
+        params = flat.params
+    else:
+        params = [np.linspace(0, 1, 5, dtype=F32), ones(3)]
+    opt = fastoptim.Adam(params, lr=0.1)
+    grads = [ones(5), ones(3)]
+    opt.step(grads)
+    clone = pickle.loads(pickle.dumps(opt))
+    opt.step(grads)
+    clone.step(grads)
+    for p, q in zip(params, clone.param_groups[0]["params"]):
+        np.testing.assert_array_equal(p, q)
+    clone.param_groups[0]["params"].pop()  # edits of the copy are still seen
+    assert len(clone.state) == 1
+
+
+def test_assigning_a_whole_new_state_is_honoured():
+    flat = fastoptim.FlatParams([ones(3), ones(2)])
+    opt = fastoptim.SGD(flat.params, lr=1.0, momentum=0.5)
+    opt.step([ones(3), ones(2)])
+    opt.state = {}  # restart the momentum, as torch's opt.state = defaultdict(dict)
+    opt.step([ones(3), ones(2)])
+    np.testing.assert_array_equal(flat.params[0], [-1.0, -1.0, -1.0])  # 1 - 1 - 1, no momentum
+    np.testing.assert_array_equal(opt.state[0]["momentum_buffer"], ones(3))
+    with pytest.raises(TypeError, match="optimizer.state must be a dict"):
+        opt.state = [1]
