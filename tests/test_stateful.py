@@ -159,6 +159,16 @@ class OptimizerMachine(RuleBasedStateMachine):
             self.opt = self.make_optimizer(self.backend)
             load_checkpoint(path, self.opt)
 
+    @rule()
+    def deepcopy(self):
+        """A deep copy of the FlatParams and the optimizer together carries on alone."""
+        import copy
+
+        self.flat, self.opt = copy.deepcopy((self.flat, self.opt))
+        params = [p for g in self.opt.param_groups for p in g["params"]]
+        for pid, p in zip(self.pids(), params):
+            self.arrays[pid] = p
+
     @precondition(lambda self: len(self.layout) < 5)
     @rule(shape=st.sampled_from(SHAPES))
     def add_param_group(self, shape):
@@ -235,6 +245,6 @@ class OptimizerMachine(RuleBasedStateMachine):
 
 
 OptimizerMachine.TestCase.settings = settings(
-    max_examples=30, stateful_step_count=15, deadline=None,
+    max_examples=60, stateful_step_count=15, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 test_optimizer_against_torchs_semantics = OptimizerMachine.TestCase
