@@ -67,3 +67,17 @@ def test_device_flat_params_zero_grad_and_step_without_grads():
         flat.grad_buffer.copy_to_device(g)
         opt.step()
     np.testing.assert_array_equal(flat.params[0].copy_to_host(), [-3, -3, -3])
+
+
+def test_array_lr_on_the_device_matches_the_host_and_complex_is_refused():
+    lr = np.array(0.1, F32)
+    p = dev(np.linspace(-1, 1, 5, dtype=F32))
+    h = np.linspace(-1, 1, 5, dtype=F32)
+    opt = fastoptim.Adam([p], lr=lr)
+    ref = fastoptim.Adam([h], lr=lr.copy(), backend="numpy")
+    for _ in range(3):
+        opt.step([dev(np.full(5, 0.5, F32))])
+        ref.step([np.full(5, 0.5, F32)])
+    np.testing.assert_allclose(p.copy_to_host(), h, rtol=1e-6)
+    with pytest.raises(TypeError, match="complex64"):
+        fastoptim.Adam([dev(np.ones(2, np.complex64))])
