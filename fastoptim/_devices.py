@@ -5,6 +5,10 @@ objects, so the same validation and state code serves the CPU and the GPU.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
+
 import numpy as np
 
 from . import _validation as V
@@ -32,8 +36,20 @@ class ArraySupport:
     def span(self, a):
         raise NotImplementedError
 
-    def check_no_overlap(self, named_arrays):
-        V.check_no_overlap([(name, self.span(a)) for name, a in named_arrays])
+    def check_no_overlap(self, named_arrays, message=None):
+        V.check_no_overlap([(name, self.span(a)) for name, a in named_arrays], message)
+
+    def check_state(self, name, a, param, contiguous):
+        """A state array a step will write: checked like a parameter, and of the
+        parameter's shape and dtype."""
+        self.check_param(name, a, contiguous)
+        if tuple(a.shape) != tuple(param.shape) or np.dtype(a.dtype) != np.dtype(param.dtype):
+            raise ValueError(f"{name} must have the shape and dtype of its parameter "
+                             f"({tuple(param.shape)}, {np.dtype(param.dtype)})")
+
+    @staticmethod
+    def real_view(a):
+        return a
 
     def check_reads_disjoint(self, reads, writes):
         V.check_reads_disjoint([(n, self.span(a)) for n, a in reads],
@@ -44,8 +60,19 @@ class HostArrays(ArraySupport):
     """NumPy arrays in host memory."""
 
     check_param = staticmethod(V.check_param)
+    check_state = staticmethod(V.check_state_array)
     find_segment = staticmethod(find_segment)
     span = staticmethod(V.host_span)
+
+    @staticmethod
+    def real_view(a):
+        """A plain ndarray view of ``a`` (np.matrix, np.memmap...); complex arrays
+        (C-contiguous, checked) as a flat view of their real pairs."""
+        if type(a) is not np.ndarray:
+            a = a.view(np.ndarray)
+        if a.dtype.kind == "c":
+            a = a.reshape(-1).view(np.dtype(f"f{a.dtype.itemsize // 2}"))
+        return a
 
     @staticmethod
     def check_grad(name, grad, param):
@@ -72,9 +99,10 @@ class HostArrays(ArraySupport):
         """1-D views of the arrays one kernel call touches, or the arrays themselves
         when one of them is strided: only the (elementwise) NumPy reference accepts
         those, and a reshape would silently copy them."""
+        real = HostArrays.real_view
         if all(a is None or a.flags.c_contiguous for a in arrays):
-            return [None if a is None else a.reshape(-1) for a in arrays]
-        return list(arrays)
+            return [None if a is None else real(a).reshape(-1) for a in arrays]
+        return [None if a is None else real(a) for a in arrays]
 
     @staticmethod
     def step_counter(value=0.0):
@@ -116,3 +144,73 @@ def device_support(arrays, names=None):
 
         return _cuda.DeviceArrays()
     return HOST
+
+
+# ------------------------------------------------------------------ threads and fork
+# Numba's ``workqueue`` threading layer (its fallback where neither OpenMP nor TBB
+# loads) is not thread-safe: two parallel kernels launched at once from two
+# threads abort the process ("Concurrent access has been detected"). Until a
+# parallel kernel has run, the layer is unknown, so steps on the numba backend
+# take this lock until then, and for good if the layer turns out to be workqueue.
+_PARALLEL_LOCK = threading.RLock()
+_layer = None  # Numba's threading layer once known
+
+
+def _numba_layer():
+    global _layer
+    if _layer is None:
+        import sys
+
+        numba = sys.modules.get("numba")
+        if numba is not None:
+            try:
+                _layer = numba.threading_layer()
+            except ValueError:  # no parallel kernel has run yet
+                pass
+    return _layer
+
+
+def parallel_guard(backend="numba"):
+    """A context for a step on ``backend``: the process-wide lock where Numba's
+    threading layer needs it (workqueue, or not chosen yet), else nothing."""
+    if backend == "numba" and _numba_layer() in (None, "workqueue"):
+        return _PARALLEL_LOCK
+    return contextlib.nullcontext()
+
+
+# fork() after a parallel step: GNU OpenMP (the C kernels, Numba's omp layer) cannot run
+# a parallel region in a child forked from a process that has run one (the child
+# hangs, or Numba kills it). Such a child therefore runs the serial kernels: the
+# same results, one thread. The spawn and forkserver start methods keep parallelism.
+_parallel_used = set()  # the backends that may have run parallel kernels in this process
+_serial_only = False  # True in a child forked after a parallel step
+
+
+def note_parallel(backend):
+    """Record that ``backend`` may run its parallel kernels in this process."""
+    if backend in ("numba", "c") and backend not in _parallel_used:
+        _parallel_used.add(backend)
+
+
+def serial_only() -> bool:
+    """True in a process forked after a parallel step: run serial kernels only."""
+    return _serial_only
+
+
+def _after_fork_in_child():
+    global _PARALLEL_LOCK, _serial_only
+    _PARALLEL_LOCK = threading.RLock()  # a lock held by a parent's thread would never free
+    if _parallel_used:
+        _serial_only = True
+        import sys
+
+        c_backend = sys.modules.get("fastoptim.backends.c_backend")
+        if c_backend is not None:
+            try:
+                c_backend.set_num_threads(1)  # one thread: no OpenMP team is started
+            except Exception:  # pragma: no cover - nothing else to do in a fork hook
+                pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -12,6 +12,9 @@ import numbers
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# complex parameters are updated as pairs of reals (torch's view_as_real)
+COMPLEX_DTYPES = (np.dtype(np.complex64), np.dtype(np.complex128))
+PARAM_DTYPES = FLOAT_DTYPES + COMPLEX_DTYPES
 
 
 def _real(name, value):
@@ -25,8 +28,27 @@ def _flag(name, value):
         raise TypeError(f"{name} must be a bool, but got {type(value).__name__}")
 
 
+def _tensor_hyper(name, value):
+    """An array hyperparameter (torch's tensor lr): 1 element, real float dtype; its value."""
+    if value.size != 1:
+        raise ValueError(f"Tensor {name} must be 1-element")
+    if value.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} as an array must be float32 or float64, but got {value.dtype}")
+    return float(value.reshape(-1)[0])
+
+
+def hyper_value(value):
+    """What a kernel gets for a hyperparameter: the value itself, or for an array (torch's
+    tensor lr/betas) a NumPy scalar of its dtype, so that, as in torch, arithmetic
+    with it happens in that dtype."""
+    if isinstance(value, np.ndarray):
+        return value.reshape(-1)[0]
+    return value
+
+
 def check_lr(lr):
-    if not _real("lr", lr) >= 0.0:
+    value = _tensor_hyper("lr", lr) if isinstance(lr, np.ndarray) else _real("lr", lr)
+    if not value >= 0.0:
         raise ValueError(f"Invalid learning rate: {lr}")
 
 
@@ -55,8 +77,13 @@ def check_adam_hyperparameters(lr, betas, eps, weight_decay, amsgrad, maximize,
         raise ValueError(f"Invalid epsilon value: {eps}")
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise TypeError(f"betas must be a pair (beta1, beta2), but got {betas!r}")
+    arrays = [isinstance(b, np.ndarray) for b in betas]
+    if arrays[0] != arrays[1]:
+        raise ValueError("betas must be either both floats or both Tensors")
     for index, beta in enumerate(betas):
-        if not 0.0 <= _real(f"betas[{index}]", beta) < 1.0:
+        value = (_tensor_hyper(f"betas[{index}]", beta) if arrays[index]
+                 else _real(f"betas[{index}]", beta))
+        if not 0.0 <= value < 1.0:
             raise ValueError(f"Invalid beta parameter at index {index}: {beta}")
     check_weight_decay(weight_decay)
     _flag("amsgrad", amsgrad)
@@ -70,22 +97,60 @@ def check_safety_options(skip_nonfinite, max_grad_norm):
         raise ValueError(f"Invalid max_grad_norm: {max_grad_norm} (must be > 0 or None)")
 
 
-def check_step(step):
+def step_value(step):
+    """A step count as a Python float: a real number, or a 1-element real array (torch's
+    tensor step); TypeError otherwise."""
+    if isinstance(step, np.ndarray):
+        if step.size != 1 or step.dtype.kind not in "uif":
+            raise TypeError(f"step must be a number or a 1-element real array, but got an array "
+                            f"of shape {step.shape} and dtype {step.dtype}")
+        return float(step.reshape(-1)[0])
     if isinstance(step, (bool, np.bool_)) or not isinstance(step, numbers.Real):
         raise TypeError(f"step must be a number, but got {type(step).__name__}")
-    if not step >= 1:
+    return float(step)
+
+
+def check_step(step):
+    value = step_value(step)
+    if not value >= 1:
         raise ValueError(f"Invalid step: {step} (the count including this step, starting at 1)")
+    return value
+
+
+def check_state_step(name, step):
+    """An optimizer's stored step count: a finite number >= 0 (or a 1-element array)."""
+    try:
+        value = step_value(step)
+    except TypeError:
+        raise TypeError(f"{name} must be a number or a 1-element real array, "
+                        f"but got {type(step).__name__}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite count >= 0, but is {value}")
+
+
+def _check_ndarray_kind(name, a, what):
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a {what}, but got {type(a).__name__}")
+    if isinstance(a, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} is a masked array: the kernels would update masked entries too; pass "
+            "its .data (or np.ma.getdata(...)) to optimize every entry"
+        )
 
 
 def check_param(name, p, need_contiguous):
-    """A parameter: a writeable, aligned float32/float64 NumPy array."""
-    if not isinstance(p, np.ndarray):
-        raise TypeError(
-            f"{name} must be a NumPy float32/float64 array (or a CUDA device array), "
-            f"but got {type(p).__name__}"
-        )
-    if p.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} has dtype {p.dtype}; fastoptim optimizes float32 and float64 arrays")
+    """A parameter: a writeable, aligned float32/float64 (or complex64/128) NumPy array.
+
+    ndarray subclasses (np.matrix, np.memmap) are updated through a plain
+    ndarray view of their memory; masked arrays are refused.
+    """
+    _check_ndarray_kind(name, p, "NumPy float32/float64 array (or a CUDA device array)")
+    if p.dtype not in PARAM_DTYPES:
+        raise TypeError(f"{name} has dtype {p.dtype}; fastoptim optimizes float32 and float64 "
+                        "arrays (and complex64/complex128 ones, as pairs of reals)")
+    if p.dtype in COMPLEX_DTYPES and not p.flags.c_contiguous:
+        raise ValueError(f"{name} is a complex array that is not C-contiguous; complex arrays "
+                         "are updated through a real view, which needs contiguous memory")
     if not p.flags.writeable:
         raise ValueError(f"{name} is read-only; parameters are updated in place")
     if not p.flags.aligned:
@@ -99,8 +164,7 @@ def check_param(name, p, need_contiguous):
 
 def check_grad(name, g, p):
     """A gradient for parameter ``p``: same shape and dtype, not sharing its memory."""
-    if not isinstance(g, np.ndarray):
-        raise TypeError(f"{name} must be a NumPy array, but got {type(g).__name__}")
+    _check_ndarray_kind(name, g, "NumPy array")
     if g.dtype != p.dtype:
         raise TypeError(f"{name} has dtype {g.dtype} but its parameter has dtype {p.dtype}")
     if g.shape != p.shape:
@@ -109,20 +173,40 @@ def check_grad(name, g, p):
         raise ValueError(f"{name} shares memory with its parameter")
 
 
+def check_state_array(name, a, p, need_contiguous):
+    """A state array a step writes (``exp_avg``...): an array of its parameter's shape and
+    dtype, writeable, aligned, and contiguous for the fast backends."""
+    _check_ndarray_kind(name, a, "NumPy array of its parameter's shape and dtype")
+    if a.dtype != p.dtype:
+        raise TypeError(f"{name} has dtype {a.dtype} but its parameter has dtype {p.dtype}")
+    if a.shape != p.shape:
+        raise ValueError(f"{name} has shape {a.shape} but its parameter has shape {p.shape}")
+    if not a.flags.writeable:
+        raise ValueError(f"{name} is read-only; optimizer state is updated in place")
+    if not a.flags.aligned:
+        raise ValueError(f"{name} is not aligned to its itemsize")
+    if (need_contiguous or a.dtype in COMPLEX_DTYPES) and not a.flags.c_contiguous:
+        raise ValueError(f"{name} is not C-contiguous; the kernels update state in place")
+
+
 def host_span(a):
     """(start, stop) byte addresses of a NumPy array's memory."""
     bounds = np.lib.array_utils.byte_bounds if hasattr(np.lib, "array_utils") else np.byte_bounds
     return bounds(a)
 
 
-def check_no_overlap(named_spans):
+_OVERLAP = "some parameters appear more than once or overlap in memory ({} and {})"
+
+
+def check_no_overlap(named_spans, message=None):
     """ValueError if two (name, (start, stop)) spans overlap (a parameter given twice...)."""
     spans = sorted((lo, hi, name) for name, (lo, hi) in named_spans if hi > lo)
-    for (lo1, hi1, n1), (lo2, hi2, n2) in zip(spans, spans[1:]):
-        if lo2 < hi1:
-            raise ValueError(
-                f"some parameters appear more than once or overlap in memory ({n1} and {n2})"
-            )
+    hi_max, n_max = None, None
+    for lo, hi, name in spans:  # the widest span so far: catches one inside an earlier one
+        if hi_max is not None and lo < hi_max:
+            raise ValueError((message or _OVERLAP).format(n_max, name))
+        if hi_max is None or hi > hi_max:
+            hi_max, n_max = hi, name
 
 
 def check_reads_disjoint(read_spans, write_spans):

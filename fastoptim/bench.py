@@ -135,7 +135,10 @@ def parse_size(text) -> int:
         match = _SIZE_RE.match(str(text))
         if not match:
             raise BenchError(f"bad size {text!r}: expected a count such as 4096, 256K or 16M")
-        value = int(round(float(match.group(1)) * _SUFFIX[match.group(2).lower()]))
+        exact = float(match.group(1)) * _SUFFIX[match.group(2).lower()]
+        if exact != int(exact):
+            raise BenchError(f"bad size {text!r}: not a whole number of elements")
+        value = int(exact)
     if value < 1:
         raise BenchError(f"bad size {text!r}: must be at least 1 element")
     return value

@@ -333,6 +333,29 @@ _READ_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, 
                 OSError, zlib.error, struct.error, UnicodeDecodeError, NotImplementedError)
 
 
+def _check_local_headers(data):
+    """Every entry's local header must agree with the central directory (zipfile reads
+    sizes from the directory only, so a damaged local header would go unnoticed)."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        for info in archive.infolist():
+            at = info.header_offset
+            (sig, _, flags, method, _, _, crc, csize, usize, name_len, extra_len) = struct.unpack(
+                "<4sHHHHHIIIHH", data[at:at + 30])
+            name = data[at + 30:at + 30 + name_len]
+            extra = data[at + 30 + name_len:at + 30 + name_len + extra_len]
+            if csize == usize == 0xFFFFFFFF:  # zip64: the sizes are in the extra field
+                tag, size, usize, csize = struct.unpack("<HHQQ", extra[:20])
+                if tag != 1 or size < 16:
+                    raise ValueError(f"bad zip64 local header of {info.filename!r}")
+            if flags & 8:  # sizes and CRC in a data descriptor after the data
+                crc, csize, usize = info.CRC, info.compress_size, info.file_size
+            if (sig != b"PK\x03\x04" or method != info.compress_type or crc != info.CRC
+                    or csize != info.compress_size or usize != info.file_size
+                    or name.decode("utf-8", "replace") != info.orig_filename):
+                raise ValueError(f"the local header of {info.filename!r} does not match "
+                                 "the archive's directory")
+
+
 def _read(path):
     """(meta, arrays): the archive read, parsed and verified, or ValueError."""
     with open(path, "rb") as f:
@@ -340,6 +363,7 @@ def _read(path):
     if not data.startswith(b"PK\x03\x04"):
         raise ValueError(f"checkpoint {path!r} is not a fastoptim checkpoint (not an .npz archive)")
     try:
+        _check_local_headers(data)
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             names = list(archive.files)
             arrays = {name: archive[name] for name in names}

@@ -117,17 +117,56 @@ def _usage_error(parser, message) -> int:
     return 2
 
 
+def _check_output_path(option, path):
+    """An output file's folder must exist and be writable: checked before the run."""
+    if path is None or path == "-":
+        return None
+    if os.path.isdir(path):
+        return f"{option} {path!r} is a directory, not a file"
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return f"{option} {path!r}: the folder {folder!r} does not exist"
+    if not os.access(folder, os.W_OK):
+        return f"{option} {path!r}: the folder {folder!r} is not writable"
+    return None
+
+
+def _validate_bench_args(bench, args):
+    """Every usage error of ``fastoptim bench``, found before anything is measured."""
+    for option, value in (("--optimizers", args.optimizers), ("--backends", args.backends),
+                          ("--sizes", args.sizes)):
+        if value is not None and not value:
+            return f"{option} is empty: give a comma-separated list"
+    try:
+        for size in args.sizes or ():
+            bench.parse_size(size)
+        if args.many != "default":
+            bench.parse_many(args.many)
+    except bench.BenchError as exc:
+        return str(exc)
+    if args.json_path == "-" and args.plot_path == "-":
+        return "--plot needs a file name"
+    return _check_output_path("--json", args.json_path) or _check_output_path("--plot", args.plot_path)
+
+
 def _bench(parser, args) -> int:
     bench_parser = parser.bench_parser
+    try:
+        from rich.console import Console
+    except ImportError:
+        print("fastoptim bench: the tables need the 'rich' package, which is not installed "
+              "(pip install rich, or reinstall fastoptim, which depends on it)", file=sys.stderr)
+        return 2
     from fastoptim import bench
 
+    problem = _validate_bench_args(bench, args)
+    if problem:
+        return _usage_error(bench_parser, problem)
     if args.plot_path:  # fail before a long run, not after it
         try:
             bench.require_matplotlib()
         except ImportError as exc:
             return _usage_error(bench_parser, str(exc))
-
-    from rich.console import Console
 
     console = Console(stderr=args.json_path == "-")
     if not console.is_terminal and "COLUMNS" not in os.environ:  # a log file: room for the tables

@@ -7,8 +7,8 @@ r"""Gradient norms and clipping with the semantics of ``torch.nn.utils`` (torch 
     5.0
     >>> clip_grad_norm_(grads, max_norm=1.0)  # returns the norm before clipping
     5.0
-    >>> grads[0]
-    array([0.6, 0. ], dtype=float32)
+    >>> grads[0]  # scaled by 1 / (5 + 1e-6), as torch does
+    array([0.5999999, 0.       ], dtype=float32)
 
 What torch does, and so what this module does:
 
@@ -46,13 +46,19 @@ negative-p norms of an empty array raise ``ValueError`` (torch: RuntimeError).
 Gradients may be a list (``None`` entries are skipped, like a missing
 ``.grad``), a single array, a dict (its values) or ``FlatParams.grads`` (the
 whole ``.buffer`` is read or scaled in one call). They must be float32/float64
-NumPy arrays (``TypeError`` otherwise, naming the argument); the clipping
+NumPy arrays, or C-contiguous complex64/complex128 ones, read and scaled as their
+pairs of reals (``TypeError`` otherwise, naming the argument); the clipping
 functions update them in place, so read-only arrays raise ``ValueError``. CUDA
 device arrays (anything with ``__cuda_array_interface__``) are reduced and
 scaled on the device (``_cuda_reduce``: sums in the gradient's dtype, as torch,
 in a fixed order, so norms are bit-reproducible); these functions return a
 Python float, so they copy the per-block partial sums back (one wait for the
 GPU). An optimizer's ``max_grad_norm`` keeps the norm on the device instead.
+
+Arguments follow torch's positional order (``clip_grad_norm_(grads, max_norm,
+norm_type, error_if_nonfinite, foreach)``, ``get_total_norm(grads, norm_type,
+error_if_nonfinite, foreach)``); ``foreach`` (None, False or True) changes nothing
+here, and ``backend`` is keyword-only.
 
 Backends: ``"numba"`` (parallel reductions with float64 accumulators, compiled
 with the options of ``backends/_jit.py`` plus ``fastmath={"reassoc"}`` for the sums), ``"numpy"``
@@ -70,7 +76,7 @@ import numpy as np
 
 from . import _validation as V
 from . import backends
-from ._devices import is_device_array
+from ._devices import is_device_array, note_parallel, parallel_guard, serial_only
 from .flat import FlatGradDict, FlatGrads
 
 __all__ = [
@@ -178,6 +184,10 @@ class _Grads:
             self.arrays = [_cuda.as_device(g) for _, g in items]
         else:
             for k, (name, g) in enumerate(items):
+                if (isinstance(g, np.ndarray) and g.dtype in V.COMPLEX_DTYPES
+                        and g.flags.c_contiguous):  # complex: its real pairs (torch's norm)
+                    items[k] = (name, g := g.view(np.ndarray).reshape(-1).view(
+                        np.dtype(f"f{g.dtype.itemsize // 2}")))
                 if isinstance(g, np.generic) and not writable:
                     items[k] = (name, g := np.asarray(g))  # a NumPy scalar, read as a 0-d array
                 if isinstance(g, np.generic):
@@ -311,7 +321,7 @@ def _numba_kernels():
         return _numba
     import numba as numba_module
 
-    from .backends._jit import PARALLEL, SERIAL
+    from .backends._jit import PARALLEL, SERIAL, _renamed
 
     numba = numba_module
     # Reassociation lets LLVM vectorize the float64 sums (several partial sums, ~5x
@@ -320,9 +330,12 @@ def _numba_kernels():
     sums = dict(fastmath={"reassoc"})
 
     def both(fn, extra=None):
+        # Numba's disk cache keys a function on its qualified name, not on its options:
+        # the serial and the parallel build need names of their own, or one loads the
+        # other's machine code (a "serial" kernel that starts the thread pool).
         extra = extra or {}
-        return (numba.njit(**dict(SERIAL, **extra))(fn),
-                numba.njit(**dict(PARALLEL, **extra))(fn))
+        return (numba.njit(**dict(SERIAL, **extra))(_renamed(fn, "__serial")),
+                numba.njit(**dict(PARALLEL, **extra))(_renamed(fn, "__parallel")))
 
     _numba = {
         _SUM_SQ: both(_nb_sum_sq, sums),
@@ -336,11 +349,16 @@ def _numba_kernels():
 
 
 def _pick(pair, n):
-    return pair[1] if n >= PARALLEL_MIN else pair[0]
+    if n >= PARALLEL_MIN and not serial_only():  # serial in a child forked after a parallel step
+        note_parallel("numba")
+        return pair[1]
+    return pair[0]
 
 
 def _flat_host(x):
     """A 1-D contiguous view (or, for a non-contiguous array, a copy) for reading."""
+    if type(x) is not np.ndarray:
+        x = x.view(np.ndarray)  # np.matrix keeps 2-D under reshape
     if not (x.flags.c_contiguous and x.flags.aligned):
         x = np.ascontiguousarray(x)
     return x.reshape(-1)
@@ -352,9 +370,10 @@ def _reduce_numba(x, mode, p):
     kernels = _numba_kernels()
     flat = _flat_host(x)
     kernel = _pick(kernels[mode], flat.shape[0])
-    if mode == _SUM_POW:
-        return float(kernel(flat, x.dtype.type(p)))
-    return float(kernel(flat))
+    with parallel_guard():
+        if mode == _SUM_POW:
+            return float(kernel(flat, x.dtype.type(p)))
+        return float(kernel(flat))
 
 
 # ------------------------------------------------------------------- CUDA kernels
@@ -504,15 +523,25 @@ def _size(x):
 
 
 # ----------------------------------------------------------------------- public API
-def total_norm(grads, norm_type=2.0, backend="auto", *, error_if_nonfinite=False) -> float:
-    """The total ``norm_type``-norm of ``grads``, as ``torch.nn.utils.get_total_norm``.
+def _check_foreach(foreach):
+    """torch's ``foreach`` switch: None, False or True, all the same here (one implementation)."""
+    if foreach is not None and not isinstance(foreach, (bool, np.bool_)):
+        raise TypeError(f"foreach must be a bool or None, but got {type(foreach).__name__}")
+
+
+def total_norm(grads, norm_type=2.0, error_if_nonfinite=False, foreach=None, *,
+               backend="auto") -> float:
+    """The total ``norm_type``-norm of ``grads``, as ``torch.nn.utils.get_total_norm``
+    (torch's argument order: ``error_if_nonfinite`` third, ``foreach`` fourth).
 
     Args:
         grads: an array, a list/tuple/iterable of arrays (``None`` entries are
             skipped), a dict of arrays, or ``FlatParams.grads``.
         norm_type: p (float), ``inf``/``"inf"``, ``-inf`` or 0 (see the module doc).
-        backend: "auto", "numba", "numpy", "c" (numba's kernels) or "cuda".
         error_if_nonfinite: raise torch's ``RuntimeError`` if the norm is NaN/Inf.
+        foreach: torch's implementation switch; None, False and True all give
+            the same result here.
+        backend (keyword): "auto", "numba", "numpy", "c" (numba's kernels) or "cuda".
 
     Returns:
         The norm as a Python float (0.0 for no gradients), rounded to float32
@@ -520,6 +549,7 @@ def total_norm(grads, norm_type=2.0, backend="auto", *, error_if_nonfinite=False
     """
     p = _norm_type(norm_type)
     V._flag("error_if_nonfinite", error_if_nonfinite)
+    _check_foreach(foreach)
     g = _Grads(grads, writable=False)
     norm, _, _ = _total(g, p, _kernel_backend(backend, g.on_device), False)
     if error_if_nonfinite and not math.isfinite(norm):
@@ -566,8 +596,9 @@ def _scale(g: _Grads, coef, kernel_backend):
     for x in g.arrays:
         c = x.dtype.type(coef)
         if kernel_backend == "numba" and x.size and x.flags.c_contiguous and x.flags.aligned:
-            flat = x.reshape(-1)
-            _pick(_numba_kernels()["scale"], flat.shape[0])(flat, c)
+            flat = x.view(np.ndarray).reshape(-1)
+            with parallel_guard():
+                _pick(_numba_kernels()["scale"], flat.shape[0])(flat, c)
         else:
             with _quiet():
                 np.multiply(x, c, out=x)
@@ -585,9 +616,10 @@ def _check_no_overlap(g: _Grads):
         ) from None
 
 
-def clip_grads_with_norm_(grads, max_norm, total_norm, backend="auto") -> None:
+def clip_grads_with_norm_(grads, max_norm, total_norm, foreach=None, *, backend="auto") -> None:
     """Scale ``grads`` in place by :func:`clip_coef` of a precomputed total norm
-    (``torch.nn.utils.clip_grads_with_norm_``)."""
+    (``torch.nn.utils.clip_grads_with_norm_``, same argument order)."""
+    _check_foreach(foreach)
     max_norm = _real("max_norm", max_norm)
     total_norm_ = _real("total_norm", total_norm)
     g = _Grads(grads, writable=True)
@@ -600,7 +632,7 @@ def clip_grads_with_norm_(grads, max_norm, total_norm, backend="auto") -> None:
         _scale(g, coef, kernel_backend)
 
 
-def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False,
+def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False, foreach=None, *,
                     backend="auto") -> float:
     """Clip the total norm of ``grads`` to ``max_norm`` in place; return the total norm
     before clipping (``torch.nn.utils.clip_grad_norm_``).
@@ -619,8 +651,10 @@ def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False,
         max_norm (float): the largest allowed total norm.
         norm_type: as :func:`total_norm`.
         error_if_nonfinite (bool): raise instead of clipping by a NaN/Inf norm.
-        backend: "auto", "numba", "numpy", "c" or "cuda".
+        foreach: torch's implementation switch (None, False or True: the same here).
+        backend (keyword): "auto", "numba", "numpy", "c" or "cuda".
     """
+    _check_foreach(foreach)
     max_norm = _real("max_norm", max_norm)
     p = _norm_type(norm_type)
     V._flag("error_if_nonfinite", error_if_nonfinite)
@@ -638,13 +672,14 @@ def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False,
     return norm
 
 
-def clip_grad_value_(grads, clip_value, backend="auto") -> None:
+def clip_grad_value_(grads, clip_value, foreach=None, *, backend="auto") -> None:
     """Clamp every gradient in place to ``[-clip_value, clip_value]``
-    (``torch.nn.utils.clip_grad_value_``).
+    (``torch.nn.utils.clip_grad_value_``, same argument order).
 
     NaN entries stay NaN; a negative ``clip_value`` sets everything to
     ``clip_value`` and a NaN one sets everything to NaN, as ``torch.clamp`` does.
     """
+    _check_foreach(foreach)
     clip_value = _real("clip_value", clip_value)
     g = _Grads(grads, writable=True)
     kernel_backend = _kernel_backend(backend, g.on_device)
@@ -656,8 +691,9 @@ def clip_grad_value_(grads, clip_value, backend="auto") -> None:
         elif math.isnan(clip_value):
             x[...] = np.nan
         elif kernel_backend == "numba" and x.size and x.flags.c_contiguous and x.flags.aligned:
-            flat = x.reshape(-1)
-            _pick(_numba_kernels()["clamp"], flat.shape[0])(flat, lo, hi)
+            flat = x.view(np.ndarray).reshape(-1)
+            with parallel_guard():
+                _pick(_numba_kernels()["clamp"], flat.shape[0])(flat, lo, hi)
         else:  # x < lo ? lo : x, then x > hi ? hi : x (NaN stays, -0.0 stays), as torch
             np.copyto(x, lo, where=x < lo)
             np.copyto(x, hi, where=x > hi)

@@ -23,21 +23,90 @@ over those views launches one CUDA kernel per group per step (docs/cuda.md).
 """
 from __future__ import annotations
 
+import copy
+import weakref
+
 import numpy as np
 
 from ._validation import FLOAT_DTYPES
 
 
 class FlatGrads(list):
-    """Gradient views into one buffer; ``.buffer`` is the whole flat gradient."""
+    """Gradient views into one buffer; ``.buffer`` is the whole flat gradient.
 
-    __slots__ = ("buffer", "param_buffer")
+    Entries may be rebound, as torch's ``p.grad``: ``flat.grads[i] = dw`` or
+    ``= None`` (skip that parameter). ``rebound`` is then True and the
+    optimizer reads every entry instead of the buffer, until ``zero_grad``
+    restores the views.
+    """
+
+    __slots__ = ("buffer", "param_buffer", "rebound")
 
 
 class FlatGradDict(dict):
-    """Named gradient views into one buffer; ``.buffer`` is the whole flat gradient."""
+    """Named gradient views into one buffer; ``.buffer`` is the whole flat gradient
+    (entries may be rebound, see :class:`FlatGrads`)."""
 
-    __slots__ = ("buffer", "param_buffer")
+    __slots__ = ("buffer", "param_buffer", "rebound")
+
+
+def _rebinding(cls, name):
+    method = getattr(cls.__mro__[1], name)
+
+    def edit(self, *args, **kwargs):
+        self.rebound = True
+        return method(self, *args, **kwargs)
+
+    edit.__name__ = name
+    setattr(cls, name, edit)
+
+
+for _name in ("__setitem__", "__delitem__", "__iadd__", "__imul__", "append", "extend",
+              "insert", "pop", "remove", "clear", "sort", "reverse"):
+    _rebinding(FlatGrads, _name)
+for _name in ("__setitem__", "__delitem__", "__ior__", "pop", "popitem", "clear", "update",
+              "setdefault"):
+    _rebinding(FlatGradDict, _name)
+
+_OWNERS = {}  # id(FlatParams.buffer) -> weakref to the FlatParams
+
+
+def owner_of(buffer):
+    """The live FlatParams whose parameter buffer is ``buffer``, or None."""
+    ref = _OWNERS.get(id(buffer))
+    flat = ref() if ref is not None else None
+    return flat if flat is not None and flat.buffer is buffer else None
+
+
+def _register(flat):
+    key = id(flat.buffer)
+
+    def forget(ref, key=key):
+        if _OWNERS.get(key) is ref:
+            del _OWNERS[key]
+
+    _OWNERS[key] = weakref.ref(flat, forget)
+
+
+def copy_keeping_views(a, memo):
+    """``copy.deepcopy(a, memo)`` for an array; a view of another NumPy array becomes a
+    view of that array's deep copy (made once per memo), so views of one buffer
+    stay aliased, as torch's deepcopy keeps views of one storage aliased."""
+    if id(a) in memo or not isinstance(a, np.ndarray):
+        return copy.deepcopy(a, memo)
+    root = _root(a)
+    if root is a or not root.flags.c_contiguous:
+        return copy.deepcopy(a, memo)
+    new_root = copy.deepcopy(root, memo)
+    offset = a.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+    new = np.ndarray(a.shape, a.dtype, buffer=new_root, offset=offset, strides=a.strides)
+    if type(a) is not np.ndarray:
+        new = new.view(type(a))
+    if not a.flags.writeable:
+        new.flags.writeable = False
+    memo[id(a)] = new
+    memo.setdefault(id(memo), []).append(a)  # keep ``a`` alive while memo holds its id
+    return new
 
 
 class FlatParams:
@@ -99,6 +168,28 @@ class FlatParams:
             self.grads = FlatGrads(grads)
         self.grads.buffer = self.grad_buffer
         self.grads.param_buffer = self.buffer
+        self.grads.rebound = False
+        self._grad_views = grads
+        _register(self)
+
+    def __deepcopy__(self, memo):
+        """A copy with its own buffers whose ``params`` and ``grads`` are views of them."""
+        if self.device != "cpu":
+            raise TypeError("copy.deepcopy of a CUDA FlatParams is not supported")
+        for a in [self.buffer, self.grad_buffer, *self._grad_views,
+                  *(self.params.values() if isinstance(self.params, dict) else self.params)]:
+            copy_keeping_views(a, memo)
+        for g in (self.grads.values() if isinstance(self.grads, dict) else self.grads):
+            if g is not None:
+                copy_keeping_views(g, memo)
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            setattr(new, key, copy.deepcopy(value, memo))
+        for name in ("buffer", "param_buffer", "rebound"):
+            setattr(new.grads, name, copy.deepcopy(getattr(self.grads, name), memo))
+        _register(new)
+        return new
 
     def _views(self, buffer):
         return [
@@ -109,8 +200,24 @@ class FlatParams:
     def __len__(self):
         return len(self.shapes)
 
-    def zero_grad(self):
-        """Set every gradient to zero in one pass."""
+    def zero_grad(self, set_to_none=True):
+        """Set every gradient to zero in one pass.
+
+        Entries of ``grads`` that were rebound (to another array or None) are
+        restored to their views first. ``set_to_none`` is torch's argument: a
+        buffer cannot hold a missing gradient, so it zeroes either way.
+        """
+        if not isinstance(set_to_none, (bool, np.bool_)):
+            raise TypeError(f"set_to_none must be a bool, but got {type(set_to_none).__name__}")
+        if self.grads.rebound:
+            if isinstance(self.grads, dict):
+                keys = list(self.params.keys())
+                dict.clear(self.grads)
+                dict.update(self.grads, zip(keys, self._grad_views))
+            else:
+                list.clear(self.grads)
+                list.extend(self.grads, self._grad_views)
+            self.grads.rebound = False
         if self.device == "cuda":
             from . import _cuda
 
@@ -144,6 +251,7 @@ def find_segment(params):
     """
     if not params or not all(isinstance(p, np.ndarray) for p in params):
         return None
+    params = [p if type(p) is np.ndarray else p.view(np.ndarray) for p in params]
     dtype = params[0].dtype
     root = _root(params[0])
     if not root.flags.c_contiguous:
@@ -159,5 +267,5 @@ def find_segment(params):
     start_byte = first - root_addr
     if start_byte % dtype.itemsize:
         return None
-    flat = root.reshape(-1).view(np.uint8)[start_byte:expected - root_addr].view(dtype)
+    flat = root.view(np.ndarray).reshape(-1).view(np.uint8)[start_byte:expected - root_addr].view(dtype)
     return root, start_byte // dtype.itemsize, flat

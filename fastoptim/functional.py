@@ -9,13 +9,13 @@ classes call the same backend functions after checking their own inputs.
     >>> m, v = np.zeros_like(w), np.zeros_like(w)
     >>> F.adam_step([w], [g], [m], [v], step=1, lr=0.1)
     >>> w
-    array([0.9, 0.9, 0.9, 0.9], dtype=float32)
+    array([0.90000004, 0.90000004, 0.90000004, 0.90000004], dtype=float32)
 """
 from __future__ import annotations
 
 from . import _validation as V
 from . import backends
-from ._devices import check_backend_fits, device_support, is_array
+from ._devices import check_backend_fits, device_support, is_array, note_parallel, parallel_guard
 
 
 def _as_list(name, arrays):
@@ -64,12 +64,16 @@ def _prepare(backend, params, grads, states):
         checked[state_name] = arrays
     devices.check_no_overlap(named)
     devices.check_reads_disjoint([(f"grads[{i}]", g) for i, g in enumerate(grads)], named)
+    note_parallel(name)
     return backends.load(name), devices, params, grads, checked
 
 
 def sgd_step(params, grads, momentum_buffers=None, *, lr=1e-3, momentum=0, dampening=0,
              weight_decay=0, nesterov=False, maximize=False, backend="auto"):
     """One SGD step (torch's math, see :class:`fastoptim.SGD`), in place.
+
+    ``lr`` may be a 1-element array (torch's tensor lr): arithmetic with it then
+    happens in its dtype.
 
     ``momentum_buffers``: with momentum != 0, a list with one entry per
     parameter; a ``None`` entry is the first step: a new buffer equal to the
@@ -84,15 +88,17 @@ def sgd_step(params, grads, momentum_buffers=None, *, lr=1e-3, momentum=0, dampe
         raise TypeError("momentum_buffers with None entries must be a list: the new buffers are stored in it")
     kernels, devices, params, grads, states = _prepare(
         backend, params, grads, {"momentum_buffers": momentum_buffers})
+    lr = V.hyper_value(lr)
     buffers = states["momentum_buffers"]
-    for i, (p, g) in enumerate(zip(params, grads)):
-        first_step = momentum != 0 and buffers[i] is None
-        if first_step:
-            buffers[i] = devices.alloc(p, "empty")
-        p, g, buf = devices.kernel_views([p, g, buffers[i] if momentum != 0 else None])
-        kernels.sgd(p, g, buf, lr=lr, momentum=momentum,
-                    dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
-                    maximize=maximize, first_step=first_step)
+    with parallel_guard(kernels.name):
+        for i, (p, g) in enumerate(zip(params, grads)):
+            first_step = momentum != 0 and buffers[i] is None
+            if first_step:
+                buffers[i] = devices.alloc(p, "empty")
+            p, g, buf = devices.kernel_views([p, g, buffers[i] if momentum != 0 else None])
+            kernels.sgd(p, g, buf, lr=lr, momentum=momentum,
+                        dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
+                        maximize=maximize, first_step=first_step)
     if isinstance(momentum_buffers, list):
         momentum_buffers[:] = buffers
 
@@ -102,12 +108,14 @@ def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, ste
               decoupled_weight_decay=False, backend="auto"):
     """One Adam step (torch's math, see :class:`fastoptim.Adam`), in place.
 
-    ``step`` is the step count including this one (1 on the first call);
-    ``max_exp_avg_sqs`` is needed with ``amsgrad=True``.
+    ``step`` is the step count including this one (1 on the first call), a
+    number or a 1-element array; ``max_exp_avg_sqs`` is needed with
+    ``amsgrad=True``. ``lr`` and ``betas`` may be 1-element arrays, as in torch.
     """
     V.check_adam_hyperparameters(lr, betas, eps, weight_decay, amsgrad, maximize,
                                  decoupled_weight_decay)
-    V.check_step(step)
+    step = V.check_step(step)  # a number or a 0-d array (torch's tensor step)
+    lr, betas = V.hyper_value(lr), tuple(V.hyper_value(b) for b in betas)
     if amsgrad and max_exp_avg_sqs is None:
         raise ValueError("amsgrad=True needs max_exp_avg_sqs")
     kernels, devices, params, grads, states = _prepare(
@@ -117,14 +125,15 @@ def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, ste
     for name in ("exp_avgs", "exp_avg_sqs") + (("max_exp_avg_sqs",) if amsgrad else ()):
         if any(a is None for a in states[name]):
             raise ValueError(f"{name} must have an array for every parameter")
-    for i, (p, g) in enumerate(zip(params, grads)):
-        vmax = states["max_exp_avg_sqs"][i] if amsgrad else None
-        p, g, m, v, vmax = devices.kernel_views(
-            [p, g, states["exp_avgs"][i], states["exp_avg_sqs"][i], vmax])
-        kernels.adam(p, g, m, v, vmax, step=step, lr=lr,
-                     beta1=betas[0], beta2=betas[1], eps=eps, weight_decay=weight_decay,
-                     amsgrad=amsgrad, maximize=maximize,
-                     decoupled_weight_decay=decoupled_weight_decay)
+    with parallel_guard(kernels.name):
+        for i, (p, g) in enumerate(zip(params, grads)):
+            vmax = states["max_exp_avg_sqs"][i] if amsgrad else None
+            p, g, m, v, vmax = devices.kernel_views(
+                [p, g, states["exp_avgs"][i], states["exp_avg_sqs"][i], vmax])
+            kernels.adam(p, g, m, v, vmax, step=step, lr=lr,
+                         beta1=betas[0], beta2=betas[1], eps=eps, weight_decay=weight_decay,
+                         amsgrad=amsgrad, maximize=maximize,
+                         decoupled_weight_decay=decoupled_weight_decay)
 
 
 def adamw_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, lr=1e-3,

@@ -1,28 +1,143 @@
 """The optimizer classes: validate, keep hyperparameters and state, hold no math.
 
 The math lives in the backends (``fastoptim/backends``); ``Optimizer.step``
-checks every gradient first, then hands each parameter (or each flat
-parameter group, see ``fastoptim.flat``) to the backend's kernel.
+checks every gradient and every state array it will write first, then hands
+each parameter (or each flat parameter group, see ``fastoptim.flat``) to the
+backend's kernel.
+
+Users edit a live optimizer the way they edit torch's: ``opt.state[i][key] =
+array``, ``opt.param_groups[g]["params"].append(w)``, ``flat.grads[k] = None``.
+Every such edit is honoured at the next ``step`` (or refused there with a
+``TypeError``/``ValueError`` that changes nothing). The cheap detection that
+keeps the flat path O(number of groups) is exact: the state dicts, the
+parameter lists and ``FlatParams.grads`` count their own edits.
 """
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import numbers
+import operator
+import weakref
 
 import numpy as np
 
 from . import _plain_list
 from . import _validation as V
 from . import backends
-from ._devices import check_backend_fits, device_support, is_array
-from .flat import FlatGradDict, FlatGrads, find_segment
+from ._devices import check_backend_fits, device_support, is_array, note_parallel, parallel_guard
+from .flat import FlatGradDict, FlatGrads, copy_keeping_views, owner_of
+from .flat import _root as _host_root
+
+
+def _root_of(a):
+    return _host_root(a) if isinstance(a, np.ndarray) else a
+
+_NOOP_FLAGS = {  # torch's implementation switches: the values that change nothing here
+    "foreach": (None, False, True),  # one implementation, the same math for any list
+    "fused": (None, False),
+    "capturable": (False,),
+    "differentiable": (False,),
+}
+
+
+def _typename(x):
+    t = type(x)
+    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+class _Layout:
+    """What the optimizer's state needs to resolve keys, without a reference back to the
+    optimizer (so ``del opt`` frees it at once, as in torch): the parameters in
+    construction order, their names, and an edit counter shared with the state dicts."""
+
+    __slots__ = ("params", "names", "version", "sync")
+
+    def __init__(self):
+        self.params, self.names, self.version = [], None, [0]
+        self.sync = None  # a weak reference to the optimizer's _sync_layout
+
+    def __deepcopy__(self, memo):
+        new = _Layout()
+        memo[id(self)] = new
+        new.params = copy.deepcopy(self.params, memo)
+        new.names = copy.deepcopy(self.names, memo)
+        new.version = copy.deepcopy(self.version, memo)
+        return new  # the optimizer's copy sets new.sync
+
+    def __reduce__(self):  # pickle: without the weak reference (the optimizer resets it)
+        return (_Layout._rebuild, (self.params, self.names, self.version))
+
+    @staticmethod
+    def _rebuild(params, names, version):
+        layout = _Layout()
+        layout.params, layout.names, layout.version = params, names, version
+        return layout
+
+
+class _ParamList(list):
+    """``param_groups[g]["params"]``: a list that counts its own edits."""
+
+    __slots__ = ("_edits",)
+
+    def __init__(self, items=()):
+        list.__init__(self, items)
+        self._edits = 0
+
+    def __reduce_ex__(self, protocol):
+        return (_ParamList, (list(self),))
+
+
+def _counting(name):
+    method = getattr(list, name)
+
+    def edit(self, *args, **kwargs):
+        self._edits += 1
+        return method(self, *args, **kwargs)
+
+    edit.__name__ = name
+    return edit
+
+
+for _name in ("__setitem__", "__delitem__", "__iadd__", "__imul__", "append", "extend",
+              "insert", "pop", "remove", "clear", "sort", "reverse"):
+    setattr(_ParamList, _name, _counting(_name))
+
+
+class _Entry(dict):
+    """``opt.state[i]``: one parameter's state; every edit bumps the optimizer's counter."""
+
+    __slots__ = ("_version",)
+
+    def __init__(self, version, values=()):
+        dict.__init__(self, values)
+        self._version = version
+
+    def __reduce_ex__(self, protocol):
+        return (_Entry, (self._version, dict(self)))
+
+
+def _entry_edit(name):
+    method = getattr(dict, name)
+
+    def edit(self, *args, **kwargs):
+        self._version[0] += 1
+        return method(self, *args, **kwargs)
+
+    edit.__name__ = name
+    return edit
+
+
+for _name in ("__setitem__", "__delitem__", "__ior__", "pop", "popitem", "clear", "update",
+              "setdefault"):
+    setattr(_Entry, _name, _entry_edit(_name))
 
 
 class _Segment:
     """A param group whose parameters tile one contiguous buffer: one kernel call per step."""
 
-    __slots__ = ("root", "start", "param", "slices", "uniform", "state")
+    __slots__ = ("root", "start", "param", "slices", "uniform", "state", "views", "checked")
 
     def __init__(self, root, start, param, params):
         self.root, self.start, self.param = root, start, param
@@ -33,6 +148,8 @@ class _Segment:
         # group's state is one flat array per key and one shared step counter.
         self.uniform = True
         self.state = {}  # key -> flat state array of the whole group (while uniform)
+        self.views = {}  # key -> the per-parameter views of it that opt.state holds
+        self.checked = -1  # the edit count at which opt.state was last found to hold them
 
 
 class _State(dict):
@@ -40,35 +157,134 @@ class _State(dict):
 
     torch keys its state by tensor; NumPy arrays are not hashable, so here the
     key is the parameter's index in construction order (as in ``state_dict()``).
-    Indexing with the parameter array itself also works: ``opt.state[w]``.
+    Indexing with the parameter array itself (``opt.state[w]``) or, for named
+    parameters, with its name also works. As torch's ``defaultdict(dict)``, a
+    parameter that has not stepped yet reads as an empty dict, and entries may
+    be edited or replaced between steps (``step`` checks them).
     """
 
-    def __init__(self, optimizer):
-        super().__init__()
-        self._optimizer = optimizer
+    __slots__ = ("_layout",)
+
+    def __init__(self, layout):
+        dict.__init__(self)
+        self._layout = layout
+
+    def __reduce_ex__(self, protocol):
+        return (_State._rebuild, (self._layout, dict(self)))
+
+    @staticmethod
+    def _rebuild(layout, items):
+        state = _State(layout)
+        dict.update(state, items)
+        return state
+
+    def _sync(self):
+        """Edits of param_groups move parameters to new indices: apply them first."""
+        sync = self._layout.sync
+        method = sync() if sync is not None else None
+        if method is not None:
+            method()
 
     def _key(self, key):
-        if isinstance(key, (numbers.Integral, np.integer)) and not isinstance(key, bool):
-            return int(key)
-        names = self._optimizer._names
-        if isinstance(key, str) and names is not None and key in names:
-            return names.index(key)
-        index = self._optimizer._index_of(key)
-        if index is None:
-            raise KeyError("not a parameter of this optimizer")
-        return index
+        self._sync()
+        layout = self._layout
+        if isinstance(key, (numbers.Integral, np.integer)) and not isinstance(key, (bool, np.bool_)):
+            index = int(key)
+            if 0 <= index < len(layout.params):
+                return index
+            raise KeyError(key)
+        if isinstance(key, str) and layout.names is not None and key in layout.names:
+            return layout.names.index(key)
+        for i, p in enumerate(layout.params):
+            if p is key:
+                return i
+        raise KeyError("not a parameter of this optimizer")
+
+    def _edit(self):
+        self._layout.version[0] += 1
 
     def __getitem__(self, key):
-        return super().__getitem__(self._key(key))
+        index = self._key(key)
+        entry = dict.get(self, index)
+        if entry is None:  # torch's defaultdict(dict)
+            entry = _Entry(self._layout.version)
+            dict.__setitem__(self, index, entry)
+            self._edit()
+        return entry
+
+    def __setitem__(self, key, value):
+        index = self._key(key)
+        if not isinstance(value, dict):
+            raise TypeError(f"optimizer state entries must be dicts, but got {type(value).__name__}")
+        self._edit()
+        dict.__setitem__(self, index, _Entry(self._layout.version, value))
+
+    def __delitem__(self, key):
+        self._edit()
+        dict.__delitem__(self, self._key(key))
 
     def __contains__(self, key):
         try:
-            return super().__contains__(self._key(key))
+            return dict.__contains__(self, self._key(key))
         except KeyError:
             return False
 
+    def __iter__(self):
+        self._sync()
+        return dict.__iter__(self)
+
+    def __len__(self):
+        self._sync()
+        return dict.__len__(self)
+
+    def keys(self):
+        self._sync()
+        return dict.keys(self)
+
+    def values(self):
+        self._sync()
+        return dict.values(self)
+
+    def items(self):
+        self._sync()
+        return dict.items(self)
+
+    def __repr__(self):
+        self._sync()
+        return dict.__repr__(self)
+
     def get(self, key, default=None):
-        return self[key] if key in self else default
+        try:
+            return dict.get(self, self._key(key), default)
+        except KeyError:
+            return default
+
+    def pop(self, key, *default):
+        self._edit()
+        try:
+            index = self._key(key)
+        except KeyError:
+            if default:
+                return default[0]
+            raise
+        return dict.pop(self, index, *default)
+
+    def popitem(self):
+        self._edit()
+        return dict.popitem(self)
+
+    def clear(self):
+        self._edit()
+        dict.clear(self)
+
+    def setdefault(self, key, default=None):
+        if key not in self:
+            self[key] = {} if default is None else default
+        return self[key]
+
+    def update(self, *args, **kwargs):
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
 
 
 class Optimizer:
@@ -88,20 +304,19 @@ class Optimizer:
         self.last_step_skipped = False  # True when the last step() found a NaN/Inf gradient
         self.skipped_steps = 0  # how many steps skip_nonfinite has skipped so far
         self.last_grad_norm = None  # total 2-norm of the last step's gradients, when computed
-        if is_array(params):
+        if is_array(params) or isinstance(params, (str, bytes)) or not hasattr(params, "__iter__"):
             raise TypeError(
-                "params argument given to the optimizer should be a list of arrays, a list "
-                f"of param-group dicts or a dict of named arrays, but got {type(params).__name__}"
+                "params argument given to the optimizer should be an iterable of arrays or "
+                f"dicts (or a dict of named arrays), but got {_typename(params)}"
             )
-        self._names = None
         if isinstance(params, set):
             raise TypeError(
                 "optimizer parameters need to be organized in ordered collections, but the "
                 "ordering of arrays in sets will change between runs. Please use a list instead."
             )
-        if isinstance(params, dict) and "params" not in params:
-            self._names = list(params.keys())
-            groups = [{"params": list(params.values()), "param_names": list(self._names)}]
+        self._dict_built = isinstance(params, dict) and "params" not in params
+        if self._dict_built:
+            groups = [{"params": list(params.items())}]
         else:
             if isinstance(params, dict):
                 params = [params]
@@ -114,9 +329,12 @@ class Optimizer:
         self._devices = None
         self.backend = None
         self.param_groups: list[dict] = []
-        self._params: list = []  # every parameter, construction order
+        self._layout = _Layout()
+        self._records = []  # per group: (group dict, its params list, edit count, params, names)
         self._segments: list = []  # one per group: _Segment or None
-        self.state = _State(self)
+        self._write_spans = None  # during step(): the spans of everything it writes
+        self._state = _State(self._layout)
+        self._layout.sync = weakref.WeakMethod(self._sync_layout)
         for group in groups:
             self.add_param_group(group)
 
@@ -162,15 +380,82 @@ class Optimizer:
     def skipped_steps(self, value):
         self._skipped_steps = value
 
+    @property
+    def state(self):
+        """Per-parameter state (see :class:`_State`): ``opt.state[i]``, ``opt.state[w]``."""
+        return self._state
+
+    @state.setter
+    def state(self, value):
+        """Assigning a whole new state (``opt.state = {...}``): checked at the next step."""
+        if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+            raise TypeError("optimizer.state must be a dict of {index: dict of state}")
+        state = _State(self._layout)
+        for key, entry in value.items():
+            state[key] = entry
+        self._layout.version[0] += 1
+        self._state = state
+
+    @property
+    def _params(self):
+        """Every parameter, group by group (the order of ``state_dict``)."""
+        return self._layout.params
+
+    @property
+    def _names(self):
+        """The parameters' names when the groups have ``param_names``, else None."""
+        return self._layout.names
+
     # ------------------------------------------------------------------ groups
     def add_param_group(self, param_group):
-        """Add a group of parameters with their own hyperparameters (torch's semantics)."""
+        """Add a group of parameters with their own hyperparameters (torch's semantics).
+
+        ``params`` may be a list of arrays, a list of ``(name, array)`` pairs
+        (the group gets ``param_names``) or a dict of named arrays.
+        """
+        self._sync_layout()
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
         group = dict(param_group)
         if "params" not in group:
             raise ValueError("param_group must have a 'params' entry")
         params = group["params"]
+        if isinstance(params, dict):
+            params = list(params.items())
+        params, names = self._split_names(params, "params")
+        if names is not None:
+            group["param_names"] = names
+        if not params:
+            raise ValueError("optimizer got an empty parameter list")
+        for name, default in self.defaults.items():
+            group.setdefault(name, default)
+        for other in self.param_groups:
+            if ("param_names" in group) != ("param_names" in other):
+                raise ValueError(
+                    "all optimizer param groups should be with/without names. cannot add param "
+                    f"group {'with' if 'param_names' in group else 'without'} names to the optimizer"
+                )
+        if "param_names" in group:
+            self._check_names(group["param_names"], len(params), len(self.param_groups))
+        layout = [list(g["params"]) for g in self.param_groups] + [params]
+        backend, devices = self._check_params(layout)
+        self._check_group(group)
+
+        # all checks passed: now record the group
+        self.backend, self._devices = backend, devices
+        group["params"] = _ParamList(params)
+        self.param_groups.append(group)
+        self._params.extend(params)
+        if "param_names" in group:
+            self._layout.names = (self._layout.names or []) + list(group["param_names"])
+        segment = devices.find_segment(params) if len(params) > 1 else None
+        self._segments.append(segment and _Segment(*segment, params))
+        self._records.append(self._record(group))
+        self._layout.version[0] += 1
+
+    @staticmethod
+    def _split_names(params, label):
+        """The arrays of a group and their names (from ``(name, array)`` pairs), or None."""
         if isinstance(params, set):
             raise TypeError(
                 "optimizer parameters need to be organized in ordered collections, but the "
@@ -178,44 +463,174 @@ class Optimizer:
             )
         if is_array(params):
             params = [params]
+        elif isinstance(params, (str, bytes)) or not hasattr(params, "__iter__"):
+            raise TypeError(f"{label} must be an iterable of arrays, but got {_typename(params)}")
         params = list(params)
-        if params and all(isinstance(p, tuple) and len(p) == 2 for p in params):
-            group["param_names"] = [name for name, _ in params]
-            params = [p for _, p in params]
-        group["params"] = params
-        if not params:
-            raise ValueError("optimizer got an empty parameter list")
-        for name, default in self.defaults.items():
-            group.setdefault(name, default)
-        if self.param_groups and (("param_names" in group) != ("param_names" in self.param_groups[0])):
-            raise ValueError("all optimizer param groups should be with/without names")
+        pairs = [isinstance(p, tuple) for p in params]
+        if not any(pairs):
+            return params, None
+        if not all(pairs):
+            raise ValueError(
+                "all optimizer params should be with/without names. Some param names are missing"
+            )
+        if not all(len(p) == 2 for p in params):
+            raise TypeError(f"{label}: named parameters must be (name, array) pairs")
+        return [p for _, p in params], [n for n, _ in params]
 
-        first = len(self._params)
-        devices = device_support(params, [f"params[{first + i}]" for i in range(len(params))])
-        if self._devices is not None and devices.on_device != self._devices.on_device:
+    def _check_names(self, names, count, g):
+        if not isinstance(names, (list, tuple)) or len(names) != count:
+            raise ValueError(
+                f"param_groups[{g}] has {count} params but its 'param_names' is {names!r}"
+            )
+        taken = [n for i, group in enumerate(self.param_groups) if i != g
+                 for n in group.get("param_names", ())]
+        seen = set()
+        for name in list(taken) + list(names):
+            try:
+                if name in seen:
+                    raise ValueError(f"parameter name {name!r} is used more than once")
+                seen.add(name)
+            except TypeError:
+                raise TypeError(f"parameter names must be hashable, but got {name!r}") from None
+
+    def _check_params(self, layout):
+        """Check every parameter of every group (``layout``: one list per group);
+        return the backend name and the array support."""
+        flat = [p for params in layout for p in params]
+        for i, p in enumerate(flat):
+            if not is_array(p):
+                raise TypeError(
+                    "optimizer can only optimize arrays (float NumPy arrays or CUDA device "
+                    f"arrays), but one of the params is {_typename(p)} (params[{i}])"
+                )
+        labels = [f"params[{i}]" for i in range(len(flat))]
+        if self._devices is not None and layout[-1] and device_support(
+                layout[-1], labels[len(flat) - len(layout[-1]):]).on_device != self._devices.on_device:
             raise ValueError("all parameters of an optimizer must be on the host or all on a CUDA device")
+        devices = device_support(flat, labels)
         backend = self.backend or backends.resolve(self._requested_backend, devices.on_device)
         check_backend_fits(backend, devices.on_device)
         contiguous = backend != backends.REFERENCE
-        for i, p in enumerate(params):
-            devices.check_param(f"params[{first + i}]", p, contiguous)
-        devices.check_no_overlap(
-            [(f"params[{i}]", p) for i, p in enumerate(self._params + params)]
-        )
-        self._check_group(group)
+        for label, p in zip(labels, flat):
+            devices.check_param(label, p, contiguous)
+        owner = {}
+        for g, params in enumerate(layout):
+            for p in params:
+                if id(p) in owner:
+                    if owner[id(p)] == g:
+                        raise ValueError(
+                            "optimizer contains a parameter group with duplicate parameters: "
+                            "an array appears more than once (it is updated in place)"
+                        )
+                    raise ValueError("some parameters appear in more than one parameter group")
+                owner[id(p)] = g
+        devices.check_no_overlap(list(zip(labels, flat)))
+        return backend, devices
 
-        # all checks passed: now record the group
+    def _record(self, group):
+        params = group["params"]
+        names = group.get("param_names")
+        return (group, params, params._edits if type(params) is _ParamList else None,
+                tuple(params), list(names) if names is not None else None)
+
+    def _layout_changed(self):
+        groups = self.param_groups
+        if type(groups) is not list or len(groups) != len(self._records):
+            return True
+        for group, (g0, plist, edits, params, names) in zip(groups, self._records):
+            if group is not g0 or type(group) is not dict or group.get("params") is not plist:
+                return True
+            if edits is not None:
+                if plist._edits != edits:
+                    return True
+            elif len(plist) != len(params) or not all(map(operator.is_, plist, params)):
+                return True
+            if names is not None and group.get("param_names") != names:
+                return True
+        return False
+
+    def _sync_layout(self):
+        """Honour edits of ``param_groups`` (a group's ``params`` replaced, appended to,
+        popped; a group appended or removed): rebuild the index of parameters,
+        move each kept parameter's state to its new index, drop the state of
+        removed ones. Checked first: an invalid edit raises and changes nothing."""
+        if not self._layout_changed():
+            return
+        groups = self.param_groups
+        if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+            raise TypeError("optimizer.param_groups must be a list of dicts")
+        if not groups:
+            raise ValueError("optimizer got an empty parameter list")
+        layout, names = [], []
+        for g, group in enumerate(groups):
+            if "params" not in group:
+                raise ValueError(f"param_groups[{g}] has no 'params' entry")
+            params, pair_names = self._split_names(group["params"], f"param_groups[{g}]['params']")
+            if pair_names is not None:
+                raise TypeError(f"param_groups[{g}]['params'] holds (name, array) pairs; use "
+                                "add_param_group to add named parameters")
+            layout.append(params)
+            names.append(group.get("param_names"))
+        named = [n is not None for n in names]
+        if any(named) and not all(named) or (self._dict_built and not all(named)):
+            raise ValueError("all optimizer param groups should be with/without names")
+        for g, (params, group_names) in enumerate(zip(layout, names)):
+            if group_names is not None:
+                if not isinstance(group_names, (list, tuple)) or len(group_names) != len(params):
+                    raise ValueError(
+                        f"param_groups[{g}] has {len(params)} params but {len(group_names)} "
+                        "param_names; edit both together"
+                    )
+        all_names = [n for ns in names for n in ns] if all(named) else None
+        if all_names is not None and len(set(all_names)) != len(all_names):
+            raise ValueError("parameter names must be unique across param groups")
+        backend, devices = self._check_params(layout)
+        merged = [dict(self.defaults, **group) for group in groups]
+        for group in merged:
+            self._check_group(group)
+
+        # all checks passed: install
+        old_index = {id(p): i for i, p in enumerate(self._params)}
+        old_segments = {}
+        for (_, _, _, params, _), segment in zip(self._records, self._segments):
+            if segment is not None:
+                old_segments[tuple(map(id, params))] = segment
+        new_params = [p for params in layout for p in params]
+        entries = [dict.get(self.state, old_index[id(p)]) if id(p) in old_index else None
+                   for p in new_params]
+        kept = set()
+        segments = []
+        start = 0
+        for params in layout:
+            indices = range(start, start + len(params))
+            start += len(params)
+            segment = old_segments.get(tuple(map(id, params)))
+            if segment is None and len(params) > 1:
+                found = devices.find_segment(params)
+                segment = found and _Segment(*found, params)
+                if segment is not None and any(entries[i] for i in indices):
+                    segment.uniform = False  # state from elsewhere: per-parameter from now on
+            if segment is not None:
+                kept.add(id(segment))
+            segments.append(segment)
+        for (_, _, _, params, _), segment in zip(self._records, self._segments):
+            if segment is not None and segment.uniform and id(segment) not in kept:
+                self._unshare([old_index[id(p)] for p in params], segment)
+        for group, params, group_names in zip(groups, layout, names):
+            for key, default in self.defaults.items():
+                group.setdefault(key, default)
+            if type(group["params"]) is not _ParamList and type(group["params"]) is not list:
+                group["params"] = _ParamList(params)
+            if group_names is not None:
+                group["param_names"] = list(group_names)
         self.backend, self._devices = backend, devices
-        self.param_groups.append(group)
-        self._params.extend(params)
-        segment = devices.find_segment(params) if len(params) > 1 else None
-        self._segments.append(segment and _Segment(*segment, params))
-
-    def _index_of(self, array):
-        for i, p in enumerate(self._params):
-            if p is array:
-                return i
-        return None
+        self._params[:] = new_params
+        self._layout.names = all_names
+        dict.clear(self.state)
+        dict.update(self.state, {i: e for i, e in enumerate(entries) if e is not None})
+        self._segments = segments
+        self._records = [self._record(group) for group in groups]
+        self._layout.version[0] += 1
 
     def _group_indices(self):
         start = 0
@@ -223,29 +638,101 @@ class Optimizer:
             yield group, range(start, start + len(group["params"]))
             start += len(group["params"])
 
-    # -------------------------------------------------------------------- step
-    def zero_grad(self):
-        """Nothing to do: fastoptim takes gradients as arguments to ``step``."""
+    def _index_of(self, array):
+        for i, p in enumerate(self._params):
+            if p is array:
+                return i
+        return None
 
-    def step(self, grads):
-        """Update every parameter in place from ``grads``.
+    # -------------------------------------------------------------------- step
+    def zero_grad(self, set_to_none=True):
+        """torch's signature. Where the optimizer's parameters are ``FlatParams``
+        views, the FlatParams owns their gradients: ``zero_grad`` restores any
+        rebound entry of ``flat.grads`` to its view and zeroes the gradient
+        buffer, so torch's ``zero_grad()``, accumulate with ``+=``, ``step()``
+        idiom works (a buffer cannot hold a missing gradient: ``set_to_none``
+        zeroes too; to skip a parameter, set its ``flat.grads`` entry to None).
+        Plain arrays' gradients belong to the caller, who passes them to
+        ``step``: for those there is nothing to clear."""
+        V._flag("set_to_none", set_to_none)
+        self._sync_layout()
+        done = set()
+        for owner in self._owners():
+            if owner is not None and id(owner) not in done:
+                done.add(id(owner))
+                owner.zero_grad()
+
+    def _owners(self):
+        """Per group, the FlatParams whose buffer all its parameters view, or None."""
+        out = []
+        for group, segment in zip(self.param_groups, self._segments):
+            if segment is not None:
+                out.append(owner_of(segment.root))
+                continue
+            roots = {id(r): r for r in map(_root_of, group["params"])}
+            out.append(owner_of(next(iter(roots.values()))) if len(roots) == 1 else None)
+        return out
+
+    def _owned_grads(self):
+        """``flat.grads`` when every parameter is a view of one FlatParams, else None."""
+        owners = self._owners()
+        if not owners or any(o is None or o is not owners[0] for o in owners):
+            return None
+        return owners[0].grads
+
+    def step(self, grads=None, closure=None):
+        """Update every parameter in place from ``grads``; return the closure's loss.
 
         ``grads`` is aligned with the parameters in construction order, group by
         group: a list of arrays (``None`` skips that parameter, as a missing
-        ``.grad`` does in torch), or a dict with the same keys when the
-        optimizer was built from a dict of named arrays, or ``FlatParams.grads``
-        for one kernel call per group. Everything is checked before anything is
-        written: a rejected call changes no parameter and no state.
+        ``.grad`` does in torch), or a dict keyed by the parameters' names when
+        they have names, or ``FlatParams.grads`` for one kernel call per group
+        (with FlatParams parameters, ``step()`` reads ``flat.grads`` itself).
+
+        ``closure`` (torch's argument; may be given first, ``step(closure)``)
+        is called before anything else; it returns the loss, or ``(loss,
+        grads)`` to supply the gradients it computed. Everything is checked
+        before anything is written: a rejected call changes no parameter and no
+        state.
         """
-        for group in self.param_groups:
-            self._check_group(group)
-        V.check_safety_options(self.skip_nonfinite, self.max_grad_norm)
-        if _plain_list.try_step(self, grads):  # a plain list: checked, one call per group
-            return
-        plan = self._plan(grads)
-        grad_scale = self._check_gradients(plan)
-        if grad_scale is None:
-            return
+        if closure is None and callable(grads) and not isinstance(grads, (list, dict)) \
+                and not is_array(grads):
+            grads, closure = None, grads
+        loss = None
+        if closure is not None:
+            if not callable(closure):
+                raise TypeError(f"closure must be callable, but got {type(closure).__name__}")
+            loss = closure()
+            if isinstance(loss, tuple) and len(loss) == 2:
+                loss, returned = loss
+                if grads is None:
+                    grads = returned
+        note_parallel(self.backend)
+        with parallel_guard(self.backend):
+            self._sync_layout()
+            for group in self.param_groups:
+                self._check_group(group)
+            V.check_safety_options(self.skip_nonfinite, self.max_grad_norm)
+            if grads is None:
+                grads = self._owned_grads()
+                if grads is None:
+                    raise TypeError(
+                        "step() needs the gradients: step(grads), or a closure returning "
+                        "(loss, grads); only FlatParams parameters let step() read them itself"
+                    )
+            if _plain_list.try_step(self, grads):  # a plain list: checked, one call per group
+                return loss
+            try:
+                self._check_state()
+                plan = self._plan(grads)
+            finally:
+                self._write_spans = None  # valid for this step's checks only
+            grad_scale = self._check_gradients(plan)
+            if grad_scale is not None:
+                self._run(plan, grad_scale)
+        return loss
+
+    def _run(self, plan, grad_scale):
         kernels = backends.load(self.backend)
         for (group, indices), segment, work in zip(self._group_indices(), self._segments, plan):
             if work is None:
@@ -264,6 +751,69 @@ class Optimizer:
                 for index, grad in work:
                     self._step_one(kernels, group, index, grad, grad_scale)
 
+    def _check_state(self):
+        """Every state array a step may write, checked before any kernel runs: an
+        array (not a list), of its parameter's shape and dtype, writeable,
+        aligned, contiguous for the fast backends, overlapping nothing else
+        that is written; ``step`` a finite count >= 0. Exact, not cached: only
+        a flat group whose state is still the optimizer's own buffers (its
+        entries unedited, as their edit counter proves) is checked in O(1)."""
+        contiguous = self.backend != backends.REFERENCE
+        check = self._devices.check_state
+        for (group, indices), segment in zip(self._group_indices(), self._segments):
+            if segment is not None and segment.uniform:
+                if self._segment_intact(indices, segment):
+                    if self._uses_step and segment.state:
+                        V.check_state_step(f"state[{indices[0]}]['step']",
+                                           dict.__getitem__(self.state, indices[0])["step"])
+                    continue
+                self._unshare(indices, segment)
+            keys = [k for k, _ in self._state_keys(group)]
+            for i in indices:
+                entry = dict.get(self.state, i)
+                if not entry:
+                    continue
+                if self._uses_step and "step" in entry:  # no step yet: this is step 1
+                    V.check_state_step(f"state[{i}]['step']", entry["step"])
+                for key in keys:
+                    if key in entry:
+                        check(f"state[{i}][{key!r}]", entry[key], self._params[i], contiguous)
+        span = self._devices.span
+        self._write_spans = [(name, span(a)) for name, a in self._written_arrays()]
+        V.check_no_overlap(self._write_spans,
+                           "{} and {} overlap in memory; step() would update the same memory twice")
+
+    def _check_reads_disjoint(self, reads):
+        """No gradient may share memory with anything the step writes (the spans of the
+        writes are the ones _check_state took in this same step)."""
+        span = self._devices.span
+        writes = self._write_spans
+        if writes is None:
+            writes = [(name, span(a)) for name, a in self._written_arrays()]
+        V.check_reads_disjoint([(name, span(a)) for name, a in reads], writes)
+
+    def _segment_intact(self, indices, segment):
+        """True if ``opt.state`` still holds exactly the views of the group's flat state."""
+        version = self._layout.version[0]
+        if segment.checked == version:
+            return True
+        entries = [dict.get(self.state, i) for i in indices]
+        if not segment.state and not (self._uses_step and entries[0]):
+            intact = not any(entries)  # nothing started yet: any entry is an edit
+        else:
+            first = entries[0]
+            step = dict.get(first, "step") if first is not None else None
+            size = len(segment.state) + self._uses_step
+            intact = all(
+                e is not None and len(e) == size
+                and (not self._uses_step or dict.get(e, "step") is step)
+                and all(dict.get(e, key) is views[j] for key, views in segment.views.items())
+                for j, e in enumerate(entries))
+            intact = intact and (not self._uses_step or isinstance(step, np.ndarray))
+        if intact:
+            segment.checked = version
+        return intact
+
     def _check_gradients(self, plan):
         """The skip_nonfinite / max_grad_norm pass: one read of every gradient, before any write.
 
@@ -275,11 +825,14 @@ class Optimizer:
             return 1.0
         from .clip import clip_coef, norm_and_finite
 
-        arrays = [g for work in plan if work is not None
+        real = self._devices.real_view
+        arrays = [real(g) for work in plan if work is not None
                   for g in (work if isinstance(work, tuple) else (g for _, g in work))]
         if self._devices.on_device:  # CUDA: norm, factor and flag stay on the device
             return backends.load("cuda").check_gradients(self, arrays)
-        norm, finite = norm_and_finite(arrays, 2.0, self.backend)
+        # one reduction for every CPU backend (numba's when it loads, else NumPy's), so
+        # that numpy, numba and c clip by the same factor and stay equal bit for bit
+        norm, finite = norm_and_finite(arrays, 2.0, backend="auto")
         self.last_grad_norm = norm
         if self.skip_nonfinite and not finite:
             self.last_step_skipped = True
@@ -298,12 +851,9 @@ class Optimizer:
             plan = self._plan_flat(grads)
             if plan is not None:
                 return plan
-        if self._names is not None:
-            if not isinstance(grads, dict):
-                raise TypeError(
-                    "this optimizer was built from a dict of named arrays: step() takes a dict "
-                    f"of gradients with the same keys, but got {type(grads).__name__}"
-                )
+        if isinstance(grads, dict):
+            if self._names is None:
+                raise TypeError("step() takes a list of gradients (the optimizer was built from a list)")
             missing = [k for k in self._names if k not in grads]
             extra = [k for k in grads if k not in self._names]
             if missing or extra:
@@ -313,12 +863,17 @@ class Optimizer:
             grads = [grads[k] for k in self._names]
             labels = [f"grads[{k!r}]" for k in self._names]
         else:
-            if isinstance(grads, dict):
-                raise TypeError("step() takes a list of gradients (the optimizer was built from a list)")
+            if self._dict_built:
+                raise TypeError(
+                    "this optimizer was built from a dict of named arrays: step() takes a dict "
+                    f"of gradients with the same keys, but got {type(grads).__name__}"
+                )
             if is_array(grads):
                 if len(self._params) != 1:
                     raise TypeError("step() takes a list of gradients, one per parameter")
                 grads = [grads]
+            if isinstance(grads, (str, bytes)) or not hasattr(grads, "__iter__"):
+                raise TypeError(f"step() takes a list of gradients, but got {type(grads).__name__}")
             grads = list(grads)
             labels = [f"grads[{i}]" for i in range(len(grads))]
         if len(grads) != len(self._params):
@@ -344,14 +899,14 @@ class Optimizer:
                 reads.append((f"grads[{indices[0]}:{indices[-1] + 1}]", work[0]))
             elif work is not None:
                 reads.extend((labels[i], g) for i, g in work)
-        self._devices.check_reads_disjoint(reads, self._written_arrays())
+        self._check_reads_disjoint(reads)
         return plan
 
     def _written_arrays(self):
         """(name, array) of everything a step writes: parameters and state arrays.
 
         A uniform flat group contributes its flat buffers only, so the flat path
-        stays O(number of groups).
+        stays O(number of groups). Only the state keys the kernels write count.
         """
         out = []
         for (group, indices), segment in zip(self._group_indices(), self._segments):
@@ -360,22 +915,25 @@ class Optimizer:
                 out.extend((f"state {key!r} of params[{indices[0]}:{indices[-1] + 1}]", a)
                            for key, a in segment.state.items())
                 continue
+            keys = [k for k, _ in self._state_keys(group)]
             for i in indices:
                 out.append((f"params[{i}]", self._params[i]))
-                entry = dict.get(self.state, i, {})
-                out.extend((f"state[{i}][{k!r}]", a) for k, a in entry.items() if k != "step")
+                entry = dict.get(self.state, i)
+                if entry:
+                    out.extend((f"state[{i}][{k!r}]", entry[k]) for k in keys if k in entry)
         return out
 
     def _plan_flat(self, grads):
-        """The O(1) path for FlatParams.grads; None when the layout does not match."""
-        if any(s is None or s.root is not grads.param_buffer for s in self._segments):
+        """The O(1) path for FlatParams.grads; None when the layout does not match
+        (or an entry of ``flat.grads`` was rebound: then each entry is read)."""
+        if grads.rebound or any(s is None or s.root is not grads.param_buffer for s in self._segments):
             return None
-        if len(grads) != len(self._params) or (self._names is not None) != isinstance(grads, dict):
+        if len(grads) != len(self._params) or self._dict_built != isinstance(grads, dict):
             return None
         buffer = grads.buffer
         if buffer.dtype != grads.param_buffer.dtype or buffer.shape != grads.param_buffer.shape:
             raise ValueError("grads.buffer does not match the parameter buffer's dtype and size")
-        self._devices.check_reads_disjoint([("grads.buffer", buffer)], self._written_arrays())
+        self._check_reads_disjoint([("grads.buffer", buffer)])
         if isinstance(buffer, np.ndarray) and not (
                 buffer.flags.c_contiguous and buffer.flags.aligned
                 and grads.param_buffer.flags.writeable):
@@ -383,30 +941,41 @@ class Optimizer:
         return [(buffer[s.start:s.start + s.param.size],) for s in self._segments]
 
     # ------------------------------------------------------------------- state
+    def _new_entry(self, values=()):
+        return _Entry(self._layout.version, values)
+
     def _new_state(self, group, index):
         """The state of one parameter before its first step."""
-        state = {}
+        state = self._new_entry()
         if self._uses_step:
-            state["step"] = self._devices.step_counter()
+            dict.__setitem__(state, "step", self._devices.step_counter())
         return state
 
     def _ensure_state(self, group, indices, segment):
         """Allocate the state of a uniform flat group: one array per key, views per param."""
         first = dict.get(self.state, indices[0])
-        if first is None:
+        if not first:
             shared = self._new_state(group, indices[0])  # one step counter for the group
             if not shared and not self._state_keys(group):
                 return {}, False  # stateless (plain SGD): torch keeps no state entry either
             for i in indices:
-                dict.__setitem__(self.state, i, dict(shared))
-            first = self.state[indices[0]]
+                entry = dict.get(self.state, i)
+                if entry is None:  # an empty entry read as opt.state[p] is filled in place
+                    entry = self._new_entry()
+                    dict.__setitem__(self.state, i, entry)
+                dict.update(entry, shared)
+            first = dict.__getitem__(self.state, indices[0])
         fresh = False
         for key, init in self._state_keys(group):
             if key not in first:
                 flat = segment.state[key] = self._devices.alloc(segment.param, init)
+                views = segment.views[key] = []
                 for i, sl in zip(indices, segment.slices):
-                    self.state[i][key] = flat[sl].reshape(self._params[i].shape)
+                    view = flat[sl].reshape(self._params[i].shape)
+                    views.append(view)
+                    dict.__setitem__(dict.__getitem__(self.state, i), key, view)
                 fresh = True
+        segment.checked = self._layout.version[0]
         return first, fresh
 
     def _unshare(self, indices, segment):
@@ -414,14 +983,18 @@ class Optimizer:
         segment.uniform = False
         for i in indices:
             state = dict.get(self.state, i)
-            if state is not None and "step" in state:
-                state["step"] = state["step"].copy()
+            if state is not None and isinstance(dict.get(state, "step"), np.ndarray):
+                dict.__setitem__(state, "step", state["step"].copy())
 
     def _step_segment(self, kernels, group, indices, segment, grad, grad_scale):
         first, fresh = self._ensure_state(group, indices, segment)
         if self._uses_step:
-            first["step"] += 1  # shared by every parameter of the group
-        self._update(kernels, group, segment.param, grad, segment.state, first, fresh, grad_scale)
+            step = dict.__getitem__(first, "step")
+            step += 1  # in place: shared by every parameter of the group
+        keys = list(segment.state)
+        param, grad, *arrays = self._devices.kernel_views(
+            [segment.param, grad] + [segment.state[k] for k in keys])
+        self._update(kernels, group, param, grad, dict(zip(keys, arrays)), first, fresh, grad_scale)
 
     def _step_one(self, kernels, group, index, grad, grad_scale):
         state = dict.get(self.state, index)
@@ -429,14 +1002,20 @@ class Optimizer:
             state = self._new_state(group, index)
             if state or self._state_keys(group):  # plain SGD keeps no state, as in torch
                 dict.__setitem__(self.state, index, state)
+        elif self._uses_step and "step" not in state:  # an empty entry read as opt.state[p]
+            dict.__setitem__(state, "step", self._devices.step_counter())
         param = self._params[index]
         fresh = False
         for key, zero in self._state_keys(group):
             if key not in state:
-                state[key] = self._devices.alloc(param, zero)
+                dict.__setitem__(state, key, self._devices.alloc(param, zero))
                 fresh = True
         if self._uses_step:
-            state["step"] += 1
+            step = state["step"]
+            if isinstance(step, np.ndarray):
+                step += 1
+            else:
+                dict.__setitem__(state, "step", step + 1)
         keys = [k for k, _ in self._state_keys(group)]
         param, grad, *arrays = self._devices.kernel_views([param, grad] + [state[k] for k in keys])
         self._update(kernels, group, param, grad, dict(zip(keys, arrays)), state, fresh, grad_scale)
@@ -448,6 +1027,7 @@ class Optimizer:
         Arrays are copies on the host (NumPy), so the snapshot does not change
         as training goes on. ``step`` is a 0-d float32 array, as torch's tensor.
         """
+        self._sync_layout()
         state = {
             i: {k: self._devices.to_host(v) for k, v in s.items()}
             for i, s in sorted(dict.items(self.state))
@@ -459,12 +1039,23 @@ class Optimizer:
             groups.append(saved)
         return {"state": state, "param_groups": groups}
 
+    @classmethod
+    def _class_defaults(cls):
+        """The hyperparameters' defaults from the class signature (torch's load fills
+        a saved group's missing keys with these, not with the constructor's values)."""
+        signature = inspect.signature(cls.__init__)
+        return {name: p.default for name, p in signature.parameters.items()
+                if p.default is not inspect.Parameter.empty}
+
     def load_state_dict(self, state_dict):
         """Load a snapshot from ``state_dict()`` (or torch's, with tensors on the CPU).
 
-        Everything is checked first (group count and sizes, state keys, shapes);
-        on any error nothing is changed.
+        As torch: each group takes the saved group's hyperparameters, and a key the
+        saved group lacks (older checkpoints lack ``maximize``, say) takes the
+        class default. Everything is checked first (group count and sizes, state
+        keys, shapes); on any error nothing is changed.
         """
+        self._sync_layout()
         if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= set(state_dict):
             raise TypeError("state_dict must be a dict with 'state' and 'param_groups'")
         saved_groups = state_dict["param_groups"]
@@ -484,13 +1075,18 @@ class Optimizer:
                     "of optimizer's group"
                 )
             index_map.update(zip(saved["params"], indices))
+        class_defaults = self._class_defaults()
         new_groups = []
         for group, saved in zip(self.param_groups, saved_groups):
-            merged = dict(group)
-            merged.update({k: copy.deepcopy(v) for k, v in saved.items() if k != "params"})
+            merged = {k: copy.deepcopy(v) for k, v in saved.items() if k != "params"}
+            for key, default in self.defaults.items():
+                if key not in merged:
+                    merged[key] = copy.deepcopy(class_defaults.get(key, default))
             merged["params"] = group["params"]
             if "param_names" in group:
                 merged["param_names"] = group["param_names"]
+            else:
+                merged.pop("param_names", None)
             self._check_group(merged)
             new_groups.append(merged)
         allowed = {key for g in new_groups for key, _ in self._state_keys(dict(g, amsgrad=True))}
@@ -519,8 +1115,11 @@ class Optimizer:
                         f"state[{saved_index}][{key!r}] has shape {host.shape} but the parameter "
                         f"has shape {tuple(param.shape)}"
                     )
-                if not np.issubdtype(host.dtype, np.floating):
+                if not (np.issubdtype(host.dtype, np.floating)
+                        or np.issubdtype(host.dtype, np.complexfloating)):
                     raise TypeError(f"state[{saved_index}][{key!r}] has non-float dtype {host.dtype}")
+                if host.dtype.kind == "c" and np.dtype(param.dtype).kind != "c":
+                    raise TypeError(f"state[{saved_index}][{key!r}] is complex but its parameter is not")
                 entry[key] = host
             new_state[index] = entry
         group_of = {}
@@ -541,23 +1140,25 @@ class Optimizer:
         for (group, indices), segment in zip(self._group_indices(), self._segments):
             entries = [new_state.get(i) for i in indices]
             if segment is not None:
-                segment.state = {}
+                segment.state, segment.views = {}, {}
                 segment.uniform = self._install_uniform(indices, segment, entries)
                 if segment.uniform:
                     continue
             for i, entry in zip(indices, entries):
                 if entry is not None:
                     dict.__setitem__(self.state, i, self._install(self._params[i], entry))
+        self._layout.version[0] += 1
 
     def _install(self, param, entry):
         """Own copies of a loaded state entry, on the parameter's device and dtype."""
-        out = {}
+        out = self._new_entry()
         for key, value in entry.items():
             if key == "step":
-                out[key] = self._devices.step_counter(float(value))
+                dict.__setitem__(out, key, self._devices.step_counter(float(value)))
             else:
-                out[key] = self._devices.alloc(param, "empty")
-                self._devices.copy_into(out[key], value)
+                array = self._devices.alloc(param, "empty")
+                self._devices.copy_into(array, value)
+                dict.__setitem__(out, key, array)
         return out
 
     def _install_uniform(self, indices, segment, entries):
@@ -569,19 +1170,49 @@ class Optimizer:
         if self._uses_step and len({float(e["step"]) for e in entries}) != 1:
             return False
         step = self._devices.step_counter(float(entries[0]["step"])) if self._uses_step else None
-        installed = [dict.fromkeys(e) for e in entries]
+        installed = [self._new_entry() for _ in entries]
         for key in entries[0]:
             if key == "step":
                 for new in installed:
-                    new[key] = step
+                    dict.__setitem__(new, key, step)
                 continue
             flat = segment.state[key] = self._devices.alloc(segment.param, "empty")
+            views = segment.views[key] = []
             for i, sl, e, new in zip(indices, segment.slices, entries, installed):
-                new[key] = flat[sl].reshape(self._params[i].shape)
-                self._devices.copy_into(new[key], e[key])
+                view = flat[sl].reshape(self._params[i].shape)
+                views.append(view)
+                self._devices.copy_into(view, e[key])
+                dict.__setitem__(new, key, view)
         for i, new in zip(indices, installed):
             dict.__setitem__(self.state, i, new)
         return True
+
+    # ------------------------------------------------------------------- copies
+    def __deepcopy__(self, memo):
+        """A deep copy in which views of one buffer stay views of one (copied) buffer,
+        as torch's deepcopy keeps views of one storage aliased: a copy of an
+        optimizer over FlatParams views steps its own copied buffers."""
+        for segment in self._segments:
+            if segment is not None:
+                copy_keeping_views(segment.param, memo)
+                for flat in segment.state.values():
+                    copy_keeping_views(flat, memo)
+        for p in self._params:
+            copy_keeping_views(p, memo)
+        for entry in dict.values(self.state):
+            for value in entry.values():
+                copy_keeping_views(value, memo)
+        memo.setdefault(id(self._devices), self._devices)  # stateless, maybe module-level
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            setattr(new, key, copy.deepcopy(value, memo))
+        new._layout.sync = weakref.WeakMethod(new._sync_layout)
+        return new
+
+    def __setstate__(self, state):  # pickle
+        self.__dict__.update(state)
+        self._layout.sync = weakref.WeakMethod(self._sync_layout)
 
     def __repr__(self):
         lines = [f"{type(self).__name__} (backend={self.backend!r})"]
@@ -592,6 +1223,30 @@ class Optimizer:
         return "\n".join(lines)
 
 
+def _check_impl_flags(group, names):
+    """torch's implementation switches: the values that change nothing pass, others are refused."""
+    for name in names:
+        allowed = _NOOP_FLAGS[name]
+        value = group.get(name, allowed[0])
+        if value is allowed[0] or value is False and False in allowed:  # the common case
+            continue
+        if value is not None and not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{name} must be a bool or None, but got {type(value).__name__}")
+        if value is None and None in allowed or value is not None and any(
+                a is not None and bool(value) == a for a in allowed):
+            continue
+        if value is None:
+            raise TypeError(f"{name} must be a bool, but got None")
+        why = {"fused": "fastoptim's kernels are fused already, and fused=True would promise "
+                        "the rounding of torch's fused kernels",
+               "capturable": "there is no CUDA-graph capture (the step count lives on the host)",
+               "differentiable": "there is no autograd through the step"}[name]
+        raise ValueError(f"{name}={value!r} is not supported: {why}")
+
+
+_lr_value = V.hyper_value
+
+
 _COMMON_ARGS = """\
         backend (str): "auto" (fastest available), "numpy", "numba", "c" or "cuda".
         skip_nonfinite (bool): skip the whole step (no parameter, state or count
@@ -600,6 +1255,10 @@ _COMMON_ARGS = """\
         max_grad_norm (float or None): clip the total 2-norm of all gradients to
             this value, as ``clip_grad_norm_`` would, folded into the update
             (the gradient arrays are not modified).
+        foreach, fused, differentiable (and Adam's capturable): torch's
+            implementation switches, accepted where they change nothing
+            (foreach None/False/True, fused None/False, False for the others)
+            and refused with a ValueError otherwise.
 """
 
 
@@ -627,23 +1286,28 @@ class SGD(Optimizer):
     """
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
-                 nesterov=False, *, maximize=False, backend="auto", skip_nonfinite=False,
-                 max_grad_norm=None):
+                 nesterov=False, *, maximize=False, foreach=None, differentiable=False,
+                 fused=None, backend="auto", skip_nonfinite=False, max_grad_norm=None):
         V.check_sgd_hyperparameters(lr, momentum, dampening, weight_decay, nesterov, maximize)
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
-                        weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
+                        weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
+                        foreach=foreach, differentiable=differentiable, fused=fused)
+        _check_impl_flags(defaults, self._FLAGS)
         super().__init__(params, defaults, backend, skip_nonfinite, max_grad_norm)
+
+    _FLAGS = ("foreach", "differentiable", "fused")
 
     def _check_group(self, g):
         V.check_sgd_hyperparameters(g["lr"], g["momentum"], g["dampening"], g["weight_decay"],
                                     g["nesterov"], g["maximize"])
+        _check_impl_flags(g, self._FLAGS)
 
     def _state_keys(self, g):
         # the buffer is written, not read, on its first step: no need to zero it
         return [("momentum_buffer", "empty")] if g["momentum"] != 0 else []
 
     def _update(self, kernels, g, param, grad, state, entry, fresh, grad_scale):
-        kernels.sgd(param, grad, state.get("momentum_buffer"), lr=g["lr"],
+        kernels.sgd(param, grad, state.get("momentum_buffer"), lr=_lr_value(g["lr"]),
                     momentum=g["momentum"], dampening=g["dampening"],
                     weight_decay=g["weight_decay"], nesterov=g["nesterov"],
                     maximize=g["maximize"], first_step=fresh, grad_scale=grad_scale)
@@ -680,18 +1344,24 @@ class Adam(Optimizer):
     _uses_step = True
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
-                 amsgrad=False, *, maximize=False, decoupled_weight_decay=False, backend="auto",
+                 amsgrad=False, *, foreach=None, maximize=False, capturable=False,
+                 differentiable=False, fused=None, decoupled_weight_decay=False, backend="auto",
                  skip_nonfinite=False, max_grad_norm=None):
         V.check_adam_hyperparameters(lr, betas, eps, weight_decay, amsgrad, maximize,
                                      decoupled_weight_decay)
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                        amsgrad=amsgrad, maximize=maximize,
+                        amsgrad=amsgrad, maximize=maximize, foreach=foreach,
+                        capturable=capturable, differentiable=differentiable, fused=fused,
                         decoupled_weight_decay=decoupled_weight_decay)
+        _check_impl_flags(defaults, self._FLAGS)
         super().__init__(params, defaults, backend, skip_nonfinite, max_grad_norm)
+
+    _FLAGS = ("foreach", "capturable", "differentiable", "fused")
 
     def _check_group(self, g):
         V.check_adam_hyperparameters(g["lr"], g["betas"], g["eps"], g["weight_decay"],
                                      g["amsgrad"], g["maximize"], g["decoupled_weight_decay"])
+        _check_impl_flags(g, self._FLAGS)
 
     def _state_keys(self, g):
         keys = [("exp_avg", "zeros"), ("exp_avg_sq", "zeros")]
@@ -704,8 +1374,8 @@ class Adam(Optimizer):
         kernels.adam(param, grad, state["exp_avg"], state["exp_avg_sq"],
                      state.get("max_exp_avg_sq") if g["amsgrad"] else None,
                      # CUDA: the DeviceStep itself (its true value may be on the device)
-                     step=entry["step"] if self._devices.on_device else float(entry["step"]),
-                     lr=g["lr"], beta1=beta1, beta2=beta2,
+                     step=entry["step"] if self._devices.on_device else V.step_value(entry["step"]),
+                     lr=_lr_value(g["lr"]), beta1=_lr_value(beta1), beta2=_lr_value(beta2),
                      eps=g["eps"], weight_decay=g["weight_decay"], amsgrad=g["amsgrad"],
                      maximize=g["maximize"], decoupled_weight_decay=g["decoupled_weight_decay"],
                      grad_scale=grad_scale)
@@ -725,8 +1395,11 @@ class AdamW(Adam):
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, *, maximize=False, backend="auto", skip_nonfinite=False,
+                 amsgrad=False, *, foreach=None, maximize=False, capturable=False,
+                 differentiable=False, fused=None, backend="auto", skip_nonfinite=False,
                  max_grad_norm=None):
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach,
+                         maximize=maximize, capturable=capturable,
+                         differentiable=differentiable, fused=fused,
                          decoupled_weight_decay=True, backend=backend,
                          skip_nonfinite=skip_nonfinite, max_grad_norm=max_grad_norm)

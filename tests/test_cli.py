@@ -139,3 +139,44 @@ def test_demo_missing_is_a_clear_error(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "fastoptim.demo", None)
     assert cli.main(["demo"]) == 1
     assert "demo is not available" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--optimizers", ","], "--optimizers is empty"),
+    (["--backends", " , "], "--backends is empty"),
+    (["--sizes", "3.3"], "bad size '3.3': not a whole number of elements"),
+    (["--sizes", "1.5K,0.3"], "bad size '0.3'"),
+    (["--many", "10x2.5"], "bad size '2.5'"),
+    (["--json", "/nonexistent-dir-for-fastoptim/out.json"], "does not exist"),
+    (["--plot", "/nonexistent-dir-for-fastoptim/out.png"], "does not exist"),
+])
+def test_usage_errors_are_found_before_anything_runs(argv, message, capsys, monkeypatch):
+    from fastoptim import bench
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("bench.run was called")
+
+    monkeypatch.setattr(bench, "run", must_not_run)
+    assert cli.main(["bench", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_json_to_a_directory_is_a_usage_error(tmp_path, capsys):
+    assert cli.main(["bench", "--json", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+
+
+def test_fractional_sizes_that_are_whole_counts_are_accepted():
+    from fastoptim import bench
+
+    assert bench.parse_size("1.5K") == 1536 and bench.parse_size("0.5M") == 2**19
+    with pytest.raises(bench.BenchError, match="not a whole number"):
+        bench.parse_size("1.0001K")
+
+
+def test_missing_rich_is_a_clear_error():
+    code = ("import sys; sys.modules['rich'] = None; sys.modules['rich.console'] = None; "
+            "from fastoptim import cli; sys.exit(cli.main(['bench', '--quick']))")
+    proc = _python("-c", code)
+    assert proc.returncode == 2
+    assert "the tables need the 'rich' package" in proc.stderr and "Traceback" not in proc.stderr

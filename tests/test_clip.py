@@ -369,7 +369,7 @@ def test_c_backend_name_is_accepted():
     ([np.ones(2, np.float16)], TypeError, r"grads\[0\] has dtype float16"),
     ([np.array([1.0, None])], TypeError, r"grads\[0\] has dtype object"),
     ([np.ones(2), [1.0, 2.0]], TypeError, r"grads\[1\] must be a NumPy float32/float64 array"),
-    ({"w": np.ones(2, np.complex128)}, TypeError, r"grads\['w'\] has dtype complex128"),
+    ({"w": np.ones(4, np.complex128)[::2]}, TypeError, r"grads\['w'\] has dtype complex128"),
     (None, TypeError, "grads must be an array"),
     (3.0, TypeError, "grads must be an array"),
     ("abc", TypeError, "grads must be an array"),
@@ -474,3 +474,33 @@ def test_device_arrays(dtype):
         total_norm([hosts[0], devs[0]])
     with pytest.raises(ValueError, match="backend 'numba' cannot handle CUDA device arrays"):
         total_norm(devs, backend="numba")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_complex_gradients_are_their_real_pairs(backend):
+    z = np.array([3 + 4j, 0, 1j], np.complex64)
+    pairs = z.view(np.float32).copy()
+    assert total_norm([z], backend=backend) == total_norm([pairs], backend=backend) == \
+        pytest.approx(math.sqrt(26))
+    clip_grad_norm_([z], 1.0, backend=backend)
+    clip_grad_norm_([pairs], 1.0, backend=backend)
+    np.testing.assert_array_equal(z.view(np.float32), pairs)
+
+
+def test_torch_positional_order_and_foreach():
+    grads = [np.array([3.0, 4.0], np.float32)]
+    with pytest.raises(RuntimeError, match="non-finite"):
+        total_norm([np.array([np.inf])], 2.0, True)  # error_if_nonfinite third, as torch
+    assert total_norm(grads, 2.0, False, None) == 5.0
+    for foreach in (None, False, True):
+        g = [grads[0].copy()]
+        assert clip_grad_norm_(g, 1.0, 2.0, False, foreach) == 5.0
+        np.testing.assert_allclose(g[0], [0.6, 0.8], rtol=1e-6)
+    with pytest.raises(RuntimeError, match="non-finite"):
+        clip_grad_norm_([np.array([np.nan])], 1.0, 2.0, True)
+    with pytest.raises(TypeError, match="foreach must be a bool or None"):
+        clip_grad_norm_(grads, 1.0, 2.0, False, "numba")  # backend is keyword-only now
+    g = [np.array([3.0, -4.0])]
+    clip_grad_value_(g, 1.0, None)
+    np.testing.assert_array_equal(g[0], [1.0, -1.0])
+    clip_grads_with_norm_(g, 1.0, 2.0, True)

@@ -41,7 +41,10 @@ class AdamScalars(NamedTuple):
 
 
 # Cached: a step over many tensors asks for the same scalars once per tensor.
-@functools.lru_cache(maxsize=1024)
+# typed: an array lr arrives as a NumPy scalar (np.float32(0.5) == 0.5), and must
+# not share an entry with the Python float, whose arithmetic is in double.
+@functools.lru_cache(maxsize=1024, typed=True)
+@np.errstate(over="ignore", invalid="ignore")  # a huge lr gives inf, silently, as in torch
 def sgd_scalars(dtype, *, lr, momentum, dampening, weight_decay, grad_scale=1.0) -> SGDScalars:
     t = np.dtype(dtype).type
     return SGDScalars(
@@ -55,7 +58,8 @@ def sgd_scalars(dtype, *, lr, momentum, dampening, weight_decay, grad_scale=1.0)
     )
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=1024, typed=True)
+@np.errstate(over="ignore", invalid="ignore")  # a huge lr gives inf, silently, as in torch
 def adam_scalars(
     dtype, *, step, lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, grad_scale=1.0
 ) -> AdamScalars:

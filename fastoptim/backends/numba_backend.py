@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numba
 
+from .._devices import serial_only
 from . import _math
 from ._jit import SERIAL, KernelPair, kernel_pair
 from ._scalars import adam_scalars, sgd_scalars
@@ -82,7 +83,7 @@ _AMSGRAD = kernel_pair(_amsgrad)
 def run(kernel: KernelPair, arrays: tuple, scalars: tuple) -> None:
     """Run ``kernel`` over ``arrays`` (1-D, contiguous, one dtype, one length):
     the parallel kernel from ``PARALLEL_MIN`` elements, the serial one below."""
-    if arrays[0].shape[0] >= PARALLEL_MIN:
+    if arrays[0].shape[0] >= PARALLEL_MIN and not serial_only():  # serial in a forked child
         kernel.run_parallel(arrays, scalars)
     else:
         kernel.run_serial(arrays, scalars)
