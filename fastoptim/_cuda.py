@@ -444,6 +444,7 @@ class DeviceStep:
     """
 
     __slots__ = ("attempted", "cell")
+    is_device_step = True  # _validation.check_state_step reads ``attempted``, no GPU wait
 
     def __init__(self, value=0.0):
         self.attempted = float(value)

@@ -118,7 +118,12 @@ def check_step(step):
 
 
 def check_state_step(name, step):
-    """An optimizer's stored step count: a finite number >= 0 (or a 1-element array)."""
+    """An optimizer's stored step count: a finite number >= 0 (or a 1-element array).
+
+    A CUDA optimizer's own counter (``_cuda.DeviceStep``) is checked by its host
+    count of launched steps, which needs no wait for the GPU."""
+    if getattr(type(step), "is_device_step", False):
+        step = step.attempted
     try:
         value = step_value(step)
     except TypeError:

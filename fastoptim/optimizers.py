@@ -1012,10 +1012,10 @@ class Optimizer:
                 fresh = True
         if self._uses_step:
             step = state["step"]
-            if isinstance(step, np.ndarray):
-                step += 1
-            else:
+            if isinstance(step, numbers.Number):
                 dict.__setitem__(state, "step", step + 1)
+            else:  # a 0-d array, or a CUDA DeviceStep: counted in place
+                step += 1
         keys = [k for k, _ in self._state_keys(group)]
         param, grad, *arrays = self._devices.kernel_views([param, grad] + [state[k] for k in keys])
         self._update(kernels, group, param, grad, dict(zip(keys, arrays)), state, fresh, grad_scale)
