@@ -88,7 +88,6 @@ DEFAULT_BUDGET_S = 120.0  # the default run adds --latency only if it fits in th
 LATENCY_COST_S = 6.0  # rough cost of the latency measurement per optimizer
 LATENCY_GOAL_S = {"cold": 2.0, "warm": 0.5}
 CROSSOVER_SIZES = tuple(2**k for k in range(10, 21))  # 1K .. 1M elements
-C_PARALLEL_MIN = 32768  # FO_PARALLEL_MIN, compiled into kernels/fastoptim.c
 
 
 class BenchError(ValueError):
@@ -1555,9 +1554,12 @@ def _crossover_point(points):
 def run_crossover(sizes=CROSSOVER_SIZES, dtype="float32", threads=None, repeat=7, console=None):
     """Serial vs parallel Adam kernels by size: where does the thread pool start paying off?
 
-    numba: the backend's serial and parallel Adam kernels (``numba_backend._ADAM``).
-    C: the OpenMP kernel with 1 thread vs ``threads``; its threshold is compiled in,
-    so only sizes from ``C_PARALLEL_MIN`` compare anything.
+    numba: the backend's serial Adam loop against its parallel loop for the size (one
+    block per thread in cache, the chunked prefetching loop above; ``numba_backend._ADAM``).
+    C: the OpenMP kernel with 1 thread vs ``threads``, with the thread policy's serial
+    threshold lowered to 1 for the measurement. Isolated kernels: the crossover that
+    ``PARALLEL_MIN`` uses was measured inside the training loop (``bench --loop
+    --loop-dispatch``); this table shows the kernels alone.
     """
     from fastoptim.backends._scalars import adam_scalars
 
@@ -1575,17 +1577,21 @@ def run_crossover(sizes=CROSSOVER_SIZES, dtype="float32", threads=None, repeat=7
             points = []
             for n in sizes:
                 arrays, args = _crossover_arrays(n, dtype), (*scalars, False)
+                blocked = n * dtype.itemsize * 7 <= _threads.BLOCKED_MAX_BYTES
+                parallel = ((lambda: nb._ADAM.run_blocked(arrays, args, threads)) if blocked
+                            else (lambda: nb._ADAM.run_parallel(arrays, args)))
                 points.append((n, _median_time(lambda: nb._ADAM.run_serial(arrays, args), repeat),
-                               _median_time(lambda: nb._ADAM.run_parallel(arrays, args), repeat)))
-            out["kernels"]["numba"] = _crossover_entry(points, nb.PARALLEL_MIN)
+                               _median_time(parallel, repeat)))
+            out["kernels"]["numba"] = _crossover_entry(points, _threads.PARALLEL_MIN)
         if _backends.is_available("c"):
             c = _backends.load("c")
             kw = dict(step=10, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0,
                       amsgrad=False, maximize=False, decoupled_weight_decay=False)
             points = []
             saved_c = c.max_threads()
+            saved_dispatch = _threads.set_dispatch(parallel_min=1)
             try:
-                for n in [n for n in sizes if n >= C_PARALLEL_MIN]:
+                for n in sizes:
                     p, g, m, v = _crossover_arrays(n, dtype)
                     timings = []
                     for t in (1, threads):
@@ -1595,7 +1601,8 @@ def run_crossover(sizes=CROSSOVER_SIZES, dtype="float32", threads=None, repeat=7
                     points.append((n, *timings))
             finally:
                 c.set_num_threads(saved_c)
-            out["kernels"]["c"] = _crossover_entry(points, C_PARALLEL_MIN)
+                _threads.set_dispatch(*saved_dispatch)
+            out["kernels"]["c"] = _crossover_entry(points, _threads.PARALLEL_MIN)
     finally:
         numba.set_num_threads(saved)
     if console is not None:
@@ -1630,9 +1637,6 @@ def crossover_tables(crossover):
             verdict = "serial wins at every size tested"
         else:
             verdict = f"parallel wins from {format_size(where)} elements"
-        if name == "c":
-            verdict += (f"; below {format_size(threshold)} the C kernel always runs serially "
-                        "(compiled-in threshold), so those sizes are not compared")
         title = (f"Serial vs parallel, {name} Adam kernel, {crossover['dtype']}, "
                  f"{crossover['threads']} threads")
         caption = f"{verdict}; the backend switches to parallel at {format_size(threshold)}"

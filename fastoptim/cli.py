@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--loop-dispatch", action="store_true",
                        help="with --loop: also time backend='auto' with other serial/parallel "
                             "thresholds (the crossover inside the loop)")
+    bench.add_argument("--policies", action="store_true",
+                       help="with --loop: compare the thread-policy alternatives (wait "
+                            "policies, Numba layers, serial), each in a fresh process")
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                        help="cuda runs the GPU benchmark (fastoptim.bench_cuda) instead")
 
@@ -181,6 +184,14 @@ def _bench_loop(args, console) -> int:
     dtypes = [args.dtype] if args.dtype else list(bench_loop.DEFAULT_DTYPES)
     threads = bench.check_threads(args.threads)
     dispatch = bench_loop.DISPATCH_SWEEP if args.loop_dispatch else ()
+    if args.policies:
+        rows = bench_loop.run_policies(models=args.loop_models or bench_loop.DEFAULT_MODELS,
+                                       console=console)
+        if args.json_path:
+            with open(args.json_path, "w") as f:
+                json.dump({"schema": "fastoptim-bench-policies/1",
+                           "machine": bench.machine_info(threads), "policies": rows}, f, indent=2)
+        return 0
     try:
         with bench._Threads(threads, bench._import_torch() if args.peers else None):
             doc = bench_loop.run(models=args.loop_models or bench_loop.DEFAULT_MODELS,
