@@ -1577,7 +1577,7 @@ def run_crossover(sizes=CROSSOVER_SIZES, dtype="float32", threads=None, repeat=7
             points = []
             for n in sizes:
                 arrays, args = _crossover_arrays(n, dtype), (*scalars, False)
-                blocked = n * dtype.itemsize * 7 <= _threads.BLOCKED_MAX_BYTES
+                blocked = n * dtype.itemsize * 4 <= _threads.BLOCKED_MAX_BYTES
                 parallel = ((lambda: nb._ADAM.run_blocked(arrays, args, threads)) if blocked
                             else (lambda: nb._ADAM.run_parallel(arrays, args)))
                 points.append((n, _median_time(lambda: nb._ADAM.run_serial(arrays, args), repeat),

@@ -15,11 +15,11 @@
 
 /* Dispatch, set from Python by fastoptim/backends/_threads.py (fo_set_dispatch), the one
  * place the thread policy lives: below fo_parallel_min elements one thread runs the loop
- * (no wake-up); up to a working set of fo_blocked_max_bytes (about the last-level cache)
+ * (no wake-up); up to a footprint of fo_blocked_max_bytes (the last-level cache)
  * each thread updates one contiguous, cache-line aligned block with the plain vectorized
  * loop; above it, the chunked loop prefetching ahead. The defaults equal _threads.py's. */
 static int64_t fo_parallel_min = 65536;
-static int64_t fo_blocked_max_bytes = 24 << 20;
+static int64_t fo_blocked_max_bytes = 32 << 20;
 /* The chunked parallel loop works in chunks of FO_CHUNK_BYTES per array and, before each
  * chunk, prefetches the same span FO_AHEAD_BYTES further on: with it the Adam loop (two
  * divisions and a square root per element) keeps the memory bus as busy as a plain copy;
@@ -38,14 +38,14 @@ static inline int fo_threads(void)
 }
 
 /* for (i = 0; i < n; i++) BODY; arrays: the parenthesized (a, b, c, d, e) to prefetch,
- * NULL for unused; streams: arrays read plus arrays written (bytes per element / sizeof T).
+ * NULL for unused; narrays: the arrays the loop touches (footprint = n * sizeof(T) * narrays).
  * Uses T and FN of the including precision. */
-#define FO_FOR(i, n, streams, arrays, ...)                                                 \
+#define FO_FOR(i, n, narrays, arrays, ...)                                                 \
     do {                                                                                   \
         const int64_t line_ = FO_LINE_BYTES / (int64_t)sizeof(T);                          \
         if ((n) < fo_parallel_min || fo_threads() == 1) {                                  \
             for (int64_t i = 0; i < (n); i++) { __VA_ARGS__; }                             \
-        } else if ((n) * (int64_t)sizeof(T) * (streams) <= fo_blocked_max_bytes) {        \
+        } else if ((n) * (int64_t)sizeof(T) * (narrays) <= fo_blocked_max_bytes) {        \
             _Pragma("omp parallel")                                                        \
             {                                                                              \
                 const int64_t nt_ = omp_get_num_threads(), t_ = omp_get_thread_num();      \

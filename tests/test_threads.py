@@ -70,10 +70,10 @@ def test_set_num_threads_validates_and_round_trips():
 
 
 def test_mode_follows_the_thresholds():
-    assert _threads.mode(_threads.PARALLEL_MIN - 1, 28) == _threads.SERIAL
-    assert _threads.mode(_threads.PARALLEL_MIN, 28) == _threads.BLOCKED
-    big = _threads.BLOCKED_MAX_BYTES // 28 + 1
-    assert _threads.mode(max(big, _threads.PARALLEL_MIN), 28) == _threads.CHUNKED
+    assert _threads.mode(_threads.PARALLEL_MIN - 1, 16) == _threads.SERIAL
+    assert _threads.mode(_threads.PARALLEL_MIN, 16) == _threads.BLOCKED
+    big = _threads.BLOCKED_MAX_BYTES // 16 + 1
+    assert _threads.mode(max(big, _threads.PARALLEL_MIN), 16) == _threads.CHUNKED
     previous = _threads.set_dispatch(10, 100)
     try:
         assert (_threads.PARALLEL_MIN, _threads.BLOCKED_MAX_BYTES) == (10, 100)

@@ -15,7 +15,7 @@ its parallel region holds a core that the other side's workers need. The policy:
    ``info()["spin_policy"]`` says so.
 2. **Parallel only where it pays.** Arrays below ``PARALLEL_MIN`` elements run a serial
    loop on the calling thread (no wake-up at all). From there up to a working set of
-   ``BLOCKED_MAX_BYTES`` (about the last-level cache) each thread updates one contiguous
+   ``BLOCKED_MAX_BYTES`` (the last-level cache) each thread updates one contiguous
    block with the serial, vectorized loop ("blocked"); above it, the chunked loop that
    prefetches ahead ("chunked"), which is what keeps a 16M tensor at the memory bus.
    The crossovers were measured inside a training loop (``fastoptim bench --loop``)
@@ -41,8 +41,28 @@ import os
 SPINCOUNT = "10000"
 USER_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
+
+
+def _last_level_cache_bytes(default=32 * 2**20) -> int:
+    """The largest CPU cache's size (Linux sysfs), clipped to 4-64 MiB; ``default`` elsewhere."""
+    best = 0
+    try:
+        base = "/sys/devices/system/cpu/cpu0/cache"
+        for entry in os.listdir(base):
+            if entry.startswith("index"):
+                with open(os.path.join(base, entry, "size")) as f:
+                    text = f.read().strip().upper()
+                scale = {"K": 2**10, "M": 2**20}.get(text[-1:], 1)
+                best = max(best, int(text.rstrip("KM")) * scale)
+    except (OSError, ValueError):
+        pass
+    return min(max(best, 4 * 2**20), 64 * 2**20) if best else default
+
+
 PARALLEL_MIN = 65536  # elements: below, one thread (serial loop)
-BLOCKED_MAX_BYTES = 24 * 2**20  # working set (all arrays): up to here, one block per thread
+# footprint (elements x itemsize x arrays) up to which each thread takes one block: the
+# last-level cache (32 MiB here: Adam fp32 up to 2M elements, fp64 up to 1M)
+BLOCKED_MAX_BYTES = _last_level_cache_bytes()
 
 SERIAL, BLOCKED, CHUNKED = "serial", "blocked", "chunked"
 
@@ -77,8 +97,8 @@ def apply_env_defaults() -> str:
 
 
 def mode(n: int, bytes_per_element: int) -> str:
-    """How a kernel over ``n`` elements moving ``bytes_per_element`` (all arrays, reads
-    and writes) should run: SERIAL, BLOCKED or CHUNKED."""
+    """How a kernel over ``n`` elements whose arrays hold ``bytes_per_element`` together
+    (itemsize x arrays: 16 for fp32 Adam) should run: SERIAL, BLOCKED or CHUNKED."""
     if n < PARALLEL_MIN:
         return SERIAL
     if n * bytes_per_element <= BLOCKED_MAX_BYTES:
@@ -102,10 +122,15 @@ def set_dispatch(parallel_min=None, blocked_max_bytes=None) -> tuple:
     return previous
 
 
-def _numba_limit() -> int:
-    import numba
+_numba_config = []
 
-    return numba.config.NUMBA_NUM_THREADS
+
+def _numba_limit() -> int:
+    if not _numba_config:
+        import numba
+
+        _numba_config.append(numba.config.NUMBA_NUM_THREADS)
+    return _numba_config[0]
 
 
 _omp_max_threads = []  # [function] once looked up; [None] without the C module
@@ -117,7 +142,7 @@ def _openmp_limit():
     if not _omp_max_threads:
         from . import is_available, load
 
-        _omp_max_threads.append(load("c").max_threads if is_available("c") else None)
+        _omp_max_threads.append(load("c").lib.fo_openmp_max_threads if is_available("c") else None)
     get = _omp_max_threads[0]
     return get() if get is not None else None
 
@@ -152,9 +177,11 @@ def get_num_threads() -> int:
 
 
 def parallel_threads() -> int:
-    """Threads a parallel kernel started now from this thread may use (>= 1)."""
+    """Threads a parallel kernel started now from this thread may use (>= 1); about
+    0.3 us, paid only by calls that are big enough to run in parallel."""
     n = _requested if _requested is not None else _numba_limit()
-    omp = _openmp_limit()
+    get = _omp_max_threads[0] if _omp_max_threads else _openmp_limit
+    omp = get() if get is not None else None
     return max(1, min(n, omp) if omp else n)
 
 

@@ -101,7 +101,7 @@ def run(kernel: KernelPair, arrays: tuple, scalars: tuple) -> None:
         return
     if threads != _threads_now[0]:  # an OpenMP limit (threadpoolctl) changed it
         set_threads(threads)
-    if n * arrays[0].itemsize * (2 * len(arrays) - 1) <= _threads.BLOCKED_MAX_BYTES:
+    if n * arrays[0].itemsize * len(arrays) <= _threads.BLOCKED_MAX_BYTES:  # fits in cache
         kernel.run_blocked(arrays, scalars, threads)
     else:
         kernel.run_parallel(arrays, scalars)
