@@ -38,7 +38,7 @@ import os
 # (no OMP_WAIT_POLICY) is 300000 iterations, milliseconds here, which starved
 # OpenBLAS between steps; 0 (OMP_WAIT_POLICY=passive) makes every kernel pay a full
 # wake-up. The measurements behind this value are in docs/benchmarks.md.
-SPINCOUNT = "10000"
+SPINCOUNT = "1000"
 USER_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 
