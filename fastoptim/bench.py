@@ -72,6 +72,7 @@ DEFAULT_SIZES = (16 * 2**20, 2 * 2**20, 2**20, 256 * 2**10, 64 * 2**10)
 IN_CACHE_F64_SIZES = (2**20, 256 * 2**10)
 IN_CACHE_FLAT = (256, 1024)  # 256 tensors x 1K = 256K elements, one FlatParams call
 IN_CACHE_RANGE = (64 * 2**10, 2 * 2**20)
+FULL_PEER_SIZES = (16 * 2**20, 2**20, 256 * 2**10)  # the default run's other cases: torch fused only
 BOUND_BLOCK_BYTES = 4096  # per array and thread: 4 arrays x 4 KiB stay in L1
 DEFAULT_MANY = (1000, 1024)  # a model-like set: 1000 tensors of 1024 elements
 QUICK_SIZES = (2**20, 64 * 2**10)
@@ -580,6 +581,7 @@ class Case:
     key: str  # "16M" or "1000x1024"
     sizes: tuple  # elements per tensor
     modes: tuple  # ("single",) or ("flat", "list")
+    all_peers: bool = True  # False: of the torch peers only torch fused (the extra cases)
 
     @property
     def n(self) -> int:
@@ -595,17 +597,19 @@ class Case:
         return f"{count} tensors x {format_size(size)} as a plain list (one kernel call per tensor)"
 
 
-def make_cases(sizes, many, flat=None, suffix="") -> list:
+def make_cases(sizes, many, flat=None, suffix="", all_peers=lambda n: True) -> list:
     """Single-tensor cases, the many-tensors case (FlatParams and plain list) and a
-    FlatParams-only case; ``suffix`` tags the keys (the float64 pass: " f64")."""
-    cases = [Case(format_size(n) + suffix, (n,), ("single",)) for n in sizes]
+    FlatParams-only case; ``suffix`` tags the keys (the float64 pass: " f64");
+    ``all_peers(n)``: whether a single-tensor case of ``n`` elements gets every torch peer."""
+    cases = [Case(format_size(n) + suffix, (n,), ("single",), all_peers(n)) for n in sizes]
     if many is not None:
         count, size = many
         cases.append(Case(f"{count}x{format_size(size)}{suffix}", (size,) * count,
                           ("flat", "list")))
     if flat is not None:
         count, size = flat
-        cases.append(Case(f"{count}x{format_size(size)}{suffix}", (size,) * count, ("flat",)))
+        cases.append(Case(f"{count}x{format_size(size)}{suffix}", (size,) * count, ("flat",),
+                          False))
     return cases
 
 
@@ -767,17 +771,18 @@ class _Runner:
         if self.progress is not None:
             self.progress.advance(self.task, units)
 
-    def peers(self, spec):
+    def peers(self, spec, case=None):
         out = []
-        if self.torch is not None:
-            out += list(TORCH_PEERS)
+        if self.torch is not None:  # the default run's extra cases: torch fused only
+            out += [p for p in TORCH_PEERS
+                    if case is None or case.all_peers or p[0] == "torch-fused"]
         if self.deepspeed and spec.name in ("adam", "adamw") and self.dtype == np.float32:
             out.append((DEEPSPEED, "DeepSpeedCPUAdam", None))
         return out
 
     def contestants(self, spec, case) -> int:
         return (len(FLOOR_VARIANTS) + len(self.backends) * len(case.modes)
-                + len(self.peers(spec)))
+                + len(self.peers(spec, case)))
 
     def count(self) -> int:
         """Progress units: one per contestant (build, check, warm up) and one per round."""
@@ -806,7 +811,7 @@ class _Runner:
             reference = {}  # filled by the first fastoptim contestant of this mode
             for backend in self.backends:
                 entries.append(self._fastoptim_entry(spec, case, mode, backend, reference))
-        for key, label, impl in self.peers(spec):
+        for key, label, impl in self.peers(spec, case):
             entries.append(self._peer_entry(spec, case, key, label, impl))
         return entries
 
@@ -1002,9 +1007,12 @@ def run(optimizers=DEFAULT_OPTIMIZERS, backends=None, sizes=None, many="default"
     if repeat < 1:
         raise BenchError(f"--repeat {repeat}: must be at least 1")
     specs = [OPTIMIZERS[name] for name in optimizers]
-    passes = [(dtype, make_cases(sizes, many, IN_CACHE_FLAT if in_cache else None))]
+    extra = (lambda n: n in FULL_PEER_SIZES) if default_run else (lambda n: True)
+    passes = [(dtype, make_cases(sizes, many, IN_CACHE_FLAT if in_cache else None,
+                                 all_peers=extra))]
     if in_cache and dtype != np.float64:
-        passes.append((np.dtype(np.float64), make_cases(IN_CACHE_F64_SIZES, None, suffix=" f64")))
+        passes.append((np.dtype(np.float64), make_cases(IN_CACHE_F64_SIZES, None, suffix=" f64",
+                                                        all_peers=lambda n: False)))
 
     torch = _import_torch() if peers else None
     deepspeed = (peers and any(s.name in ("adam", "adamw") for s in specs)
@@ -1204,9 +1212,9 @@ def _caption(spec, case, mode, dtype, rows):
     floor = next((r for r in rows if r.kind == "floor"), None)
     how = f"{floor.detail} " if floor is not None and floor.detail else ""
     text = (f"{spec.streams * dtype.itemsize} B/element (reads {', '.join(names)}; writes all "
-            f"but grad) x {format_size(case.n)} elements; floor: the faster of two {how}Numba "
-            f"kernels moving the same bytes with no math (a plain loop; the backend's "
-            f"chunked, prefetching loop)")
+            f"but grad) x {format_size(case.n)} elements; floor: the fastest of three {how}Numba "
+            f"kernels moving the same bytes with no math (a plain loop; the backends' "
+            f"chunked, prefetching loop; one block per thread)")
     if mode != "single":
         text += f"; peers step the {len(case.sizes)} tensors as separate tensors"
     if any(r.contestant.startswith("torch") for r in rows):
