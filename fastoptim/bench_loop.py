@@ -47,7 +47,7 @@ MODELS = {
 }
 DEFAULT_MODELS = ("100K", "3M")
 DEFAULT_DTYPES = ("float32", "float64")
-DEFAULT_STEPS, SHORT_STEPS = 20, 10  # training steps per timed repeat
+DEFAULT_STEPS, SHORT_STEPS = 20, 8  # training steps per timed repeat
 DEFAULT_REPEAT, SHORT_REPEAT = 7, 3
 CHECK_STEPS = 3
 BATCHES = 4  # distinct batches, cycled

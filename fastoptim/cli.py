@@ -13,7 +13,7 @@ import sys
 
 _BENCH_EPILOG = """\
 examples:
-  fastoptim bench                          # SGD, Adam, AdamW in float32 (1-2 minutes)
+  fastoptim bench                          # SGD, Adam, AdamW: fp32, fp64 in cache, the loop
   fastoptim bench --quick                  # small sizes, a few seconds
   fastoptim bench --optimizers adamw --sizes 64M,1M,16K --plot adamw.png
   fastoptim bench --threads 1 --no-peers --json bench.json
