@@ -72,7 +72,8 @@ DEFAULT_SIZES = (16 * 2**20, 2 * 2**20, 2**20, 256 * 2**10, 64 * 2**10)
 IN_CACHE_F64_SIZES = (2**20, 256 * 2**10)
 IN_CACHE_FLAT = (256, 1024)  # 256 tensors x 1K = 256K elements, one FlatParams call
 IN_CACHE_RANGE = (64 * 2**10, 2 * 2**20)
-FULL_PEER_SIZES = (16 * 2**20, 2**20, 256 * 2**10)  # the default run's other cases: torch fused only
+# every torch peer at these sizes; the default run's other cases time torch fused only
+FULL_PEER_SIZES = (16 * 2**20, 2**20, 256 * 2**10)
 BOUND_BLOCK_BYTES = 4096  # per array and thread: 4 arrays x 4 KiB stay in L1
 DEFAULT_MANY = (1000, 1024)  # a model-like set: 1000 tensors of 1024 elements
 QUICK_SIZES = (2**20, 64 * 2**10)

@@ -280,7 +280,7 @@ def _compare(params, ref, exact, rtol):
     return None
 
 
-def _train(step_fn, forward_backward, timer, first, count):
+def _train(step_fn, forward_backward, first, count):
     """``count`` training steps from batch ``first``; returns (loop seconds, optimizer seconds)."""
     perf = time.perf_counter
     opt_s = 0.0
@@ -313,7 +313,7 @@ def run_case(model_name, dtype, contestant_list, steps=DEFAULT_STEPS, repeat=DEF
             params, grads, fb = mlp.fresh()
             step_fn = c.make(params, grads)
             with around():
-                _train(step_fn, fb, None, 0, CHECK_STEPS)
+                _train(step_fn, fb, 0, CHECK_STEPS)
             snapshot = [p.copy() for p in params]
             if reference is None:
                 if c.kind != "reference":
@@ -327,7 +327,7 @@ def run_case(model_name, dtype, contestant_list, steps=DEFAULT_STEPS, repeat=DEF
                     continue
                 row.check = "bit-exact" if exact else "close"
             with around():  # warm-up: caches, page faults, BLAS and thread pools
-                _train(step_fn, fb, None, CHECK_STEPS, 2)
+                _train(step_fn, fb, CHECK_STEPS, 2)
             live.append((row, step_fn, fb, around))
         except Exception as exc:  # one broken contestant (torch fused refused) ends no run
             row.check, row.detail = "error", f"{type(exc).__name__}: {exc}"
@@ -342,7 +342,7 @@ def run_case(model_name, dtype, contestant_list, steps=DEFAULT_STEPS, repeat=DEF
                 say(f"loop {model_name} {dtype.name}: round {r + 1}/{repeat}")
             for row, step_fn, fb, around in live:
                 with around():
-                    loop_s, opt_s = _train(step_fn, fb, None, first, steps)
+                    loop_s, opt_s = _train(step_fn, fb, first, steps)
                 row.loop_times_s.append(loop_s / steps)
                 row.optimizer_times_s.append(opt_s / steps)
             first += steps
@@ -369,12 +369,12 @@ def checked_trainer(model_name, dtype, contestant: Contestant, steps=DEFAULT_STE
     widths, batch = MODELS[model_name]
     mlp = MLP(widths, batch, dtype)
     ref_params, ref_grads, ref_fb = mlp.fresh()
-    _train(_fastoptim_maker(REFERENCE)(ref_params, ref_grads), ref_fb, None, 0, CHECK_STEPS)
+    _train(_fastoptim_maker(REFERENCE)(ref_params, ref_grads), ref_fb, 0, CHECK_STEPS)
     params, grads, fb = mlp.fresh()
     step_fn = contestant.make(params, grads)
     around = contestant.around or _Null
     with around():
-        _train(step_fn, fb, None, 0, CHECK_STEPS)
+        _train(step_fn, fb, 0, CHECK_STEPS)
     exact = contestant.kind in ("reference", "fastoptim", "dispatch")
     mismatch = _compare(params, ref_params, exact, PEER_RTOL[mlp.dtype])
     if mismatch:
@@ -383,7 +383,7 @@ def checked_trainer(model_name, dtype, contestant: Contestant, steps=DEFAULT_STE
 
     def train():
         with around():
-            _train(step_fn, fb, None, first[0], steps)
+            _train(step_fn, fb, first[0], steps)
         first[0] += steps
 
     return train
@@ -532,7 +532,8 @@ def goals_table(goal_rows):
             continue
         met = g["met"]
         missed = [k for k, v in met.items() if v is False]
-        verdict = "[green]all met[/green]" if not missed else f"[red]missed: {'; '.join(missed)}[/red]"
+        verdict = ("[green]all met[/green]" if not missed
+                   else f"[red]missed: {'; '.join(missed)}[/red]")
         vt = g["auto_loop_vs_torch_fused"]
         table.add_row(g["model"], g["dtype"], f"{g['auto_loop_vs_numpy']:.2f}x",
                       f"{g['auto_optimizer_speedup']:.2f}x", "-" if vt is None else f"{vt:.2f}x",

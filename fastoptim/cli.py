@@ -158,7 +158,8 @@ def _bench(parser, args) -> int:
         report = bench.run(
             optimizers=args.optimizers or bench.DEFAULT_OPTIMIZERS, backends=args.backends,
             sizes=args.sizes, many=args.many, dtype=args.dtype or "float32",
-            threads=args.threads, repeat=args.repeat, peers=args.peers, quick=args.quick, latency=args.latency,
+            threads=args.threads, repeat=args.repeat, peers=args.peers, quick=args.quick,
+            latency=args.latency,
             crossover=args.crossover, console=console,
             loop=False if args.no_loop else None)
     except bench.BenchError as exc:

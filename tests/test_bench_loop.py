@@ -44,7 +44,8 @@ def test_inplace_adam_is_close_to_the_reference():
     rng = np.random.default_rng(0)
     p1 = rng.standard_normal(100).astype(np.float32)
     p2 = p1.copy()
-    ref, hand = fastoptim.Adam([p1], lr=1e-2, backend="numpy"), bench_loop.InPlaceAdam([p2], lr=1e-2)
+    ref = fastoptim.Adam([p1], lr=1e-2, backend="numpy")
+    hand = bench_loop.InPlaceAdam([p2], lr=1e-2)
     for _ in range(5):
         g = rng.standard_normal(100).astype(np.float32)
         ref.step([g])
