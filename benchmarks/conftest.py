@@ -19,10 +19,10 @@ Environment variables narrow or widen the matrix:
 """
 import os
 
-import numba
 import numpy as np
 import pytest
 
+import fastoptim
 from fastoptim import backends, bench
 
 
@@ -40,9 +40,7 @@ def pytest_configure(config):
     threads = os.environ.get("FASTOPTIM_BENCH_THREADS")
     if threads:
         n = int(threads)
-        numba.set_num_threads(n)
-        if backends.is_available("c"):
-            backends.load("c").set_num_threads(n)
+        fastoptim.set_num_threads(n)  # numba and the C kernels, through the thread policy
         try:
             import torch
 

@@ -54,6 +54,7 @@ import numpy as np
 
 import fastoptim
 from fastoptim import backends as _backends
+from fastoptim.backends import _threads
 from fastoptim.backends._jit import kernel_pair
 
 __all__ = [
@@ -65,7 +66,15 @@ __all__ = [
 # --------------------------------------------------------------------------- settings
 # one large tensor; one of the many-tensor case's 1M elements (FlatParams against one
 # tensor, in the same run); one medium tensor
-DEFAULT_SIZES = (16 * 2**20, 2**20, 256 * 2**10)
+DEFAULT_SIZES = (16 * 2**20, 2 * 2**20, 2**20, 256 * 2**10, 64 * 2**10)
+# the in-cache regime (issue 13): float64 at these sizes in the default run, and a
+# FlatParams case whose total lies in it
+IN_CACHE_F64_SIZES = (2**20, 256 * 2**10)
+IN_CACHE_FLAT = (256, 1024)  # 256 tensors x 1K = 256K elements, one FlatParams call
+IN_CACHE_RANGE = (64 * 2**10, 2 * 2**20)
+# every torch peer at these sizes; the default run's other cases time torch fused only
+FULL_PEER_SIZES = (16 * 2**20, 2**20, 256 * 2**10)
+BOUND_BLOCK_BYTES = 4096  # per array and thread: 4 arrays x 4 KiB stay in L1
 DEFAULT_MANY = (1000, 1024)  # a model-like set: 1000 tensors of 1024 elements
 QUICK_SIZES = (2**20, 64 * 2**10)
 QUICK_MANY = (100, 1024)
@@ -81,7 +90,6 @@ DEFAULT_BUDGET_S = 120.0  # the default run adds --latency only if it fits in th
 LATENCY_COST_S = 6.0  # rough cost of the latency measurement per optimizer
 LATENCY_GOAL_S = {"cold": 2.0, "warm": 0.5}
 CROSSOVER_SIZES = tuple(2**k for k in range(10, 21))  # 1K .. 1M elements
-C_PARALLEL_MIN = 32768  # FO_PARALLEL_MIN, compiled into kernels/fastoptim.c
 
 
 class BenchError(ValueError):
@@ -234,28 +242,81 @@ def _move5(lo, hi, p, g, m, v, w):
         p[i] = p[i] + g[i]
 
 
-FLOOR_VARIANTS = {"plain": "floor", "prefetch": "floor, prefetching"}  # variant -> row label
-FLOOR_KERNELS = {  # arrays -> variant -> KernelPair
+FLOOR_VARIANTS = {"plain": "floor", "prefetch": "floor, prefetching",  # variant -> row label
+                  "blocked": "floor, blocked"}
+FLOOR_KERNELS = {  # arrays -> loop -> KernelPair (the "blocked" floor: either pair's .blocked)
     arrays: {"plain": kernel_pair(move, prefetching=False), "prefetch": kernel_pair(move)}
     for arrays, move in ((2, _move2), (3, _move3), (4, _move4), (5, _move5))
 }
 
 
 def _parallel_min() -> int:
-    try:
-        return int(_backends.load("numba").PARALLEL_MIN)
-    except (RuntimeError, AttributeError):
-        return 32768
+    return _threads.PARALLEL_MIN
 
 
 def floor_kernel(arrays: int, n: int, variant: str = "prefetch"):
     """``f(*arrays)``: the no-math kernel for ``arrays`` arrays of ``n`` elements,
-    dispatched like the backends (parallel from ``PARALLEL_MIN`` elements).
-    ``variant``: "plain" (a prange loop) or "prefetch" (the backend's chunked loop)."""
-    pair = FLOOR_KERNELS[arrays][variant]
-    if n >= _parallel_min():
-        return lambda *a: pair.run_parallel(a, ())
-    return lambda *a: pair.run_serial(a, ())
+    serial below the thread policy's ``PARALLEL_MIN`` elements as the backends are.
+    ``variant``: "plain" (a prange loop), "prefetch" (the backends' chunked loop) or
+    "blocked" (one block per thread, the backends' loop for in-cache working sets)."""
+    kernels = FLOOR_KERNELS[arrays]
+    if n < _parallel_min() or _threads.parallel_threads() == 1:
+        return lambda *a: kernels["plain"].run_serial(a, ())
+    if variant == "blocked":
+        pair, threads = kernels["prefetch"], _threads.parallel_threads()
+        return lambda *a: pair.run_blocked(a, (), threads)
+    pair = kernels[variant]
+    return lambda *a: pair.run_parallel(a, ())
+
+
+# --------------------------------------------------------------------------- compute bound
+# Adam's exact math (IEEE division and square root) with the data in L1: every thread
+# updates its own block of BOUND_BLOCK_BYTES per array, over and over, with the numba
+# backend's own serial Adam loop. What the arithmetic alone costs on this machine; a
+# step cannot be faster than n elements at this rate, whatever the memory does.
+from fastoptim.backends import numba_backend as _nb  # noqa: E402
+
+_ADAM_SERIAL = _nb._ADAM.serial
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy", nogil=True)
+def _adam_in_l1(p, g, m, v, scalars, threads, block, reps):
+    for t in numba.prange(threads):
+        lo = np.uint64(t * block)
+        hi = np.uint64(t * block + block)
+        for _ in range(reps):
+            _ADAM_SERIAL(lo, hi, p, g, m, v, *scalars)
+
+
+def adam_compute_bound(dtype, threads=None, repeat=5) -> float:
+    """Seconds per element of Adam's math with the data in L1, all ``threads`` busy
+    (the median of ``repeat`` measurements, each about 2 ms)."""
+    from fastoptim.backends._scalars import adam_scalars
+
+    dtype = np.dtype(dtype)
+    threads = threads or _threads.parallel_threads()
+    block = BOUND_BLOCK_BYTES // dtype.itemsize
+    n = threads * block
+    rng = np.random.default_rng(0)
+    p = rng.random(n, dtype=dtype)
+    g = (rng.random(n, dtype=dtype) - dtype.type(0.5)) * dtype.type(1e-2)
+    m, v = np.zeros(n, dtype), np.full(n, 1e-6, dtype)
+    scalars = (*adam_scalars(dtype, step=10, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+                             weight_decay=0, decoupled_weight_decay=False), False)
+    _adam_in_l1(p, g, m, v, scalars, threads, block, 1)  # compile / load from cache
+    reps = 64
+    while True:
+        t0 = time.perf_counter()
+        _adam_in_l1(p, g, m, v, scalars, threads, block, reps)
+        if time.perf_counter() - t0 > 1e-3 or reps > 2**20:
+            break
+        reps *= 2
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        _adam_in_l1(p, g, m, v, scalars, threads, block, reps)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) / (n * reps)
 
 
 # --------------------------------------------------------------------------- results
@@ -271,7 +332,7 @@ class Result:
     dtype: str
     contestant: str  # "floor", "numpy", "numba", "c", "torch-fused", ...
     label: str
-    kind: str  # "floor", "reference", "fastoptim", "peer"
+    kind: str  # "floor", "bound" (Adam's compute bound), "reference", "fastoptim", "peer"
     check: str  # "ok", "reference", "peer", "n/a", "mismatch", "error"
     detail: str = ""
     time_s: Optional[float] = None  # median time per step
@@ -300,6 +361,8 @@ class Report:
     results: list = field(default_factory=list)
     latency: Optional[list] = None
     crossover: Optional[dict] = None
+    loop: Optional[dict] = None  # fastoptim.bench_loop.run()'s document
+    goals: dict = field(default_factory=dict)  # kernel_goals(), the loop's goals
     wall_time_s: float = 0.0
 
     def to_dict(self) -> dict:
@@ -310,6 +373,8 @@ class Report:
             "results": [dataclasses.asdict(r) for r in self.results],
             "latency": self.latency,
             "crossover": self.crossover,
+            "loop": self.loop,
+            "goals": self.goals,
             "wall_time_s": self.wall_time_s,
         }
 
@@ -325,6 +390,7 @@ class Report:
         """The rows of one table: floor, fastoptim rows of ``mode``, the peers of the case."""
         rows = [r for r in self.results if r.optimizer == optimizer and r.case == case]
         return ([r for r in rows if r.kind == "floor"]
+                + [r for r in rows if r.kind == "bound" and mode == "single"]
                 + [r for r in rows if r.kind in ("reference", "fastoptim") and r.mode == mode]
                 + [r for r in rows if r.kind == "peer"])
 
@@ -443,21 +509,15 @@ class _Threads:
 
     def __enter__(self):
         n = self.threads
-        self.saved["numba"] = numba.get_num_threads()
-        numba.set_num_threads(n)
-        if _backends.is_available("c"):
-            c = _backends.load("c")
-            self.saved["c"] = c.max_threads()
-            c.set_num_threads(n)
+        self.saved["fastoptim"] = _threads.parallel_threads()
+        _threads.set_num_threads(n)  # numba and C, through the one thread policy
         if self.torch is not None:
             self.saved["torch"] = self.torch.get_num_threads()
             self.torch.set_num_threads(n)
         return self
 
     def __exit__(self, *exc):
-        numba.set_num_threads(self.saved["numba"])
-        if "c" in self.saved:
-            _backends.load("c").set_num_threads(self.saved["c"])
+        _threads.set_num_threads(self.saved["fastoptim"])
         if "torch" in self.saved:
             self.torch.set_num_threads(self.saved["torch"])
 
@@ -525,6 +585,7 @@ class Case:
     key: str  # "16M" or "1000x1024"
     sizes: tuple  # elements per tensor
     modes: tuple  # ("single",) or ("flat", "list")
+    all_peers: bool = True  # False: of the torch peers only torch fused (the extra cases)
 
     @property
     def n(self) -> int:
@@ -541,11 +602,19 @@ class Case:
                 "one table-kernel call)")
 
 
-def make_cases(sizes, many) -> list:
-    cases = [Case(format_size(n), (n,), ("single",)) for n in sizes]
+def make_cases(sizes, many, flat=None, suffix="", all_peers=lambda n: True) -> list:
+    """Single-tensor cases, the many-tensors case (FlatParams and plain list) and a
+    FlatParams-only case; ``suffix`` tags the keys (the float64 pass: " f64");
+    ``all_peers(n)``: whether a single-tensor case of ``n`` elements gets every torch peer."""
+    cases = [Case(format_size(n) + suffix, (n,), ("single",), all_peers(n)) for n in sizes]
     if many is not None:
         count, size = many
-        cases.append(Case(f"{count}x{format_size(size)}", (size,) * count, ("flat", "list")))
+        cases.append(Case(f"{count}x{format_size(size)}{suffix}", (size,) * count,
+                          ("flat", "list")))
+    if flat is not None:
+        count, size = flat
+        cases.append(Case(f"{count}x{format_size(size)}{suffix}", (size,) * count, ("flat",),
+                          False))
     return cases
 
 
@@ -697,6 +766,7 @@ class _Runner:
         self.progress = self.task = None
         self.data = BenchData(dtype)
         self.results = []
+        self.bound_s_per_element = None  # Adam's compute bound (adam_compute_bound)
 
     def _say(self, text):
         if self.progress is not None:
@@ -706,17 +776,18 @@ class _Runner:
         if self.progress is not None:
             self.progress.advance(self.task, units)
 
-    def peers(self, spec):
+    def peers(self, spec, case=None):
         out = []
-        if self.torch is not None:
-            out += list(TORCH_PEERS)
+        if self.torch is not None:  # the default run's extra cases: torch fused only
+            out += [p for p in TORCH_PEERS
+                    if case is None or case.all_peers or p[0] == "torch-fused"]
         if self.deepspeed and spec.name in ("adam", "adamw") and self.dtype == np.float32:
             out.append((DEEPSPEED, "DeepSpeedCPUAdam", None))
         return out
 
     def contestants(self, spec, case) -> int:
         return (len(FLOOR_VARIANTS) + len(self.backends) * len(case.modes)
-                + len(self.peers(spec)))
+                + len(self.peers(spec, case)))
 
     def count(self) -> int:
         """Progress units: one per contestant (build, check, warm up) and one per round."""
@@ -745,7 +816,7 @@ class _Runner:
             reference = {}  # filled by the first fastoptim contestant of this mode
             for backend in self.backends:
                 entries.append(self._fastoptim_entry(spec, case, mode, backend, reference))
-        for key, label, impl in self.peers(spec):
+        for key, label, impl in self.peers(spec, case):
             entries.append(self._peer_entry(spec, case, key, label, impl))
         return entries
 
@@ -860,6 +931,13 @@ class _Runner:
             row = e.row
             row.inner = e.inner if row.times_s else 0
             e.step = None
+        if (spec.name == "adam" and case.modes == ("single",)
+                and self.bound_s_per_element is not None):
+            bound = self._row(spec, case, "single", "bound-compute",
+                              "compute bound (Adam math, data in L1)", "bound", "n/a")
+            bound.time_s = self.bound_s_per_element * case.n
+            bound.detail = f"{self.bound_s_per_element * 1e9:.3f} ns/element, all threads"
+            rows.append(bound)
         self.results.extend(rows)
         _derive(self.results, spec.name, case.key)
         return rows
@@ -887,7 +965,8 @@ def _derive(results, optimizer, case):
 
 def run(optimizers=DEFAULT_OPTIMIZERS, backends=None, sizes=None, many="default",
         dtype="float32", threads=None, repeat=None, peers=True, quick=False, latency=None,
-        crossover=False, console=None, progress=True, budget_s=DEFAULT_BUDGET_S) -> Report:
+        crossover=False, console=None, progress=True, budget_s=DEFAULT_BUDGET_S,
+        in_cache=None, loop=None) -> Report:
     """Run the benchmark; print the header and tables to ``console`` (a rich Console) if given.
 
     Args:
@@ -902,6 +981,11 @@ def run(optimizers=DEFAULT_OPTIMIZERS, backends=None, sizes=None, many="default"
         quick: small sizes, few repeats, short warm-up.
         latency: first-step latency in subprocesses (None: only if it fits ``budget_s``).
         crossover: also measure the serial/parallel crossover of the kernels.
+        in_cache: the in-cache regime's extras (issue 13): a float64 pass at
+            ``IN_CACHE_F64_SIZES``, the ``IN_CACHE_FLAT`` FlatParams case, Adam's compute
+            bound and the goals table (None: in the default run, i.e. no sizes given).
+        loop: the training-loop benchmark (``fastoptim.bench_loop``): "short", "full" or
+            False (None: its short form in the default run).
     Raises:
         BenchError: unknown optimizer or backend, bad size, dtype or thread count.
     """
@@ -916,6 +1000,11 @@ def run(optimizers=DEFAULT_OPTIMIZERS, backends=None, sizes=None, many="default"
     if str(dtype) not in ("float32", "float64"):
         raise BenchError(f"bad dtype {dtype!r}: expected float32 or float64")
     dtype = np.dtype(dtype)
+    default_run = not sizes and not quick
+    in_cache = default_run if in_cache is None else bool(in_cache)
+    loop = ("short" if default_run else False) if loop is None else loop
+    if loop not in (False, "short", "full"):
+        raise BenchError(f"bad loop {loop!r}: expected 'short', 'full' or False")
     sizes = [parse_size(s) for s in (sizes or (QUICK_SIZES if quick else DEFAULT_SIZES))]
     many = (QUICK_MANY if quick else DEFAULT_MANY) if many == "default" else parse_many(many)
     threads = check_threads(threads)
@@ -923,7 +1012,12 @@ def run(optimizers=DEFAULT_OPTIMIZERS, backends=None, sizes=None, many="default"
     if repeat < 1:
         raise BenchError(f"--repeat {repeat}: must be at least 1")
     specs = [OPTIMIZERS[name] for name in optimizers]
-    cases = make_cases(sizes, many)
+    extra = (lambda n: n in FULL_PEER_SIZES) if default_run else (lambda n: True)
+    passes = [(dtype, make_cases(sizes, many, IN_CACHE_FLAT if in_cache else None,
+                                 all_peers=extra))]
+    if in_cache and dtype != np.float64:
+        passes.append((np.dtype(np.float64), make_cases(IN_CACHE_F64_SIZES, None, suffix=" f64",
+                                                        all_peers=lambda n: False)))
 
     torch = _import_torch() if peers else None
     deepspeed = (peers and any(s.name in ("adam", "adamw") for s in specs)
@@ -935,7 +1029,9 @@ def run(optimizers=DEFAULT_OPTIMIZERS, backends=None, sizes=None, many="default"
                     min_repeat_s=MIN_REPEAT_S, min_repeats=min(MIN_REPEATS, repeat),
                     contestant_budget_s=QUICK_CONTESTANT_BUDGET_S if quick else CONTESTANT_BUDGET_S,
                     peers=bool(peers), quick=bool(quick),
-                    torch_peers=torch is not None, deepspeed_peer=bool(deepspeed))
+                    torch_peers=torch is not None, deepspeed_peer=bool(deepspeed),
+                    in_cache=in_cache, loop=loop,
+                    passes=[dict(dtype=d.name, cases=[c.key for c in cs]) for d, cs in passes])
 
     with _Threads(threads, torch):
         # run one tiny parallel kernel: it starts Numba's thread pool, so the header can
@@ -945,22 +1041,34 @@ def run(optimizers=DEFAULT_OPTIMIZERS, backends=None, sizes=None, many="default"
         report.machine["busy_cpus_before"] = busy_cpus(0.1 if quick else 0.25)
         if console is not None:
             print_header(report, console)
-        runner = _Runner(specs, backend_names, cases, dtype, repeat, settings["warmup_s"],
-                         settings["contestant_budget_s"], torch, deepspeed)
+        if in_cache and "adam" in optimizers:
+            report.machine["adam_compute_bound_ns_per_element"] = {
+                d.name: 1e9 * adam_compute_bound(d, threads) for d, _ in passes}
+        runners = [_Runner(specs, backend_names, cases, d, repeat, settings["warmup_s"],
+                           settings["contestant_budget_s"], torch, deepspeed)
+                   for d, cases in passes]
         with _progress(console if progress else None) as bar:
-            task = bar.add_task("benchmark", total=runner.count()) if bar else None
-            runner.progress, runner.task = bar, task
-            for spec in specs:
-                for case in cases:
-                    runner.case(spec, case)
-                    report.results = runner.results
-                    if console is not None:
-                        for mode in case.modes:
-                            console.print(case_table(report, spec.name, case, mode))
-                        _print_many_table(console, report, spec.name, case)
-            runner.data = None
+            task = (bar.add_task("benchmark", total=sum(r.count() for r in runners))
+                    if bar else None)
+            for runner in runners:
+                bound = report.machine.get("adam_compute_bound_ns_per_element")
+                if bound:
+                    runner.bound_s_per_element = bound[runner.dtype.name] * 1e-9
+                runner.progress, runner.task = bar, task
+                runner.results = report.results
+                for spec in specs:
+                    for case in runner.cases:
+                        runner.case(spec, case)
+                        if console is not None:
+                            for mode in case.modes:
+                                console.print(case_table(report, spec.name, case, mode))
+                            _print_many_table(console, report, spec.name, case)
+                runner.data = None
         if console is not None:
             console.print(summary_table(report))
+        report.goals = {"kernels": kernel_goals(report)}
+        if in_cache and console is not None:
+            console.print(kernel_goals_table(report.goals["kernels"]))
 
     report.machine["busy_cpus_after"] = busy_cpus(0.1 if quick else 0.25)
     if console is not None and _is_busy(report.machine.get("busy_cpus_after")):
@@ -973,6 +1081,16 @@ def run(optimizers=DEFAULT_OPTIMIZERS, backends=None, sizes=None, many="default"
     if latency:
         report.latency = run_latency(optimizers, threads=threads, console=console,
                                      progress=progress)
+    if loop:
+        from fastoptim import bench_loop
+
+        with _Threads(threads, torch):
+            report.loop = bench_loop.run(
+                backends=backend_names, peers=peers,
+                steps=bench_loop.SHORT_STEPS if loop == "short" else bench_loop.DEFAULT_STEPS,
+                repeat=bench_loop.SHORT_REPEAT if loop == "short" else bench_loop.DEFAULT_REPEAT,
+                console=console, progress=progress)
+        report.goals["loop"] = report.loop["goals"]
     if crossover:
         report.crossover = run_crossover(dtype=dtype.name, threads=threads,
                                          repeat=max(repeat, 5), console=console)
@@ -1060,8 +1178,9 @@ def case_table(report: Report, optimizer: str, case: Case, mode: str):
     numpy_time = _numpy_time(rows, mode)
     torch_times = [r.time_s for r in rows if r.contestant.startswith("torch") and r.timed]
     best_torch = min(torch_times) if torch_times else None
-    fastest = min((r.time_s for r in rows if r.timed and r.kind != "floor"), default=None)
-    dtype = np.dtype(report.settings["dtype"])
+    fastest = min((r.time_s for r in rows if r.timed and r.kind not in ("floor", "bound")),
+                  default=None)
+    dtype = np.dtype(rows[0].dtype if rows else report.settings["dtype"])
     notes = [f"[red]{r.label}: {r.check}: {r.detail}[/red]" for r in rows
              if r.check in ("mismatch", "error")]
     busy = rows[0].busy_cpus if rows else None
@@ -1076,7 +1195,7 @@ def case_table(report: Report, optimizer: str, case: Case, mode: str):
     for name in ("time/step", "GB/s", "of floor", "vs NumPy", "vs torch"):
         table.add_column(name, justify="right", no_wrap=True)
     for r in rows:
-        style = {"floor": "dim", "peer": "italic"}.get(r.kind, "")
+        style = {"floor": "dim", "bound": "dim", "peer": "italic"}.get(r.kind, "")
         check = {"ok": "[green]ok[/green]", "mismatch": "[bold red]MISMATCH[/bold red]",
                  "error": "[bold red]error[/bold red]"}.get(r.check, r.check)
         time_text = "not timed" if r.check == "mismatch" else _format_time(r.time_s)
@@ -1099,9 +1218,9 @@ def _caption(spec, case, mode, dtype, rows):
     floor = next((r for r in rows if r.kind == "floor"), None)
     how = f"{floor.detail} " if floor is not None and floor.detail else ""
     text = (f"{spec.streams * dtype.itemsize} B/element (reads {', '.join(names)}; writes all "
-            f"but grad) x {format_size(case.n)} elements; floor: the faster of two {how}Numba "
-            f"kernels moving the same bytes with no math (a plain loop; the backend's "
-            f"chunked, prefetching loop)")
+            f"but grad) x {format_size(case.n)} elements; floor: the fastest of three {how}Numba "
+            f"kernels moving the same bytes with no math (a plain loop; the backends' "
+            f"chunked, prefetching loop; one block per thread)")
     if mode != "single":
         text += f"; peers step the {len(case.sizes)} tensors as separate tensors"
     if any(r.contestant.startswith("torch") for r in rows):
@@ -1182,6 +1301,99 @@ def summary_table(report: Report):
     return table
 
 
+KERNEL_GOALS = {  # issue 13 (and 12's "nothing regresses"), ratios within one run
+    "of_floor": {(np.dtype(np.float32).name, 256 * 2**10): 0.7, ("float32", 2**20): 0.7,
+                 ("float64", 256 * 2**10): 0.6, ("float64", 2**20): 0.6,
+                 ("float32", 16 * 2**20): 0.95},
+    "adam_vs_torch_fused": {256 * 2**10: 2.0, 2**20: 1.4},
+    "adam_vs_deepspeed": {256 * 2**10: 1.5, 2**20: 1.4},
+    "numba_vs_c": 1.15,  # the slower of the two within 15% of the faster, at every size
+}
+
+
+def kernel_goals(report: Report) -> list:
+    """One entry per (optimizer, dtype, single-tensor or FlatParams case) of the run: the
+    floor, Adam's compute bound, each fast backend's fraction of the floor, numba against
+    C, Adam against torch fused and DeepSpeedCPUAdam, and which goals hold."""
+    out = []
+    keys = list(dict.fromkeys((r.optimizer, r.dtype, r.case, r.mode) for r in report.results
+                              if r.kind == "fastoptim" and r.mode in ("single", "flat")))
+    for optimizer, dtype, case, mode in keys:
+        rows = [r for r in report.results
+                if (r.optimizer, r.dtype, r.case) == (optimizer, dtype, case)]
+        floor = min((r for r in rows if r.kind == "floor" and r.timed),
+                    key=lambda r: r.time_s, default=None)
+        fast = {r.contestant: r for r in rows if r.kind == "fastoptim" and r.mode == mode
+                and r.timed}
+        if floor is None or not fast:
+            continue
+        n = rows[0].n_elements
+        peer = {r.contestant: r.time_s for r in rows if r.kind == "peer" and r.timed}
+        bound = next((r.time_s for r in rows if r.kind == "bound"), None)
+        entry = dict(optimizer=optimizer, dtype=dtype, case=case, mode=mode, n_elements=n,
+                     floor_s=floor.time_s, floor_kind=floor.contestant, compute_bound_s=bound,
+                     of_floor={b: r.fraction_of_floor for b, r in fast.items()},
+                     time_s={b: r.time_s for b, r in fast.items()}, goals={})
+        if "numba" in fast and "c" in fast:
+            entry["numba_over_c"] = fast["numba"].time_s / fast["c"].time_s
+            worse = max(entry["numba_over_c"], 1 / entry["numba_over_c"])
+            entry["goals"]["numba and c within 15%"] = worse <= KERNEL_GOALS["numba_vs_c"]
+        if mode == "single":
+            need = KERNEL_GOALS["of_floor"].get((dtype, n))
+            if need is not None:
+                for b, r in fast.items():
+                    entry["goals"][f"{b} >= {need:g} of floor"] = r.fraction_of_floor >= need
+            if optimizer == "adam" and dtype == "float32":
+                for peer_key, table, label in (
+                        ("torch-fused", KERNEL_GOALS["adam_vs_torch_fused"], "torch fused"),
+                        (DEEPSPEED, KERNEL_GOALS["adam_vs_deepspeed"], "DeepSpeedCPUAdam")):
+                    if peer_key in peer:
+                        entry[f"vs_{peer_key}"] = {b: peer[peer_key] / r.time_s
+                                                   for b, r in fast.items()}
+                        need = table.get(n)
+                        if need is not None:
+                            for b, r in fast.items():
+                                entry["goals"][f"{b} >= {need:g}x {label}"] = (
+                                    peer[peer_key] / r.time_s >= need)
+        out.append(entry)
+    return out
+
+
+def kernel_goals_table(entries):
+    from rich.table import Table
+
+    table = Table(title="Kernels against their floor (in-cache regime 64K-2M, and 16M): "
+                        "goals of this run", title_justify="left",
+                  caption="of floor: the floor's time / the backend's (the floor: the fastest "
+                          "no-math kernel of the case); compute bound: Adam's exact math with "
+                          "the data in L1, on all threads (a step cannot beat it); numba/c: "
+                          "time ratio; vs peers: the peer's time / the backend's",
+                  caption_justify="left")
+    for name in ("optimizer", "dtype", "case", "floor", "compute bound", "numba", "c",
+                 "numba/c", "vs torch fused", "vs DeepSpeed", "goals"):
+        table.add_column(name, justify="left" if name in ("optimizer", "dtype", "case", "goals")
+                         else "right")
+
+    def pair(d):
+        if not d:
+            return "-"
+        return " / ".join(f"{d[b]:.2f}x" for b in ("numba", "c") if b in d)
+
+    for e in entries:
+        missed = [k for k, v in e["goals"].items() if not v]
+        verdict = ("-" if not e["goals"] else "[green]met[/green]" if not missed
+                   else "[red]missed: " + "; ".join(missed) + "[/red]")
+        table.add_row(
+            OPTIMIZERS[e["optimizer"]].label, e["dtype"],
+            e["case"] + (" flat" if e["mode"] == "flat" else ""), _format_time(e["floor_s"]),
+            _format_time(e["compute_bound_s"]) if e["compute_bound_s"] else "-",
+            *[f"{100 * e['of_floor'][b]:.0f}%" if b in e["of_floor"] else "-"
+              for b in ("numba", "c")],
+            f"{e['numba_over_c']:.2f}" if "numba_over_c" in e else "-",
+            pair(e.get("vs_torch-fused")), pair(e.get(f"vs_{DEEPSPEED}")), verdict)
+    return table
+
+
 def print_report(report: Report, console=None) -> None:
     """Print a finished report (header, one table per case, summary, latency, crossover)."""
     if console is None:
@@ -1189,13 +1401,26 @@ def print_report(report: Report, console=None) -> None:
 
         console = Console()
     print_header(report, console)
-    for optimizer in report.settings["optimizers"]:
-        for case in make_cases(report.settings["sizes"], report.settings["many"]):
-            for mode in case.modes:
-                if report.table_rows(optimizer, case.key, mode):
-                    console.print(case_table(report, optimizer, case, mode))
-            _print_many_table(console, report, optimizer, case)
+    seen = dict.fromkeys((r.optimizer, r.case, r.n_elements, r.n_tensors) for r in report.results)
+    for optimizer, key, n, count in seen:
+        modes = tuple(dict.fromkeys(r.mode for r in report.results
+                                    if (r.optimizer, r.case) == (optimizer, key)
+                                    and r.kind in ("reference", "fastoptim")))
+        case = Case(key, (n // count,) * count, modes)
+        for mode in modes:
+            console.print(case_table(report, optimizer, case, mode))
+        _print_many_table(console, report, optimizer, case)
     console.print(summary_table(report))
+    if report.goals.get("kernels"):
+        console.print(kernel_goals_table(report.goals["kernels"]))
+    if report.loop:
+        from fastoptim import bench_loop
+
+        results = [bench_loop.LoopResult(**r) for r in report.loop["results"]]
+        for key in dict.fromkeys((r.model, r.dtype) for r in results):
+            console.print(bench_loop.loop_table([r for r in results
+                                                 if (r.model, r.dtype) == key]))
+        console.print(bench_loop.goals_table(report.loop["goals"]))
     if report.latency:
         console.print(latency_table(report.latency))
     if report.crossover:
@@ -1382,9 +1607,12 @@ def _crossover_point(points):
 def run_crossover(sizes=CROSSOVER_SIZES, dtype="float32", threads=None, repeat=7, console=None):
     """Serial vs parallel Adam kernels by size: where does the thread pool start paying off?
 
-    numba: the backend's serial and parallel Adam kernels (``numba_backend._ADAM``).
-    C: the OpenMP kernel with 1 thread vs ``threads``; its threshold is compiled in,
-    so only sizes from ``C_PARALLEL_MIN`` compare anything.
+    numba: the backend's serial Adam loop against its parallel loop for the size (one
+    block per thread in cache, the chunked prefetching loop above; ``numba_backend._ADAM``).
+    C: the OpenMP kernel with 1 thread vs ``threads``, with the thread policy's serial
+    threshold lowered to 1 for the measurement. Isolated kernels: the crossover that
+    ``PARALLEL_MIN`` uses was measured inside the training loop (``bench --loop
+    --loop-dispatch``); this table shows the kernels alone.
     """
     from fastoptim.backends._scalars import adam_scalars
 
@@ -1402,17 +1630,21 @@ def run_crossover(sizes=CROSSOVER_SIZES, dtype="float32", threads=None, repeat=7
             points = []
             for n in sizes:
                 arrays, args = _crossover_arrays(n, dtype), (*scalars, False)
+                blocked = n * dtype.itemsize * 4 <= _threads.BLOCKED_MAX_BYTES
+                parallel = ((lambda: nb._ADAM.run_blocked(arrays, args, threads)) if blocked
+                            else (lambda: nb._ADAM.run_parallel(arrays, args)))
                 points.append((n, _median_time(lambda: nb._ADAM.run_serial(arrays, args), repeat),
-                               _median_time(lambda: nb._ADAM.run_parallel(arrays, args), repeat)))
-            out["kernels"]["numba"] = _crossover_entry(points, nb.PARALLEL_MIN)
+                               _median_time(parallel, repeat)))
+            out["kernels"]["numba"] = _crossover_entry(points, _threads.PARALLEL_MIN)
         if _backends.is_available("c"):
             c = _backends.load("c")
             kw = dict(step=10, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0,
                       amsgrad=False, maximize=False, decoupled_weight_decay=False)
             points = []
             saved_c = c.max_threads()
+            saved_dispatch = _threads.set_dispatch(parallel_min=1)
             try:
-                for n in [n for n in sizes if n >= C_PARALLEL_MIN]:
+                for n in sizes:
                     p, g, m, v = _crossover_arrays(n, dtype)
                     timings = []
                     for t in (1, threads):
@@ -1422,7 +1654,8 @@ def run_crossover(sizes=CROSSOVER_SIZES, dtype="float32", threads=None, repeat=7
                     points.append((n, *timings))
             finally:
                 c.set_num_threads(saved_c)
-            out["kernels"]["c"] = _crossover_entry(points, C_PARALLEL_MIN)
+                _threads.set_dispatch(*saved_dispatch)
+            out["kernels"]["c"] = _crossover_entry(points, _threads.PARALLEL_MIN)
     finally:
         numba.set_num_threads(saved)
     if console is not None:
@@ -1457,9 +1690,6 @@ def crossover_tables(crossover):
             verdict = "serial wins at every size tested"
         else:
             verdict = f"parallel wins from {format_size(where)} elements"
-        if name == "c":
-            verdict += (f"; below {format_size(threshold)} the C kernel always runs serially "
-                        "(compiled-in threshold), so those sizes are not compared")
         title = (f"Serial vs parallel, {name} Adam kernel, {crossover['dtype']}, "
                  f"{crossover['threads']} threads")
         caption = f"{verdict}; the backend switches to parallel at {format_size(threshold)}"
@@ -1495,7 +1725,8 @@ def plot(report: Report, path) -> None:
                              squeeze=False)
     for ax, name in zip(axes[0], optimizers):
         rows = [r for r in report.results if r.optimizer == name and r.timed
-                and r.n_tensors == 1]
+                and r.n_tensors == 1 and r.dtype == report.settings["dtype"]
+                and r.kind != "bound"]
         contestants = list(dict.fromkeys(r.contestant for r in rows))
         for contestant in contestants:
             pts = sorted((r.n_elements, r.gb_per_s, r.label) for r in rows

@@ -13,11 +13,13 @@ import sys
 
 _BENCH_EPILOG = """\
 examples:
-  fastoptim bench                          # SGD, Adam, AdamW in float32 (1-2 minutes)
+  fastoptim bench                          # SGD, Adam, AdamW: fp32, fp64 in cache, the loop
   fastoptim bench --quick                  # small sizes, a few seconds
   fastoptim bench --optimizers adamw --sizes 64M,1M,16K --plot adamw.png
   fastoptim bench --threads 1 --no-peers --json bench.json
   fastoptim bench --latency --crossover
+  fastoptim bench --loop                   # only the training-loop benchmark, full form
+  fastoptim bench --loop --loop-dispatch   # ... with the in-loop serial/parallel crossover
 
 Each fast backend is checked against the NumPy reference before it is timed.
 See docs/benchmarks.md for what every column means.
@@ -65,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--many", default="default", metavar="COUNTxSIZE",
                        help="the many-small-tensors case, FlatParams and plain list "
                             "(default 1000x1024; --quick 100x1024; 'none' to skip)")
-    bench.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    bench.add_argument("--dtype", choices=("float32", "float64"), default=None,
+                       help="default float32 (the default run adds a float64 in-cache pass; "
+                            "--loop: both unless given)")
     bench.add_argument("--threads", type=int, default=None, metavar="N",
                        help="threads for numba, the C OpenMP kernels and torch (default: all)")
     bench.add_argument("--repeat", type=int, default=None, metavar="N",
@@ -84,6 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--plot", dest="plot_path", metavar="PATH",
                        help="PNG of GB/s against size "
                             '(needs matplotlib: pip install "fastoptim[plot]")')
+    bench.add_argument("--loop", action="store_true",
+                       help="only the training-loop benchmark (a NumPy MLP, ~100K and ~3M "
+                            "parameters, float32 and float64), full form; the default run "
+                            "includes its short form")
+    bench.add_argument("--no-loop", dest="no_loop", action="store_true",
+                       help="leave the training-loop benchmark out of the default run")
+    bench.add_argument("--loop-models", type=_csv, default=None, metavar="LIST",
+                       help="with --loop: models to train (default 100K,3M)")
+    bench.add_argument("--loop-dispatch", action="store_true",
+                       help="with --loop: also time backend='auto' with other serial/parallel "
+                            "thresholds (the crossover inside the loop)")
+    bench.add_argument("--policies", action="store_true",
+                       help="with --loop: compare the thread-policy alternatives (wait "
+                            "policies, Numba layers, serial), each in a fresh process")
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                        help="cuda runs the GPU benchmark (fastoptim.bench_cuda) instead")
 
@@ -174,11 +192,15 @@ def _bench(parser, args) -> int:
     try:
         if args.device == "cuda":
             return _bench_cuda(bench, args, console)
+        if args.loop:
+            return _bench_loop(args, console)
         report = bench.run(
             optimizers=args.optimizers or bench.DEFAULT_OPTIMIZERS, backends=args.backends,
-            sizes=args.sizes, many=args.many, dtype=args.dtype, threads=args.threads,
-            repeat=args.repeat, peers=args.peers, quick=args.quick, latency=args.latency,
-            crossover=args.crossover, console=console)
+            sizes=args.sizes, many=args.many, dtype=args.dtype or "float32",
+            threads=args.threads, repeat=args.repeat, peers=args.peers, quick=args.quick,
+            latency=args.latency,
+            crossover=args.crossover, console=console,
+            loop=False if args.no_loop else None)
     except bench.BenchError as exc:
         return _usage_error(bench_parser, str(exc))
     except KeyboardInterrupt:
@@ -194,11 +216,47 @@ def _bench(parser, args) -> int:
     return 0
 
 
+def _bench_loop(args, console) -> int:
+    import json
+
+    from fastoptim import bench, bench_loop
+
+    dtypes = [args.dtype] if args.dtype else list(bench_loop.DEFAULT_DTYPES)
+    threads = bench.check_threads(args.threads)
+    dispatch = bench_loop.DISPATCH_SWEEP if args.loop_dispatch else ()
+    if args.policies:
+        rows = bench_loop.run_policies(models=args.loop_models or bench_loop.DEFAULT_MODELS,
+                                       console=console)
+        if args.json_path:
+            with open(args.json_path, "w") as f:
+                json.dump({"schema": "fastoptim-bench-policies/1",
+                           "machine": bench.machine_info(threads), "policies": rows}, f, indent=2)
+        return 0
+    try:
+        with bench._Threads(threads, bench._import_torch() if args.peers else None):
+            doc = bench_loop.run(models=args.loop_models or bench_loop.DEFAULT_MODELS,
+                                 dtypes=dtypes, backends=args.backends, peers=args.peers,
+                                 repeat=args.repeat or bench_loop.DEFAULT_REPEAT,
+                                 dispatch=dispatch, console=console)
+    except ValueError as exc:
+        raise bench.BenchError(str(exc)) from None
+    if args.json_path:
+        doc = {"schema": "fastoptim-bench-loop/1", "machine": bench.machine_info(threads), **doc}
+        text = json.dumps(doc, indent=2, default=bench._json_default)
+        if args.json_path == "-":
+            sys.stdout.write(text + "\n")
+        else:
+            with open(args.json_path, "w") as f:
+                f.write(text + "\n")
+            console.print(f"wrote {args.json_path}")
+    return 0
+
+
 def _bench_cuda(bench, args, console) -> int:
     try:
         result, passed = bench.run_device(
             "cuda", console=console, optimizers=args.optimizers or list(bench.DEFAULT_OPTIMIZERS),
-            backends=args.backends, sizes=args.sizes, many=args.many, dtype=args.dtype,
+            backends=args.backends, sizes=args.sizes, many=args.many, dtype=args.dtype or "float32",
             threads=args.threads, repeat=args.repeat, quick=args.quick, peers=args.peers,
             json_path=args.json_path, plot_path=args.plot_path)
     except bench.BenchError as exc:

@@ -7,29 +7,56 @@
 #include <stdint.h>
 #ifdef _OPENMP
 #include <omp.h>
+#else
+#define omp_get_num_threads() 1
+#define omp_get_thread_num() 0
 #endif
 #include "fastoptim.h"
 
-/* Below this many elements one thread is faster than waking the team (measured, see README). */
-#define FO_PARALLEL_MIN 32768
-/* The parallel loops work in chunks of FO_CHUNK_BYTES per array and, before each chunk,
- * prefetch the same span FO_AHEAD_BYTES further on: with it the Adam loop (two divisions
- * and a square root per element) keeps the memory bus as busy as a plain copy; without
- * it, 0.89-0.93 of that (fastoptim bench). Same constants as fastoptim/backends/_jit.py. */
+/* Dispatch, set from Python by fastoptim/backends/_threads.py (fo_set_dispatch), the one
+ * place the thread policy lives: below fo_parallel_min elements one thread runs the loop
+ * (no wake-up); up to a footprint of fo_blocked_max_bytes (the last-level cache)
+ * each thread updates one contiguous, cache-line aligned block with the plain vectorized
+ * loop; above it, the chunked loop prefetching ahead. The defaults equal _threads.py's. */
+static int64_t fo_parallel_min = 65536;
+static int64_t fo_blocked_max_bytes = 32 << 20;
+/* The chunked parallel loop works in chunks of FO_CHUNK_BYTES per array and, before each
+ * chunk, prefetches the same span FO_AHEAD_BYTES further on: with it the Adam loop (two
+ * divisions and a square root per element) keeps the memory bus as busy as a plain copy;
+ * without it, 0.89-0.93 of that (fastoptim bench). Same constants as backends/_jit.py. */
 #define FO_LINE_BYTES 64
 #define FO_CHUNK_BYTES (4 * FO_LINE_BYTES)
 #define FO_AHEAD_BYTES 2048
 
+static inline int fo_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
 /* for (i = 0; i < n; i++) BODY; arrays: the parenthesized (a, b, c, d, e) to prefetch,
- * NULL for unused. Uses T and FN of the including precision. */
-#define FO_FOR(i, n, arrays, ...)                                                          \
+ * NULL for unused; narrays: the arrays the loop touches (footprint = n * sizeof(T) * narrays).
+ * Uses T and FN of the including precision. */
+#define FO_FOR(i, n, narrays, arrays, ...)                                                 \
     do {                                                                                   \
-        if ((n) < FO_PARALLEL_MIN) {                                                       \
+        const int64_t line_ = FO_LINE_BYTES / (int64_t)sizeof(T);                          \
+        if ((n) < fo_parallel_min || fo_threads() == 1) {                                  \
             for (int64_t i = 0; i < (n); i++) { __VA_ARGS__; }                             \
+        } else if ((n) * (int64_t)sizeof(T) * (narrays) <= fo_blocked_max_bytes) {        \
+            _Pragma("omp parallel")                                                        \
+            {                                                                              \
+                const int64_t nt_ = omp_get_num_threads(), t_ = omp_get_thread_num();      \
+                const int64_t per_ = (((n) + nt_ - 1) / nt_ + line_ - 1) / line_ * line_;  \
+                const int64_t lo_ = t_ * per_ < (n) ? t_ * per_ : (n);                     \
+                const int64_t hi_ = lo_ + per_ < (n) ? lo_ + per_ : (n);                   \
+                for (int64_t i = lo_; i < hi_; i++) { __VA_ARGS__; }                       \
+            }                                                                              \
         } else {                                                                           \
             const int64_t chunk_ = FO_CHUNK_BYTES / (int64_t)sizeof(T);                    \
             const int64_t ahead_ = FO_AHEAD_BYTES / (int64_t)sizeof(T);                    \
-            const int64_t line_ = FO_LINE_BYTES / (int64_t)sizeof(T);                      \
             const int64_t chunks_ = ((n) + chunk_ - 1) / chunk_;                           \
             _Pragma("omp parallel for schedule(static)")                                   \
             for (int64_t c_ = 0; c_ < chunks_; c_++) {                                     \
@@ -76,6 +103,12 @@ int fo_openmp_max_threads(void)
 #else
     return 1;
 #endif
+}
+
+void fo_set_dispatch(int64_t parallel_min, int64_t blocked_max_bytes)
+{
+    fo_parallel_min = parallel_min;
+    fo_blocked_max_bytes = blocked_max_bytes;
 }
 
 void fo_openmp_set_threads(int n)

@@ -31,4 +31,6 @@ void fo_adam_f64(double *param, const double *grad, double *exp_avg, double *exp
                  int weight_decay_mode, int amsgrad, int maximize);
 
 int fo_openmp_max_threads(void);
+/* The thread policy's thresholds (fastoptim/backends/_threads.py sets them at load). */
+void fo_set_dispatch(int64_t parallel_min, int64_t blocked_max_bytes);
 void fo_openmp_set_threads(int n);

@@ -68,22 +68,43 @@ def test_adam_matches_reference(backend, dtype, opt_flags):
     run_pair(lambda ps, b: cls(ps, lr=0.01, backend=b, **flags), SIZES, dtype, backend)
 
 
-# Around the parallel loop's edges: the first parallel size, a last chunk of one
+# Around the parallel loops' edges: the first parallel size, a last chunk or block of one
 # element, and sizes whose tail is shorter than the prefetch distance (2 KiB ahead).
-EDGE_SIZES = [(32767,), (32768,), (32769,), (32768 + 511,), (65536 + 63,)]
+# Each runs under the default thread policy, and with thresholds that force every
+# parallel call through the blocked loop (one block per thread) or the chunked one.
+EDGE = 4096
+EDGE_SIZES = [(EDGE - 1,), (EDGE,), (EDGE + 1,), (EDGE + 511,), (2 * EDGE + 63,), (3 * EDGE + 17,)]
+DISPATCH = {"default": None, "blocked": (EDGE, 2**62), "chunked": (EDGE, 0)}
+
+
+@pytest.fixture(params=list(DISPATCH))
+def dispatch(request):
+    """The thread policy's thresholds for numba and C, restored afterwards."""
+    from fastoptim.backends import _threads
+
+    setting = DISPATCH[request.param]
+    if setting is None:  # the shipped thresholds: sizes just around PARALLEL_MIN
+        n = _threads.PARALLEL_MIN
+        yield [(n - 1,), (n,), (n + 1,), (n + 511,), (n + 63,)]
+        return
+    previous = _threads.set_dispatch(*setting)
+    try:
+        yield EDGE_SIZES
+    finally:
+        _threads.set_dispatch(*previous)
 
 
 @pytest.mark.parametrize("backend", FAST)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("optimizer", ["SGD", "SGD-plain", "Adam", "AMSGrad"])
-def test_parallel_loop_edges_match_reference(backend, dtype, optimizer):
+def test_parallel_loop_edges_match_reference(backend, dtype, optimizer, dispatch):
     make = {
         "SGD": lambda ps, b: fastoptim.SGD(ps, lr=0.05, momentum=0.9, backend=b),
         "SGD-plain": lambda ps, b: fastoptim.SGD(ps, lr=0.05, backend=b),
         "Adam": lambda ps, b: fastoptim.Adam(ps, lr=0.01, backend=b),
         "AMSGrad": lambda ps, b: fastoptim.AdamW(ps, lr=0.01, amsgrad=True, backend=b),
     }[optimizer]
-    run_pair(make, EDGE_SIZES, dtype, backend, steps=2)
+    run_pair(make, dispatch, dtype, backend, steps=2)
 
 
 @pytest.mark.parametrize("backend", FAST)

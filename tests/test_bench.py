@@ -88,14 +88,16 @@ def test_json_document(tmp_path):
         assert key in doc["machine"]
     assert doc["settings"]["repeat"] == 2 and doc["settings"]["dtype"] == "float32"
     timed = [r for r in doc["results"] if r["time_s"] is not None]
-    # two floors per case (4K, 4x256), each backend in three modes (single, flat, list)
-    assert len(timed) == len(doc["results"]) == 2 * 2 + 3 * len(["numpy"] + FAST)
+    # three floors per case (4K, 4x256), each backend in three modes (single, flat, list)
+    floors_per_case = len(bench.FLOOR_VARIANTS)
+    assert len(timed) == len(doc["results"]) == 2 * floors_per_case + 3 * len(["numpy"] + FAST)
     assert all(r["time_s"] > 0 and r["gb_per_s"] > 0 for r in timed)
     for case in ("4K", "4x256"):
         floors = [r for r in timed if r["case"] == case and r["kind"] == "floor"]
-        assert sorted(r["contestant"] for r in floors) == ["floor", "floor-prefetch"]
-        # "of floor" divides by the faster floor kernel: it is 1 there, <= 1 on the other
-        assert sorted(r["fraction_of_floor"] for r in floors)[1] == 1.0
+        assert sorted(r["contestant"] for r in floors) == ["floor", "floor-blocked",
+                                                           "floor-prefetch"]
+        # "of floor" divides by the fastest floor kernel: it is 1 there, <= 1 on the others
+        assert max(r["fraction_of_floor"] for r in floors) == 1.0
         assert all(0 < r["fraction_of_floor"] <= 1.0 for r in floors)
 
 
@@ -285,3 +287,32 @@ def test_cpu_meter_subtracts_this_process_and_divides_by_wall_time(monkeypatch):
     assert meter.stop() == 0.0
     monkeypatch.setattr(bench, "_system_busy_seconds", lambda: None)  # no /proc/stat
     assert bench.CpuMeter().start().stop() is None
+
+
+def test_in_cache_pass_bound_and_goals(monkeypatch):
+    """The in-cache extras: a float64 pass, a FlatParams case, Adam's compute bound next to
+    the floor, and a goals entry per case judged against the thresholds."""
+    monkeypatch.setattr(bench, "IN_CACHE_F64_SIZES", (4096,))
+    monkeypatch.setattr(bench, "IN_CACHE_FLAT", (4, 256))
+    goals = dict(bench.KERNEL_GOALS, of_floor={("float32", 4096): 0.0, ("float64", 4096): 2.0})
+    monkeypatch.setattr(bench, "KERNEL_GOALS", goals)
+    console = _console()
+    report = bench.run(optimizers=["adam"], sizes=[4096], many=None, repeat=2, peers=False,
+                       latency=False, console=console, in_cache=True, loop=False)
+    bound = report.machine["adam_compute_bound_ns_per_element"]
+    assert set(bound) == {"float32", "float64"} and all(v > 0 for v in bound.values())
+    rows = [r for r in report.results if r.kind == "bound"]
+    assert {(r.case, r.dtype) for r in rows} == {("4K", "float32"), ("4K f64", "float64")}
+    assert all(r.time_s == pytest.approx(bound[r.dtype] * 1e-9 * 4096) for r in rows)
+    entries = {(e["case"], e["mode"]): e for e in report.goals["kernels"]}
+    assert set(entries) == {("4K", "single"), ("4x256", "flat"), ("4K f64", "single")}
+    for e in entries.values():
+        assert set(e["of_floor"]) == set(FAST) and e["floor_s"] > 0
+    f32, f64 = entries[("4K", "single")], entries[("4K f64", "single")]
+    assert all(f32["goals"][f"{b} >= 0 of floor"] for b in FAST)  # 0.0: always met
+    assert not any(f64["goals"][f"{b} >= 2 of floor"] for b in FAST)  # 2.0: never met
+    if len(FAST) == 2:
+        assert "numba and c within 15%" in f32["goals"]
+    out = console.file.getvalue()
+    assert "compute bound (Adam math, data in L1)" in out and "Adam, float64" in out
+    assert "goals of this run" in out

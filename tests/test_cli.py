@@ -56,7 +56,8 @@ def test_in_process_bench_with_json_on_stdout(capsys):
     assert cli.main([*TINY, "--optimizers", "sgd", "--backends", "numpy", "--json", "-"]) == 0
     captured = capsys.readouterr()
     doc = json.loads(captured.out)  # stdout is the JSON document only; tables go to stderr
-    assert {r["contestant"] for r in doc["results"]} == {"floor", "floor-prefetch", "numpy"}
+    assert {r["contestant"] for r in doc["results"]} == {"floor", "floor-prefetch", "floor-blocked",
+                                                         "numpy"}
     assert "SGD (momentum 0.9)" in captured.err
 
 

@@ -98,6 +98,22 @@ def _plain_template(arrays, scalars):
                *scalars)
 
 
+def _blocked_template(arrays, scalars, blocks):
+    # one contiguous block per thread, cache-line aligned, no prefetch: for working sets
+    # that fit in the last-level cache (see _threads.py), the serial vectorized loop on
+    # each thread's block beats the chunked loop, whose per-chunk work and prefetches cost
+    # more than they save when the data is already in cache
+    n = arrays[0].shape[0]
+    line = LINE_BYTES // arrays[0].itemsize
+    # blocks: the thread count, passed in (numba.get_num_threads() here would make the
+    # function uncacheable: it reads a pointer into the threading layer)
+    per = ((n + blocks - 1) // blocks + line - 1) // line * line
+    for b in numba.prange(blocks):
+        lo = min(b * per, n)
+        KERNEL(np.uint64(lo), np.uint64(min(lo + per, n)), *arrays,  # noqa: F821 (a global)
+               *scalars)
+
+
 def _renamed(func, suffix, **extra_globals):
     """A copy of ``func`` whose qualified name (Numba's cache key) ends in ``suffix``,
     with ``extra_globals`` added to the globals it sees."""
@@ -121,15 +137,20 @@ def _code_digest(*funcs) -> str:
 
 
 class KernelPair(NamedTuple):
-    """``serial(lo, hi, *arrays, *scalars)`` and ``parallel(arrays, scalars)``."""
+    """``serial(lo, hi, *arrays, *scalars)``, ``parallel(arrays, scalars)`` (the chunked loop,
+    or the plain one) and ``blocked(arrays, scalars, threads)`` (one block per thread)."""
     serial: numba.core.registry.CPUDispatcher
     parallel: numba.core.registry.CPUDispatcher
+    blocked: numba.core.registry.CPUDispatcher
 
     def run_serial(self, arrays, scalars):
         self.serial(_ZERO, np.uint64(arrays[0].shape[0]), *arrays, *scalars)
 
     def run_parallel(self, arrays, scalars):
         self.parallel(arrays, scalars)
+
+    def run_blocked(self, arrays, scalars, threads):
+        self.blocked(arrays, scalars, threads)
 
 
 def kernel_pair(range_kernel, prefetching=True) -> KernelPair:
@@ -141,7 +162,8 @@ def kernel_pair(range_kernel, prefetching=True) -> KernelPair:
     ``schedule(static)`` does (the benchmark's floor kernels measure both).
     """
     serial = numba.njit(**SERIAL)(range_kernel)
-    template = _chunked_template if prefetching else _plain_template
-    suffix = f"__{range_kernel.__name__}_{_code_digest(template, range_kernel)}"
-    parallel = numba.njit(**PARALLEL)(_renamed(template, suffix, KERNEL=serial))
-    return KernelPair(serial, parallel)
+    wrappers = []
+    for template in (_chunked_template if prefetching else _plain_template, _blocked_template):
+        suffix = f"__{range_kernel.__name__}_{_code_digest(template, range_kernel)}"
+        wrappers.append(numba.njit(**PARALLEL)(_renamed(template, suffix, KERNEL=serial)))
+    return KernelPair(serial, *wrappers)

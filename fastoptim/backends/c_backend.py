@@ -11,9 +11,11 @@ import numpy as np
 
 from fastoptim._ckernels import ffi, lib  # ImportError when not compiled
 
+from . import _threads
 from ._scalars import adam_scalars, sgd_scalars
 
 name = "c"
+lib.fo_set_dispatch(_threads.PARALLEL_MIN, _threads.BLOCKED_MAX_BYTES)  # the one thread policy
 
 _C = {
     np.dtype(np.float32): ("float[]", lib.fo_sgd_f32, lib.fo_adam_f32),
@@ -44,7 +46,12 @@ def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, beta1, b
 
 
 def set_num_threads(n: int) -> None:
+    """OpenMP threads of the calling thread; prefer ``fastoptim.set_num_threads``."""
     lib.fo_openmp_set_threads(n)
+
+
+def set_dispatch(parallel_min: int, blocked_max_bytes: int) -> None:
+    lib.fo_set_dispatch(parallel_min, blocked_max_bytes)
 
 
 def max_threads() -> int:

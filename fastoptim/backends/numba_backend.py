@@ -1,9 +1,10 @@
 """Numba CPU backend: fused ``@njit`` loops, one pass over memory per step.
 
-Arrays are 1-D, contiguous, of one dtype (checked by the dispatcher). Arrays of
-at least ``PARALLEL_MIN`` elements run in a prefetching ``prange`` loop over all
-threads (``_jit.kernel_pair``); smaller ones in a serial loop, which avoids
-waking the thread pool (measured crossover: ``fastoptim bench --crossover``).
+Arrays are 1-D, contiguous, of one dtype (checked by the dispatcher). How a call
+runs is fastoptim's thread policy (``_threads.mode``): below ``PARALLEL_MIN``
+elements a serial loop on the calling thread (no wake-up); for working sets that
+fit in the last-level cache one contiguous block per thread; above, the chunked
+``prange`` loop that prefetches ahead (``_jit.kernel_pair``).
 Flags are run-time arguments, so each loop is compiled once per dtype, on first use.
 """
 from __future__ import annotations
@@ -11,12 +12,12 @@ from __future__ import annotations
 import numba
 
 from .._devices import serial_only
-from . import _math
+from . import _math, _threads
 from ._jit import SERIAL, KernelPair, kernel_pair
 from ._scalars import adam_scalars, sgd_scalars
 
 name = "numba"
-PARALLEL_MIN = 32768
+PARALLEL_MIN = _threads.PARALLEL_MIN  # for readers; run() reads _threads' current values
 
 # The per-element updates are ordinary jitted functions, not inlined into the
 # loops at the Numba IR level: LLVM still inlines and vectorizes them, and one
@@ -80,13 +81,31 @@ _ADAM = kernel_pair(_adam)
 _AMSGRAD = kernel_pair(_amsgrad)
 
 
+_threads_now = [numba.config.NUMBA_NUM_THREADS]  # what numba.set_num_threads last got
+
+
+def set_threads(n: int) -> None:
+    numba.set_num_threads(n)
+    _threads_now[0] = n
+
+
 def run(kernel: KernelPair, arrays: tuple, scalars: tuple) -> None:
-    """Run ``kernel`` over ``arrays`` (1-D, contiguous, one dtype, one length):
-    the parallel kernel from ``PARALLEL_MIN`` elements, the serial one below."""
-    if arrays[0].shape[0] >= PARALLEL_MIN and not serial_only():  # serial in a forked child
-        kernel.run_parallel(arrays, scalars)
-    else:
+    """Run ``kernel`` over ``arrays`` (1-D, contiguous, one dtype, one length) as the
+    thread policy says: serial, one block per thread, or the chunked prefetching loop."""
+    n = arrays[0].shape[0]
+    if n < _threads.PARALLEL_MIN or serial_only():  # serial in a forked child
         kernel.run_serial(arrays, scalars)
+        return
+    threads = _threads.parallel_threads()
+    if threads == 1:
+        kernel.run_serial(arrays, scalars)
+        return
+    if threads != _threads_now[0]:  # an OpenMP limit (threadpoolctl) changed it
+        set_threads(threads)
+    if n * arrays[0].itemsize * len(arrays) <= _threads.BLOCKED_MAX_BYTES:  # fits in cache
+        kernel.run_blocked(arrays, scalars, threads)
+    else:
+        kernel.run_parallel(arrays, scalars)
 
 
 def sgd(param, grad, momentum_buffer, *, lr, momentum, dampening, weight_decay,
@@ -112,7 +131,8 @@ def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, beta1, b
 
 
 def set_num_threads(n: int) -> None:
-    numba.set_num_threads(n)
+    """Prefer ``fastoptim.set_num_threads``, which sets every backend."""
+    set_threads(n)
 
 
 def threading_layer() -> str:

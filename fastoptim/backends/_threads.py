@@ -1,0 +1,207 @@
+"""fastoptim's thread policy, in one place for every CPU kernel (numba, C, multi-tensor).
+
+A training loop alternates BLAS matmuls (NumPy's OpenBLAS, with threads of its own)
+with optimizer steps. On a machine with few cores, a worker that spin-waits after
+its parallel region holds a core that the other side's workers need. The policy:
+
+1. **No spinning workers between steps.** fastoptim's parallel kernels run on
+   libgomp (Numba's ``omp`` threading layer and the C kernels' OpenMP share one
+   copy). ``import fastoptim`` sets ``GOMP_SPINCOUNT`` (see ``SPINCOUNT``) in the
+   process environment unless the user set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``
+   themselves: after a parallel region a worker spins for a few microseconds (so the
+   next tensor of the same step finds it awake) and then sleeps in the kernel. libgomp
+   reads these variables once, when it is loaded; if something else (torch,
+   scikit-learn) loaded it before fastoptim, the setting cannot apply, and
+   ``info()["spin_policy"]`` says so.
+2. **Parallel only where it pays.** Arrays below ``PARALLEL_MIN`` elements run a serial
+   loop on the calling thread (no wake-up at all). From there up to a working set of
+   ``BLOCKED_MAX_BYTES`` (the last-level cache) each thread updates one contiguous
+   block with the serial, vectorized loop ("blocked"); above it, the chunked loop that
+   prefetches ahead ("chunked"), which is what keeps a 16M tensor at the memory bus.
+   The crossovers were measured inside a training loop (``fastoptim bench --loop``)
+   and in the in-cache benchmark; see docs/benchmarks.md.
+3. **One thread count.** ``set_num_threads(n)`` sets it for every fastoptim kernel
+   (``n == 1``: always serial, the thread pool is never woken). The count a parallel
+   kernel uses is the smaller of that and the OpenMP limit of the calling thread, so
+   ``OMP_NUM_THREADS`` and ``threadpoolctl.threadpool_limits(..., user_api="openmp")``
+   (or a global ``threadpool_limits(1)``) limit fastoptim too. ``OPENBLAS_NUM_THREADS``
+   limits only BLAS.
+
+Kernels written elsewhere (the multi-tensor path) call ``mode(n, bytes_per_element)``
+and ``parallel_threads()`` so they follow the same policy.
+"""
+from __future__ import annotations
+
+import os
+
+# libgomp's spin count after a parallel region before a worker sleeps. Its default
+# (no OMP_WAIT_POLICY) is 300000 iterations, milliseconds here, which starved
+# OpenBLAS between steps; 0 (OMP_WAIT_POLICY=passive) makes every kernel pay a full
+# wake-up. The measurements behind this value are in docs/benchmarks.md.
+SPINCOUNT = "1000"
+USER_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+
+
+
+def _last_level_cache_bytes(default=32 * 2**20) -> int:
+    """The largest CPU cache's size (Linux sysfs), clipped to 4-64 MiB; ``default`` elsewhere."""
+    best = 0
+    try:
+        base = "/sys/devices/system/cpu/cpu0/cache"
+        for entry in os.listdir(base):
+            if entry.startswith("index"):
+                with open(os.path.join(base, entry, "size")) as f:
+                    text = f.read().strip().upper()
+                scale = {"K": 2**10, "M": 2**20}.get(text[-1:], 1)
+                best = max(best, int(text.rstrip("KM")) * scale)
+    except (OSError, ValueError):
+        pass
+    return min(max(best, 4 * 2**20), 64 * 2**20) if best else default
+
+
+PARALLEL_MIN = 65536  # elements: below, one thread (serial loop)
+# footprint (elements x itemsize x arrays) up to which each thread takes one block: the
+# last-level cache (32 MiB here: Adam fp32 up to 2M elements, fp64 up to 1M)
+BLOCKED_MAX_BYTES = _last_level_cache_bytes()
+
+SERIAL, BLOCKED, CHUNKED = "serial", "blocked", "chunked"
+
+_spin_policy = "not applied yet"
+_requested = None  # set_num_threads(); None: every thread Numba was started with
+
+
+def _libgomp_loaded() -> bool:
+    try:
+        with open("/proc/self/maps") as f:
+            return any("libgomp" in line for line in f)
+    except OSError:  # not Linux: nothing to tell
+        return False
+
+
+def apply_env_defaults() -> str:
+    """Set fastoptim's libgomp spin policy in the environment if the user set none and
+    libgomp is not loaded yet. Returns (and remembers) what happened. Idempotent."""
+    global _spin_policy
+    if _spin_policy != "not applied yet":
+        return _spin_policy
+    user = {k: os.environ[k] for k in USER_VARIABLES if k in os.environ}
+    if user:
+        _spin_policy = "user: " + ", ".join(f"{k}={v}" for k, v in user.items())
+    elif _libgomp_loaded():
+        _spin_policy = ("not applied: libgomp was loaded before fastoptim (set "
+                        f"GOMP_SPINCOUNT={SPINCOUNT} before starting Python)")
+    else:
+        os.environ["GOMP_SPINCOUNT"] = SPINCOUNT
+        _spin_policy = f"fastoptim: GOMP_SPINCOUNT={SPINCOUNT}"
+    return _spin_policy
+
+
+def mode(n: int, bytes_per_element: int) -> str:
+    """How a kernel over ``n`` elements whose arrays hold ``bytes_per_element`` together
+    (itemsize x arrays: 16 for fp32 Adam) should run: SERIAL, BLOCKED or CHUNKED."""
+    if n < PARALLEL_MIN:
+        return SERIAL
+    if n * bytes_per_element <= BLOCKED_MAX_BYTES:
+        return BLOCKED
+    return CHUNKED
+
+
+def set_dispatch(parallel_min=None, blocked_max_bytes=None) -> tuple:
+    """Change the two thresholds for every backend (benchmarks and tests measure the
+    crossovers with it); returns the previous ``(parallel_min, blocked_max_bytes)``."""
+    global PARALLEL_MIN, BLOCKED_MAX_BYTES
+    previous = (PARALLEL_MIN, BLOCKED_MAX_BYTES)
+    if parallel_min is not None:
+        PARALLEL_MIN = int(parallel_min)
+    if blocked_max_bytes is not None:
+        BLOCKED_MAX_BYTES = int(blocked_max_bytes)
+    from . import is_available, load
+
+    if is_available("c"):
+        load("c").set_dispatch(PARALLEL_MIN, BLOCKED_MAX_BYTES)
+    return previous
+
+
+_numba_config = []
+
+
+def _numba_limit() -> int:
+    if not _numba_config:
+        import numba
+
+        _numba_config.append(numba.config.NUMBA_NUM_THREADS)
+    return _numba_config[0]
+
+
+_omp_max_threads = []  # [function] once looked up; [None] without the C module
+
+
+def _openmp_limit():
+    """The calling thread's OpenMP limit (OMP_NUM_THREADS, threadpoolctl), or None.
+    Read from libgomp through the C module (about 0.2 us), on every parallel call."""
+    if not _omp_max_threads:
+        from . import is_available, load
+
+        _omp_max_threads.append(load("c").lib.fo_openmp_max_threads if is_available("c") else None)
+    get = _omp_max_threads[0]
+    return get() if get is not None else None
+
+
+def set_num_threads(n: int) -> None:
+    """Threads for every fastoptim CPU kernel (numba and C); 1 = always serial.
+
+    Raises ValueError unless 1 <= n <= the threads Numba started with
+    (``NUMBA_NUM_THREADS``, by default every core).
+    """
+    global _requested
+    if isinstance(n, bool) or not isinstance(n, int) and not hasattr(n, "__index__"):
+        raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__}")
+    n = int(n)
+    limit = _numba_limit()
+    if not 1 <= n <= limit:
+        raise ValueError(f"set_num_threads: n must be between 1 and {limit} "
+                         f"(NUMBA_NUM_THREADS), got {n}")
+    from . import is_available, load
+
+    if is_available("numba"):
+        load("numba").set_threads(n)
+    if is_available("c"):
+        load("c").set_num_threads(n)
+    _requested = n
+
+
+def get_num_threads() -> int:
+    """The thread count fastoptim's parallel kernels use from this thread now: the
+    smaller of ``set_num_threads()`` (default: every core) and the OpenMP limit."""
+    return parallel_threads()
+
+
+def parallel_threads() -> int:
+    """Threads a parallel kernel started now from this thread may use (>= 1); about
+    0.3 us, paid only by calls that are big enough to run in parallel."""
+    n = _requested if _requested is not None else _numba_limit()
+    get = _omp_max_threads[0] if _omp_max_threads else _openmp_limit
+    omp = get() if get is not None else None
+    return max(1, min(n, omp) if omp else n)
+
+
+def info() -> dict:
+    """The policy in force: thread counts, spin policy, thresholds, Numba's layer."""
+    import numba
+
+    try:
+        layer = numba.threading_layer()
+    except ValueError:
+        layer = "not initialised"
+    return {
+        "threads": parallel_threads(),
+        "requested": _requested,
+        "openmp_limit": _openmp_limit(),
+        "numba_threading_layer": layer,
+        "spin_policy": _spin_policy,
+        "parallel_min": PARALLEL_MIN,
+        "blocked_max_bytes": BLOCKED_MAX_BYTES,
+        "env": {k: os.environ.get(k) for k in
+                ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_NUM_THREADS",
+                 "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER")},
+    }

@@ -1,0 +1,101 @@
+"""fastoptim's thread policy (backends/_threads.py): one thread count, thresholds and
+spin policy for every CPU kernel."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastoptim
+from fastoptim.backends import _threads
+
+FAST = [b for b in fastoptim.available_backends() if b not in ("numpy", "cuda")]
+
+
+def _child(code, **env):
+    full = dict(os.environ)
+    for key in _threads.USER_VARIABLES:
+        full.pop(key, None)
+    full.update(env)
+    out = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_import_sets_the_spin_policy_before_libgomp_loads():
+    code = ("import os, fastoptim; print(os.environ.get('GOMP_SPINCOUNT'), '|', "
+            "fastoptim.thread_info()['spin_policy'])")
+    spin, policy = _child(code).split(" | ")
+    assert spin == _threads.SPINCOUNT and policy.startswith("fastoptim:")
+
+
+def test_a_user_setting_is_left_alone():
+    code = ("import os, fastoptim; print(os.environ.get('GOMP_SPINCOUNT'), '|', "
+            "fastoptim.thread_info()['spin_policy'])")
+    spin, policy = _child(code, OMP_WAIT_POLICY="active").split(" | ")
+    assert spin == "None" and policy == "user: OMP_WAIT_POLICY=active"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_libgomp_loaded_first_is_reported_not_overridden():
+    code = ("import ctypes, ctypes.util, os; ctypes.CDLL(ctypes.util.find_library('gomp')); "
+            "import fastoptim; "
+            "print(os.environ.get('GOMP_SPINCOUNT'), '|', fastoptim.thread_info()['spin_policy'])")
+    spin, policy = _child(code).split(" | ")
+    assert spin == "None" and policy.startswith("not applied: libgomp was loaded")
+
+
+def test_set_num_threads_validates_and_round_trips():
+    import numba
+
+    before = fastoptim.get_num_threads()
+    limit = numba.config.NUMBA_NUM_THREADS
+    with pytest.raises(ValueError, match="between 1 and"):
+        fastoptim.set_num_threads(0)
+    with pytest.raises(ValueError, match="between 1 and"):
+        fastoptim.set_num_threads(limit + 1)
+    with pytest.raises(TypeError, match="must be an int"):
+        fastoptim.set_num_threads(1.5)
+    assert fastoptim.get_num_threads() == before
+    try:
+        fastoptim.set_num_threads(1)
+        assert fastoptim.get_num_threads() == 1
+        assert fastoptim.thread_info()["requested"] == 1
+    finally:
+        fastoptim.set_num_threads(limit)
+    assert fastoptim.get_num_threads() == min(limit, fastoptim.thread_info()["openmp_limit"]
+                                              or limit)
+
+
+def test_mode_follows_the_thresholds():
+    assert _threads.mode(_threads.PARALLEL_MIN - 1, 16) == _threads.SERIAL
+    assert _threads.mode(_threads.PARALLEL_MIN, 16) == _threads.BLOCKED
+    big = _threads.BLOCKED_MAX_BYTES // 16 + 1
+    assert _threads.mode(max(big, _threads.PARALLEL_MIN), 16) == _threads.CHUNKED
+    previous = _threads.set_dispatch(10, 100)
+    try:
+        assert (_threads.PARALLEL_MIN, _threads.BLOCKED_MAX_BYTES) == (10, 100)
+        assert _threads.mode(9, 4) == _threads.SERIAL
+        assert _threads.mode(25, 4) == _threads.BLOCKED
+        assert _threads.mode(26, 4) == _threads.CHUNKED
+    finally:
+        _threads.set_dispatch(*previous)
+    assert (_threads.PARALLEL_MIN, _threads.BLOCKED_MAX_BYTES) == previous
+
+
+@pytest.mark.skipif("c" not in FAST, reason="needs the C module")
+def test_threadpoolctl_openmp_limit_is_honoured():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
+        assert fastoptim.get_num_threads() == 1
+        # and the kernels still give the reference's numbers on the serial path
+        n = _threads.PARALLEL_MIN + 5
+        for backend in FAST:
+            p, q = np.ones(n, np.float32), np.ones(n, np.float32)
+            g = np.linspace(-1, 1, n, dtype=np.float32)
+            fastoptim.Adam([p], backend=backend).step([g])
+            fastoptim.Adam([q], backend="numpy").step([g])
+            np.testing.assert_array_equal(p, q)
+    assert fastoptim.get_num_threads() >= 1
