@@ -231,7 +231,8 @@ READ_ONLY_CASES = [(layout, kind) for layout in ("list", "flat", "flat views")
 
 
 @pytest.mark.parametrize("backend", CPU)
-@pytest.mark.parametrize("layout, kind", READ_ONLY_CASES, ids=[f"{l}-{k}" for l, k in READ_ONLY_CASES])
+@pytest.mark.parametrize("layout, kind", READ_ONLY_CASES,
+                         ids=[f"{layout}-{kind}" for layout, kind in READ_ONLY_CASES])
 def test_array_made_read_only_in_place_is_refused_then_honoured(flag_reader, backend, layout,
                                                                kind):
     shapes = [(3, 4), (5,), (2, 3)]
