@@ -3,7 +3,8 @@
 - ``fastoptim._ckernels``: the C kernels, through cffi (``cffi_modules``).
 - ``fastoptim._multi_table_c``: a small CPython extension (NumPy C API) that checks
   a plain list of parameters, gradients and state arrays and fills the pointer
-  table of one multi-tensor kernel call (``fastoptim/backends/_multi_table.py``).
+  table of one multi-tensor kernel call (``fastoptim/backends/_multi_table.py``), and
+  reads the writeable flags of a FlatParams group's views on every step.
 
 Both are optional: if the compiler is missing or fails, the package still
 installs (pure Python + Numba); ``fastoptim.available_backends()`` then leaves

@@ -131,6 +131,8 @@ def check_state_step(name, step):
                         f"but got {type(step).__name__}") from None
     if not (math.isfinite(value) and value >= 0):
         raise ValueError(f"{name} must be a finite count >= 0, but is {value}")
+    if isinstance(step, np.ndarray) and not step.flags.writeable:
+        raise ValueError(f"{name} is read-only; the step count is updated in place")
 
 
 def _check_ndarray_kind(name, a, what):

@@ -9,8 +9,10 @@ Users edit a live optimizer the way they edit torch's: ``opt.state[i][key] =
 array``, ``opt.param_groups[g]["params"].append(w)``, ``flat.grads[k] = None``.
 Every such edit is honoured at the next ``step`` (or refused there with a
 ``TypeError``/``ValueError`` that changes nothing). The cheap detection that
-keeps the flat path O(number of groups) is exact: the state dicts, the
-parameter lists and ``FlatParams.grads`` count their own edits.
+keeps the flat path O(number of groups) in Python is exact: the state dicts,
+the parameter lists and ``FlatParams.grads`` count their own edits, and the one
+change no counter sees, a view's ``flags.writeable`` cleared, is read for every
+view of a flat group on every step in compiled code (``first_read_only``).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import numpy as np
 from . import _plain_list
 from . import _validation as V
 from . import backends
+from .backends._multi_table import first_read_only
 from ._devices import check_backend_fits, device_support, is_array, note_parallel, parallel_guard
 from .flat import FlatGradDict, FlatGrads, copy_keeping_views, owner_of
 from .flat import _root as _host_root
@@ -755,14 +758,17 @@ class Optimizer:
         """Every state array a step may write, checked before any kernel runs: an
         array (not a list), of its parameter's shape and dtype, writeable,
         aligned, contiguous for the fast backends, overlapping nothing else
-        that is written; ``step`` a finite count >= 0. Exact, not cached: only
-        a flat group whose state is still the optimizer's own buffers (its
-        entries unedited, as their edit counter proves) is checked in O(1)."""
+        that is written; ``step`` a finite count >= 0 (a writeable one when an
+        array). Exact, not cached: a flat group whose state is still the
+        optimizer's own buffers (its entries unedited, as their edit counter
+        proves) is checked through those buffers in O(number of keys) Python,
+        plus one compiled pass over its views' writeable flags."""
         contiguous = self.backend != backends.REFERENCE
         check = self._devices.check_state
         for (group, indices), segment in zip(self._group_indices(), self._segments):
             if segment is not None and segment.uniform:
                 if self._segment_intact(indices, segment):
+                    self._check_segment_arrays(indices, segment, contiguous)
                     if self._uses_step and segment.state:
                         V.check_state_step(f"state[{indices[0]}]['step']",
                                            dict.__getitem__(self.state, indices[0])["step"])
@@ -782,6 +788,32 @@ class Optimizer:
         self._write_spans = [(name, span(a)) for name, a in self._written_arrays()]
         V.check_no_overlap(self._write_spans,
                            "{} and {} overlap in memory; step() would update the same memory twice")
+
+    def _check_segment_arrays(self, indices, segment, contiguous):
+        """What the edit counter cannot see in an intact flat group, whose kernel writes
+        the flat buffers, not the views that ``opt.state`` and the group hold: the
+        buffers themselves (still of the group's size, writeable...), and every view's
+        writeable flag (a user who makes ``opt.state[i][key]`` or a parameter read-only
+        means it not to be written). On the host only: device arrays have no such flag."""
+        if self._devices.on_device:
+            return
+        span = f"{indices[0]}:{indices[-1] + 1}"
+        for root in (segment.root, segment.param):
+            if not root.flags.writeable:
+                raise ValueError(f"params[{span}] are views of a read-only buffer; "
+                                 "parameters are updated in place")
+        j = first_read_only(self._params[indices[0]:indices[-1] + 1])
+        if j >= 0:
+            raise ValueError(f"params[{indices[j]}] is read-only; parameters are updated in place")
+        check = self._devices.check_state
+        for key, flat in segment.state.items():
+            views = segment.views[key]
+            j = first_read_only(views)
+            if j >= 0:
+                name = f"state[{indices[j]}][{key!r}]"
+                check(name, views[j], self._params[indices[j]], contiguous)
+                raise ValueError(f"{name} is read-only; optimizer state is updated in place")
+            check(f"the buffer behind state[{span}][{key!r}]", flat, segment.param, contiguous)
 
     def _check_reads_disjoint(self, reads):
         """No gradient may share memory with anything the step writes (the spans of the
@@ -938,6 +970,10 @@ class Optimizer:
                 buffer.flags.c_contiguous and buffer.flags.aligned
                 and grads.param_buffer.flags.writeable):
             raise ValueError("FlatParams buffers must be contiguous, aligned and writeable")
+        if isinstance(buffer, np.ndarray):  # the views written when a group steps per parameter
+            j = first_read_only(self._params)
+            if j >= 0:
+                raise ValueError(f"params[{j}] is read-only; parameters are updated in place")
         return [(buffer[s.start:s.start + s.param.size],) for s in self._segments]
 
     # ------------------------------------------------------------------- state

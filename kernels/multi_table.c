@@ -13,6 +13,9 @@
  * Every check runs on every call; the only thing kept between calls is the sorted list
  * of written byte spans, reused only when this call's spans are identical (so the
  * overlap verdict is the same, exactly).
+ *
+ * `first_read_only` (the writeable flags of a list of arrays, in one pass) serves the
+ * FlatParams path of the optimizer, whose views a user can make read-only unseen.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -328,11 +331,36 @@ error_spec:
     return NULL;
 }
 
+/* first_read_only(arrays) -> int
+ *
+ * arrays: a list or tuple. The index of its first item that is not a writeable NumPy
+ * array (an ndarray, or a subclass, whose WRITEABLE flag is set), or -1 when every item
+ * is one. One flag read per item: the optimizer calls it on every step for the views
+ * that a FlatParams group's flat state (and parameters) hand out, whose writeable flag
+ * a user may clear at any time without any edit the optimizer could count. */
+static PyObject *first_read_only(PyObject *self, PyObject *arrays)
+{
+    if (!PyList_Check(arrays) && !PyTuple_Check(arrays)) {
+        PyErr_SetString(PyExc_TypeError, "first_read_only: arrays must be a list or a tuple");
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(arrays);
+    PyObject **items = PySequence_Fast_ITEMS(arrays);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *o = items[i];
+        if (!PyArray_Check(o) || !PyArray_ISWRITEABLE((PyArrayObject *)o))
+            return PyLong_FromSsize_t(i);
+    }
+    return PyLong_FromLong(-1);
+}
+
 static PyMethodDef methods[] = {
     {"fill", fill, METH_VARARGS,
      "fill(params, grads, state, groups, uses_step, table, steps, step_key, cache) -> "
      "True | False | reason"},
     {"new_cache", new_cache, METH_NOARGS, "A new cache of written spans for fill()."},
+    {"first_read_only", first_read_only, METH_O,
+     "first_read_only(arrays) -> index of the first item that is not a writeable ndarray, or -1"},
     {NULL, NULL, 0, NULL},
 };
 

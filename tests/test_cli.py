@@ -24,19 +24,70 @@ def _python(*args, timeout=120):
                           timeout=timeout)
 
 
+def _tables(text):
+    """Every table rich printed in ``text``: (header cells, [row cells, ...]) in order."""
+    tables = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("┃"):
+            tables.append(([c.strip() for c in line.strip("┃").split("┃")], []))
+        elif line.startswith("│") and tables:
+            tables[-1][1].append([c.strip() for c in line.strip("│").split("│")])
+    return tables
+
+
+CASE_COLUMNS = ["contestant", "check", "time/step", "GB/s", "of floor", "vs NumPy", "vs torch"]
+
+
+def _expected_case_rows(results, case, mode):
+    """The cells bench prints for one case from the JSON report's numbers."""
+    from fastoptim import bench
+
+    rows = [r for r in results if r["case"] == case and r["mode"] in ("floor", mode)]
+    numpy_time = next(r["time_s"] for r in rows if r["kind"] == "reference")
+    return [[r["label"], r["check"], bench._format_time(r["time_s"]), f"{r['gb_per_s']:.1f}",
+             f"{100 * r['fraction_of_floor']:.0f}%", bench._ratio(numpy_time / r["time_s"]), "-"]
+            for r in rows]
+
+
 def test_python_m_fastoptim_bench_prints_tables_and_writes_json(tmp_path):
+    """The tables on stdout show the numbers of the JSON report: one table per case and
+    mode, one row per contestant, and a summary naming each case's fastest backend."""
+    from fastoptim import backends, bench
+
     path = tmp_path / "out.json"
     proc = _python("-m", "fastoptim", *TINY, "--optimizers", "adam", "--json", str(path))
     assert proc.returncode == 0, proc.stderr
-    out = proc.stdout
-    assert "fastoptim bench" in out and "Adam, float32, one tensor of 4K elements" in out
-    assert "via FlatParams" in out and "as a plain list" in out and "Summary" in out
-    assert "floor" in out and "numpy" in out and f"wrote {path}" in out
+    assert proc.stdout.splitlines()[-1] == f"wrote {path}"
     doc = json.loads(path.read_text())
     assert {"machine", "settings", "results"} <= set(doc)
     assert doc["settings"]["optimizers"] == ["adam"] and doc["settings"]["sizes"] == [4096]
-    assert doc["results"] and all(r["time_s"] > 0 for r in doc["results"])
-    assert {r["optimizer"] for r in doc["results"]} == {"adam"}
+    assert doc["settings"]["many"] == [4, 256]
+    results = doc["results"]
+    assert results and all(r["time_s"] > 0 for r in results)
+    assert {r["optimizer"] for r in results} == {"adam"}
+    fast = [b for b in ("numba", "c") if backends.is_available(b)]
+    contestants = {"floor", "floor-prefetch", "floor-blocked", "numpy", *fast}
+    cases = {("4K", "single"): (4096, 1), ("4x256", "flat"): (1024, 4),
+             ("4x256", "list"): (1024, 4)}
+    for (case, mode), (elements, tensors) in cases.items():
+        rows = [r for r in results if r["case"] == case and r["mode"] in ("floor", mode)]
+        assert {r["contestant"] for r in rows} == contestants, (case, mode)
+        assert {(r["n_elements"], r["n_tensors"]) for r in rows} == {(elements, tensors)}
+    tables = _tables(proc.stdout)
+    case_tables = [rows for header, rows in tables if header == CASE_COLUMNS]
+    expected = [_expected_case_rows(results, case, mode) for case, mode in cases]
+    assert case_tables == expected
+    summary = next(rows for header, rows in tables if header[:3] == ["optimizer", "case",
+                                                                     "best backend"])
+    best = []
+    for case, mode in cases:
+        rows = [r for r in results if r["case"] == case and r["mode"] == mode
+                and r["kind"] == "fastoptim"]
+        winner = min(rows, key=lambda r: r["time_s"]) if rows else None
+        best.append([winner["contestant"], bench._format_time(winner["time_s"])]
+                    if winner else ["-", "-"])
+    assert [row[2:4] for row in summary] == best
 
 
 def test_version():
@@ -58,7 +109,11 @@ def test_in_process_bench_with_json_on_stdout(capsys):
     doc = json.loads(captured.out)  # stdout is the JSON document only; tables go to stderr
     assert {r["contestant"] for r in doc["results"]} == {"floor", "floor-prefetch", "floor-blocked",
                                                          "numpy"}
-    assert "SGD (momentum 0.9)" in captured.err
+    assert {r["optimizer"] for r in doc["results"]} == {"sgd"}
+    case_tables = [rows for header, rows in _tables(captured.err) if header == CASE_COLUMNS]
+    assert case_tables == [_expected_case_rows(doc["results"], case, mode)
+                           for case, mode in (("4K", "single"), ("4x256", "flat"),
+                                              ("4x256", "list"))]
 
 
 @pytest.mark.parametrize("argv, message", [

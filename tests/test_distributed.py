@@ -18,6 +18,7 @@ What "equal to single-process training" means (docs/distributed.md):
 """
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -310,7 +311,9 @@ def test_tiny_model_where_some_ranks_own_only_padding():
         for step in range(3):
             per_rank = [grads(step, k) for k in range(SIZE)]
             ref.step([sum(g[i] for g in per_rank) / np.float32(SIZE) for i in range(2)])
+            start = time.perf_counter()
             opt.step(grads(step, RANK))
+            wall = time.perf_counter() - start
         shard = -(-2 // SIZE)
         assert opt.shard_size == shard
         assert opt.shard_range[1] - opt.shard_range[0] == max(0, min(shard, 2 - RANK * shard))
@@ -318,7 +321,8 @@ def test_tiny_model_where_some_ranks_own_only_padding():
         assert_states_equal(opt.state_dict(to="all"), ref.state_dict(), exact=False)
         assert set(opt.last_step_seconds) == {"pack", "reduce_scatter", "norm", "kernel",
                                               "allgather", "unpack"}
-        assert all(t >= 0 for t in opt.last_step_seconds.values())
+        phases = list(opt.last_step_seconds.values())  # parts of the last step, timed inside it
+        assert min(phases) >= 0 and 0 < sum(phases) <= wall
 
 
 # ------------------------------------------------------------------- memory
@@ -655,12 +659,17 @@ def test_this_file_under_mpiexec(ranks):
                       os.path.abspath(__file__), timeout=400,
                       cwd=os.path.dirname(os.path.abspath(__file__)))
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert " passed" in proc.stdout
+    passed = re.findall(r"\b(\d+) passed\b", proc.stdout)  # each rank's pytest summary
+    assert passed and all(int(n) > 0 for n in passed), proc.stdout[-4000:]
 
 
 @launcher
 def test_example_trains_the_mlp_data_parallel():
     proc, _ = mpiexec(2, "examples/mlp_mpi.py", "--epochs", "3", "--check")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "same parameters on every rank" in proc.stdout
-    assert "matches single-process training" in proc.stdout
+    ranks = re.search(r"same parameters on every rank \((\d+) ranks\)", proc.stdout)
+    assert ranks and int(ranks.group(1)) == 2, proc.stdout
+    match = re.search(r"max \|difference\| (\S+) \(parameters up to ([^;]+);", proc.stdout)
+    assert match, proc.stdout
+    diff, scale = float(match.group(1)), float(match.group(2))
+    assert scale > 0 and 0 <= diff <= 1e-4 + 1e-3 * scale  # the example's allclose bound

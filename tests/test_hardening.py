@@ -4,6 +4,7 @@
 Cases that crashed the process before the fix run in a subprocess, so that a
 regression shows up as a failed test, not as a dead test run.
 """
+import math
 import os
 import subprocess
 import sys
@@ -59,8 +60,7 @@ BAD_STATE = [
     ("list", lambda p: [0.0] * p.size, TypeError, "must be a NumPy array .* but got list"),
     ("None", lambda p: None, TypeError, "but got NoneType"),
     ("strided", lambda p: np.zeros(2 * p.size, F32)[::2], ValueError, "not C-contiguous"),
-    ("read-only", lambda p: np.zeros(p.shape, F32).copy() if False else _read_only(p),
-     ValueError, "read-only"),
+    ("read-only", lambda p: _read_only(p), ValueError, "read-only"),
     ("aliases the parameter", lambda p: p, ValueError, "overlap in memory"),
     ("masked", lambda p: np.ma.zeros(p.shape, F32), TypeError, "masked array"),
 ]
@@ -182,6 +182,151 @@ def test_state_entry_must_be_a_dict():
         opt.state[0] = [1, 2]
     with pytest.raises(KeyError):
         opt.state[5] = {}
+
+
+# ------------------------------------------------------------ flags flipped in place
+# A FlatParams group's state is the optimizer's own flat buffers; opt.state holds views
+# of them, and the edit counter proves the entries unchanged. Clearing a view's (or its
+# buffer's) writeable flag is no edit: step() reads every flag (in compiled code, or in
+# its pure-Python twin when the extension is missing) and refuses before any write.
+def _target(opt, flat, kind):
+    """The array whose writeable flag the user clears."""
+    if kind == "state view":
+        return opt.state[1]["exp_avg_sq"]
+    if kind == "state buffer":
+        return opt.state[1]["exp_avg_sq"].base
+    if kind == "step":
+        return opt.state[1]["step"]
+    if kind == "param view":
+        return opt.param_groups[0]["params"][2]
+    return flat.buffer  # "param buffer"
+
+
+READ_ONLY_MESSAGES = {  # (kind, plain list?) -> what the ValueError must name
+    ("state view", True): r"^state\[1\]\['exp_avg_sq'\] is read-only",
+    ("state view", False): r"^state\[1\]\['exp_avg_sq'\] is read-only",
+    ("state buffer", False): r"^the buffer behind state\[0:3\]\['exp_avg_sq'\] is read-only",
+    ("step", True): r"^state\[1\]\['step'\] is read-only",
+    ("step", False): r"^state\[0\]\['step'\] is read-only",  # one counter, shared by the group
+    ("param view", True): r"^the parameter of grads\[2\] has become read-only",
+    ("param view", False): r"^params\[2\] is read-only",
+    ("param buffer", False): r"^params\[0:3\] are views of a read-only buffer",
+}
+
+
+@pytest.fixture(params=["compiled", "python"])
+def flag_reader(request, monkeypatch):
+    """Run with the compiled flag reader, and as if the extension had not been built."""
+    from fastoptim.backends import _multi_table as T
+    if request.param == "compiled" and not T.compiled_available():
+        pytest.skip("fastoptim._multi_table_c is not built")
+    if request.param == "python":
+        monkeypatch.setattr(T, "_compiled", None)
+    return request.param
+
+
+READ_ONLY_CASES = [(layout, kind) for layout in ("list", "flat", "flat views")
+                   for kind in ("state view", "state buffer", "step", "param view", "param buffer")
+                   if (kind, layout == "list") in READ_ONLY_MESSAGES]
+
+
+@pytest.mark.parametrize("backend", CPU)
+@pytest.mark.parametrize("layout, kind", READ_ONLY_CASES,
+                         ids=[f"{layout}-{kind}" for layout, kind in READ_ONLY_CASES])
+def test_array_made_read_only_in_place_is_refused_then_honoured(flag_reader, backend, layout,
+                                                               kind):
+    shapes = [(3, 4), (5,), (2, 3)]
+    values = [np.linspace(-1, 1, math.prod(s), dtype=F32).reshape(s) for s in shapes]
+    flat = None
+    if layout == "list":
+        params = [v.copy() for v in values]
+    else:
+        flat = fastoptim.FlatParams([v.copy() for v in values])
+        params = flat.params
+    ref_params = [v.copy() for v in values]
+    opt = fastoptim.Adam(params, lr=0.1, amsgrad=True, backend=backend)
+    ref = fastoptim.Adam(ref_params, lr=0.1, amsgrad=True, backend="numpy")
+    rng = np.random.default_rng(0)
+
+    def step(which):
+        grads = [rng.standard_normal(s).astype(F32) for s in shapes]
+        if which is ref:
+            ref.step(grads)
+        elif layout == "list":
+            opt.step(grads)
+        else:
+            for view, g in zip(flat.grads, grads):
+                view[...] = g
+            opt.step() if layout == "flat" else opt.step(list(flat.grads))
+        return grads
+
+    for _ in range(2):  # the second step takes each layout's fast path
+        grads = step(opt)
+        ref.step(grads)
+    target = _target(opt, flat, kind)
+    target.flags.writeable = False
+    before = snapshot_state_raw(opt), [p.copy() for p in params]
+    with pytest.raises(ValueError, match=READ_ONLY_MESSAGES[kind, layout == "list"]):
+        step(opt)
+    assert snapshot_state_raw(opt) == before[0]
+    for p, v in zip(params, before[1]):
+        np.testing.assert_array_equal(p, v)
+    target.flags.writeable = True  # writeable again: the step is honoured, as if never refused
+    grads = step(opt)
+    ref.step(grads)
+    for p, q in zip(params, ref_params):
+        np.testing.assert_array_equal(p, q)
+    for i in range(len(shapes)):
+        for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "step"):
+            np.testing.assert_array_equal(opt.state[i][key], ref.state[i][key])
+
+
+def test_flag_reader_and_its_python_twin_agree():
+    from fastoptim.backends import _multi_table as T
+    w = np.zeros(3, F32)
+    r = np.zeros(3, F32)
+    r.flags.writeable = False
+    ro_base = np.zeros(6, F32)
+    view = ro_base[2:]  # a view taken while the base was writeable stays writeable
+    ro_base.flags.writeable = False
+    cases = [
+        ((), -1), ((w,), -1), ((w, w, r), 2), ((r, w), 0), ((w, view), -1), ((w, ro_base), 1),
+        ((w, np.asmatrix(w)), -1), ((w, r.view(np.matrix)), 1), ((w, [0.0]), 1), ((w, None), 1),
+        ((w, np.float32(1.0)), 1), (tuple([w] * 1000 + [r]), 1000),
+    ]
+    readers = [T.first_read_only_py] + ([T._compiled.first_read_only]
+                                        if T.compiled_available() else [])
+    for arrays, expected in cases:
+        for reader in readers:
+            assert reader(list(arrays)) == expected, (reader, arrays)
+            assert reader(arrays) == expected, (reader, arrays)
+    for reader in readers:
+        with pytest.raises(TypeError, match="arrays must be a list or a tuple"):
+            reader(iter([w]))
+
+
+RESIZED_BUFFER_REPRO = """
+    import numpy as np, fastoptim
+    flat = fastoptim.FlatParams([np.ones(30000, np.float32), np.ones(20000, np.float32)])
+    opt = fastoptim.Adam(flat.params, lr=0.1, backend={backend!r})
+    flat.grad_buffer[:] = 1
+    opt.step()
+    opt.state[0]["exp_avg"].base.resize(10, refcheck=False)  # the views now dangle
+    try:
+        opt.step()
+    except ValueError as e:
+        print("refused:", e)
+    print("step", float(opt.state[0]["step"]))
+"""
+
+
+@pytest.mark.parametrize("backend", CPU)
+def test_resized_flat_state_buffer_is_refused(backend):
+    rc, out, err = run_isolated(RESIZED_BUFFER_REPRO.format(backend=backend))
+    assert rc == 0, err
+    assert out.splitlines() == [
+        "refused: the buffer behind state[0:2]['exp_avg'] has shape (10,) but its parameter "
+        "has shape (50000,)", "step 1.0"]
 
 
 # ------------------------------------------------------------ ndarray subclasses
@@ -511,20 +656,25 @@ def test_del_frees_the_optimizer_and_its_state_without_the_gc(layout):
     import weakref
 
     if layout == "flat":
-        params = fastoptim.FlatParams([ones(3), ones(2)]).params
-    elif layout == "named":
-        params = {"a": ones(3), "b": ones(2)}
+        flat = fastoptim.FlatParams([ones(3), ones(2)])
+        flat.grad_buffer[:] = 1
+        opt = fastoptim.Adam(flat.params, lr=0.1)
+        opt.step()  # one flat step: the state is one buffer per key, opt.state holds views
+        assert opt._segments[0].uniform
     else:
-        params = [ones(3), ones(2)]
-    opt = fastoptim.Adam(params, lr=0.1)
-    opt.step({"a": ones(3), "b": ones(2)} if layout == "named" else [ones(3), ones(2)])
+        params = {"a": ones(3), "b": ones(2)} if layout == "named" else [ones(3), ones(2)]
+        opt = fastoptim.Adam(params, lr=0.1)
+        opt.step({"a": ones(3), "b": ones(2)} if layout == "named" else [ones(3), ones(2)])
     opt.state[0]["extra"] = np.zeros(1)
-    ref, state_ref = weakref.ref(opt), weakref.ref(opt.state[0]["exp_avg"])
+    exp_avg = opt.state[0]["exp_avg"]
+    refs = [weakref.ref(opt), weakref.ref(exp_avg)]
+    if layout == "flat":
+        refs.append(weakref.ref(exp_avg.base))  # the group's flat buffer
+    del exp_avg
     gc.disable()
     try:
         del opt
-        assert ref() is None
-        assert state_ref() is None or layout == "flat"  # a flat group's views share one buffer
+        assert [r() for r in refs] == [None] * len(refs)
     finally:
         gc.enable()
 

@@ -256,8 +256,25 @@ def test_state_accepts_torch_state_dict_layout_from_arrays():
 
 
 def test_repr_lists_groups():
-    text = repr(fastoptim.SGD([np.zeros(1)], lr=0.5))
-    assert "SGD" in text and "lr: 0.5" in text and "Parameter Group 0" in text
+    """torch's layout: the class, then each group's hyperparameters, one sorted
+    ``key: value`` line each (parsed here and compared with param_groups)."""
+    opt = fastoptim.SGD([{"params": [np.zeros(1)]},
+                         {"params": [np.zeros(2)], "lr": 0.1, "momentum": 0.9}], lr=0.5)
+    head, *lines = repr(opt).splitlines()
+    assert head == f"SGD (backend={opt.backend!r})"
+    groups = []
+    for line in lines:
+        if line.startswith("Parameter Group "):
+            assert int(line.split()[-1]) == len(groups)
+            groups.append({})
+        else:
+            key, value = line.strip().split(": ", 1)
+            groups[-1][key] = value
+    assert [list(g) for g in groups] == [sorted(g) for g in groups]
+    assert groups == [{k: str(v) for k, v in g.items() if k != "params"}
+                      for g in opt.param_groups]
+    assert [float(g["lr"]) for g in groups] == [0.5, 0.1]
+    assert [float(g["momentum"]) for g in groups] == [0.0, 0.9]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -91,9 +91,19 @@ def test_flat_layout_keeps_one_call_per_group(backend):
         np.testing.assert_array_equal(fg.params[n], refs[n])
 
 
-def test_doc_l2_vs_decoupled_is_in_the_docstring():
-    doc = param_groups_with_decay_mask.__doc__
-    assert "adaptive denominator" in doc and "decays the weights" in doc
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_l2_versus_decoupled_decay_behave_as_the_docstring_says(backend):
+    """param_groups_with_decay_mask's docstring: AdamW shrinks every weight by the same
+    factor (1 - lr * wd); Adam's L2 term goes through the adaptive denominator, so on a
+    first step with no loss gradient it moves every weight by lr, whatever its size."""
+    lr, wd = 0.01, 0.1
+    theta = np.array([1.0, -10.0, 0.001], np.float32)
+    zero = np.zeros(3, np.float32)
+    decoupled, l2 = theta.copy(), theta.copy()
+    fastoptim.AdamW([decoupled], lr=lr, weight_decay=wd, backend=backend).step([zero])
+    fastoptim.Adam([l2], lr=lr, weight_decay=wd, backend=backend).step([zero])
+    np.testing.assert_allclose(decoupled / theta, np.full(3, 1 - lr * wd), rtol=1e-6)
+    np.testing.assert_allclose(theta - l2, lr * np.sign(theta), rtol=1e-3)
 
 
 @pytest.mark.parametrize("args, kwargs, error, message", [

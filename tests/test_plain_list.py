@@ -480,16 +480,25 @@ def test_bench_shows_the_plain_list_next_to_flatparams():
     console = Console(file=io.StringIO(), width=160, color_system=None)
     report = bench.run(optimizers=["adam"], sizes=[4096], many=(4, 256), repeat=2, quick=True,
                        latency=False, peers=False, console=console)
-    out = console.file.getvalue()
-    assert "4 tensors x 256: the plain list next to FlatParams and the peers" in " ".join(
-        out.split())  # the title wraps to the table's width
+    tables, cells = [], None  # (header, {row label: cells}) of every table printed
+    for line in console.file.getvalue().splitlines():
+        if line.startswith("┃"):
+            cells = {}
+            tables.append(([c.strip() for c in line.strip("┃").split("┃")], cells))
+        elif line.startswith("│") and cells is not None:
+            row = [c.strip() for c in line.strip("│").split("│")]
+            cells[row[0]] = row[1:]
+    table = next(rows for header, rows in tables
+                 if header == ["contestant", "time/step", "x plain list"])
     rows = {(r.contestant, r.mode): r for r in report.results if r.case == "4x256" and r.timed}
     best_list = min(r.time_s for r in rows.values() if r.mode == "list" and r.kind != "floor")
+    expected = {}
     for backend in TABLE_BACKENDS:
         for mode, label in (("list", "plain list"), ("flat", "FlatParams")):
-            ratio = rows[(backend, mode)].time_s / best_list
-            line = next(x for x in out.splitlines() if f"{backend}, {label}" in x)
-            assert line.split()[-2] == bench._ratio(ratio)  # the last cell, then the border
+            time_s = rows[(backend, mode)].time_s
+            expected[f"{backend}, {label}"] = [bench._format_time(time_s),
+                                               bench._ratio(time_s / best_list)]
+    assert table == expected
 
 
 def test_compiled_filler_is_built_wherever_the_c_kernels_are():

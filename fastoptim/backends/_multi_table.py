@@ -69,6 +69,26 @@ def compiled_available() -> bool:
     return _compiled is not None
 
 
+def first_read_only(arrays, use_compiled=True):
+    """The index of the first item of ``arrays`` (a list or tuple) that is not a
+    writeable NumPy array, or -1: one flag read per array in compiled code (the
+    optimizer checks the views of a FlatParams group with it on every step),
+    else :func:`first_read_only_py`, which answers the same."""
+    if use_compiled and _compiled is not None:
+        return _compiled.first_read_only(arrays)
+    return first_read_only_py(arrays)
+
+
+def first_read_only_py(arrays):
+    """The pure-Python twin of ``_multi_table_c.first_read_only``."""
+    if not isinstance(arrays, (list, tuple)):
+        raise TypeError("first_read_only: arrays must be a list or a tuple")
+    for i, a in enumerate(arrays):
+        if not isinstance(a, np.ndarray) or not a.flags.writeable:
+            return i
+    return -1
+
+
 class Table:
     """One optimizer's table, step counts and overlap cache (reused from step to step)."""
 
