@@ -493,7 +493,8 @@ class ZeroOptimizer:
 
     @property
     def state(self):
-        """This rank's shard state: ``{group index: {key: view of the group's piece of state_buffers[key]}}``."""
+        """This rank's shard state: ``{group index: {key: array}}``, each array a view of
+        the group's piece of ``state_buffers[key]``."""
         return {g: dict(self._inner.state[g]) for g in range(len(self._pieces))
                 if g in self._inner.state}
 
