@@ -362,7 +362,10 @@ class ZeroOptimizer:
     elements, cut into N shards of ``S = ceil(T / N)`` (the last one padded).
     Rank r owns elements ``[r*S, min((r+1)*S, T))``; the shard's piece of each
     param group is stepped by an ``optimizer_class`` with that group's
-    hyperparameters, so it holds at most S elements of each state array.
+    hyperparameters. This rank's state lives in one flat buffer of S elements
+    per state key (``state_buffers``: ``exp_avg``, ``exp_avg_sq``,
+    ``max_exp_avg_sq``, ``momentum_buffer``), padded like the shards; every
+    group's state array of that key is a view of its piece of the buffer.
 
     ``step(grads)`` takes this rank's *local* gradients (not averaged: the
     reduce-scatter averages them), laid out as for the single-process optimizer;
@@ -449,6 +452,10 @@ class ZeroOptimizer:
         inner_groups = [dict(self._hyperparameters_of(g), params=[shard[a:b]])
                         for g, (a, b, _, _) in zip(self._template.param_groups, self._pieces)]
         self._inner = optimizer_class(inner_groups, **hyper)
+        # this rank's state: key -> one flat buffer of S elements (padded like the shards);
+        # the inner optimizer's state array of each group is the view _state_views[(g, key)]
+        self._state_buffers = {}
+        self._state_views = {}
         self._steps = [0] * len(group_sizes)  # steps taken by each group (for state_dict)
         self.last_step_skipped = False
         self.skipped_steps = 0
@@ -486,14 +493,69 @@ class ZeroOptimizer:
 
     @property
     def state(self):
-        """This rank's shard state: ``{group index: {key: array over the group's piece}}``."""
+        """This rank's shard state: ``{group index: {key: array}}``, each array a view of
+        the group's piece of ``state_buffers[key]``."""
         return {g: dict(self._inner.state[g]) for g in range(len(self._pieces))
                 if g in self._inner.state}
 
+    @property
+    def state_buffers(self):
+        """This rank's state: ``{key: flat array of shard_size elements}``, one per state key.
+
+        Every group's state array of ``key`` (see :attr:`state`) is a view of its
+        piece of ``state_buffers[key]``; a key appears after the first step that
+        creates it (or a load that brings it). The last rank's elements past its
+        shard are padding (zeros).
+        """
+        return dict(self._state_buffers)
+
     def state_bytes(self):
-        """Bytes of optimizer state (moment buffers, step counters) held by this rank."""
-        return sum(int(np.asarray(a).nbytes) for entry in dict.values(self._inner.state)
-                   for a in entry.values())
+        """Bytes of optimizer state held by this rank: the flat state buffers (S elements
+        per key, padding included) and the groups' step counters."""
+        counters = sum(int(np.asarray(dict.__getitem__(entry, "step")).nbytes)
+                       for entry in dict.values(self._inner.state) if "step" in entry)
+        return sum(int(b.nbytes) for b in self._state_buffers.values()) + counters
+
+    def _adopt_state(self):
+        """Move every state array of the inner optimizer into this rank's flat buffers.
+
+        The inner optimizer creates a state array on the step that first needs it
+        (torch's semantics: SGD's momentum buffer starts as the gradient) and
+        when it loads a state dict. Each such array is copied into its group's
+        piece of the key's buffer (S elements, made on first use) and replaced in
+        the inner optimizer's state by that view, which it honours from the next
+        step on. Arrays already in place are left alone, so a step that creates
+        nothing costs one identity check per group and key. A key no group holds
+        any more frees its buffer; a group without a key has zeros in its piece.
+        """
+        state = self._inner.state
+        used = {}
+        for g in range(len(self._pieces)):
+            entry = dict.get(state, g)
+            for key in (entry or ()):
+                if key != "step":
+                    used.setdefault(key, []).append(g)
+        for key in [k for k in self._state_buffers if k not in used]:
+            del self._state_buffers[key]
+        self._state_views = {gk: v for gk, v in self._state_views.items() if gk[1] in used}
+        for key, groups in used.items():
+            buffer = self._state_buffers.get(key)
+            if buffer is None:
+                buffer = self._state_buffers[key] = np.zeros(self.shard_size, dtype=self.dtype)
+            for g, (a, b, _, _) in enumerate(self._pieces):
+                if g not in groups:
+                    if self._state_views.pop((g, key), None) is not None:
+                        buffer[a:b] = 0  # the group lost this key (a load): no stale values
+                    continue
+                entry = dict.__getitem__(state, g)
+                value = dict.__getitem__(entry, key)
+                view = self._state_views.get((g, key))
+                if value is view:
+                    continue
+                view = buffer[a:b]
+                view[...] = value  # shape (b - a,) and the parameters' dtype: the inner checked it
+                entry[key] = view  # an edit the inner optimizer sees: it checks it at its next step
+                self._state_views[(g, key)] = view
 
     def zero_grad(self):
         """Nothing to do: gradients are arguments to ``step``."""
@@ -623,6 +685,7 @@ class ZeroOptimizer:
             if self._param_buffer is not None:  # parameters may have been edited since: refresh the shard
                 self._unpack_shard()
             self._inner.step([shard_grad[a:b] for a, b, _, _ in self._pieces])
+            self._adopt_state()  # a state array created by this step moves into the flat buffers
             for g in range(len(self._steps)):
                 self._steps[g] += 1
             t1 = clock()
@@ -844,6 +907,7 @@ class ZeroOptimizer:
             group.update(loaded)
             group["params"] = params
         self._inner.load_state_dict(inner_sd)
+        self._adopt_state()
         self._steps = list(steps)
 
     def _plan_shards(self, shards):

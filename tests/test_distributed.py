@@ -341,6 +341,95 @@ def test_state_memory_is_one_nth_plus_padding(layout):
     assert opt.state_bytes() - counters <= single / SIZE + 3 * 4 * opt.padding
 
 
+def assert_state_in_flat_buffers(opt, keys):
+    """Every group's state array of each key is a view of its piece of one S-element buffer."""
+    buffers = opt.state_buffers
+    assert set(buffers) == set(keys)
+    lo, hi = opt.shard_range
+    sizes = [sum(p.size for p in g["params"]) for g in opt.param_groups]
+    ends = np.cumsum(sizes)
+    itemsize = np.dtype(opt.dtype).itemsize
+    for key, buf in buffers.items():
+        assert buf.shape == (opt.shard_size,) and buf.dtype == opt.dtype and buf.flags.c_contiguous
+        assert not buf[hi - lo:].any(), "the padding of the last shards stays zero"
+    seen = set()
+    for g, entry in opt.state.items():
+        a = min(max(int(ends[g] - sizes[g]), lo), hi) - lo
+        b = min(max(int(ends[g]), lo), hi) - lo
+        for key, value in entry.items():
+            if key == "step":
+                continue
+            buf = buffers[key]
+            assert value.shape == (b - a,), (g, key)
+            assert value.base is buf or value.base is buf.base, (g, key)
+            if b > a:  # (an empty piece has no address of its own)
+                assert (value.__array_interface__["data"][0]
+                        == buf.__array_interface__["data"][0] + a * itemsize), (g, key)
+            seen.add(key)
+    assert seen == set(keys)
+    counters = sum(np.asarray(e["step"]).nbytes for e in opt.state.values() if "step" in e)
+    assert opt.state_bytes() == opt.shard_size * itemsize * len(keys) + counters
+    return counters
+
+
+@pytest.mark.parametrize("layout", ["flat", "list"])
+@pytest.mark.parametrize("name,flags,keys", [
+    ("Adam", dict(amsgrad=True), ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]),
+    ("AdamW", {}, ["exp_avg", "exp_avg_sq"]),
+    ("SGD", dict(momentum=0.9, dampening=0.25), ["momentum_buffer"]),
+])
+def test_state_lives_in_one_flat_buffer_per_key(layout, name, flags, keys):
+    opt, params, feed = build(layout, name, flags)
+    ref_params = initial()
+    ref = CLASSES[name](groups_of(ref_params), lr=0.1, **flags)
+    assert opt.state_buffers == {} and opt.state_bytes() == 0  # nothing before the first step
+    buffers = None
+    for step in range(3):
+        ref.step(averaged(step))
+        opt.step(feed(local_grads(step, RANK)))
+        counters = assert_state_in_flat_buffers(opt, keys)
+        if buffers is None:
+            buffers = opt.state_buffers
+        assert all(opt.state_buffers[k] is buffers[k] for k in keys), "a step reallocated the state"
+        assert_equal_arrays(params, ref_params, True, f"params after step {step}")
+    assert counters == (8 if name != "SGD" else 0)  # Adam: one float32 step count per group
+    assert_states_equal(opt.state_dict(to="all"), ref.state_dict(), exact=True)
+    # at most 1/N of the single-process state, plus the padding
+    single = sum(np.asarray(a).nbytes for e in ref.state.values() for k, a in e.items() if k != "step")
+    assert opt.state_bytes() - counters <= single / SIZE + len(keys) * 4 * opt.padding
+    # loads put the state back into the same flat layout
+    for load in ("state_dict", "shards"):
+        if load == "state_dict":
+            opt.load_state_dict(ref.state_dict())
+        else:
+            opt.load_shard_state_dicts(COMM.allgather(opt.shard_state_dict()))
+        assert_state_in_flat_buffers(opt, keys)
+        ref.step(averaged(9))
+        opt.step(feed(local_grads(9, RANK)))
+        assert_equal_arrays(params, ref_params, True, f"params after loading {load}")
+    # a state dict without state frees the buffers
+    opt.load_state_dict(CLASSES[name](groups_of(initial()), lr=0.1, **flags).state_dict())
+    assert opt.state_buffers == {} and opt.state_bytes() == 0
+
+
+def test_state_key_created_mid_run_joins_the_flat_buffer():
+    """SGD: momentum turned on for group 1 after two steps; its buffer starts as its gradient."""
+    opt, params, feed = build("list", "SGD", dict(momentum=0.9))
+    ref_params = initial()
+    ref = fastoptim.SGD(groups_of(ref_params), lr=0.1, momentum=0.9)
+    for o in (opt, ref):
+        o.param_groups[1]["momentum"] = 0
+    for step in range(5):
+        if step == 2:
+            for o in (opt, ref):
+                o.param_groups[1]["momentum"] = 0.5
+        ref.step(averaged(step))
+        opt.step(feed(local_grads(step, RANK)))
+        assert_state_in_flat_buffers(opt, ["momentum_buffer"])
+        assert_equal_arrays(params, ref_params, True, f"params after step {step}")
+    assert_states_equal(opt.state_dict(to="all"), ref.state_dict(), exact=True)
+
+
 # ------------------------------------------------------------- faults (in-job)
 def test_mismatched_shapes_detected_before_any_step_on_every_rank():
     if SIZE == 1:
