@@ -657,6 +657,36 @@ def test_sgd_dampening_after_a_skipped_first_step_matches_the_cpu(host_waits, la
         check(sd["state"][i]["momentum_buffer"], ref_sd["state"][i]["momentum_buffer"])
 
 
+@pytest.mark.parametrize("flat", [False, True])
+def test_sgd_dampening_loaded_state_is_not_a_pending_first_step(flat):
+    """A buffer loaded after a skipped first step is real state: the next step uses the
+    momentum rule, as on the CPU (the pending mark belonged to the replaced buffer)."""
+    rng = np.random.default_rng(44)
+    shapes = [(9,), (2, 5)]
+    kw = dict(lr=0.1, momentum=0.9, dampening=0.3, skip_nonfinite=True)
+    init = random_arrays(rng, shapes, np.float64)
+    ref_params = [x.copy() for x in init]
+    ref = fastoptim.SGD(ref_params, backend="numpy", **kw)
+    ref.step(random_arrays(rng, shapes, np.float64))  # a real step: real buffers
+    params, fp = to_device_params(init, flat)
+    for p, r in zip(params, ref_params):
+        p.copy_to_device(r)
+    opt = fastoptim.SGD(params, **kw)
+    bad = random_arrays(rng, shapes, np.float64)
+    bad[0][0] = np.nan
+    opt.step([dev(g) for g in bad])  # skipped first step: pending zero buffers
+    opt.load_state_dict(ref.state_dict())
+    for _ in range(2):
+        grads = random_arrays(rng, shapes, np.float64)
+        ref.step(grads)
+        opt.step([dev(g) for g in grads])
+    check = np.testing.assert_array_equal if _cuda.SIMULATOR else assert_close
+    for p, r in zip(params, ref_params):
+        check(host(p), r)
+    for i, entry in ref.state_dict()["state"].items():
+        check(opt.state_dict()["state"][i]["momentum_buffer"], entry["momentum_buffer"])
+
+
 @pytest.mark.parametrize("layout", ["one", "list", "flat"])
 def test_adam_skips_on_the_device_and_counts_the_true_step(host_reads, layout):
     """Skipped steps (first and later ones) are counted on the device; the bias corrections

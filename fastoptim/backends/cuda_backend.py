@@ -35,6 +35,7 @@ finished, or that stream made the current one here, before ``step``).
 from __future__ import annotations
 
 import math
+import weakref
 
 import numpy as np
 
@@ -197,16 +198,51 @@ class FirstStepCells(dict):
     A skipped step changes nothing, so a buffer whose first steps were all
     skipped must take the first-step rule (``buf = g``, not ``momentum * buf +
     (1 - dampening) * g``) at its first real step. The host does not know which
-    steps the device skipped, so each such buffer gets a two-element device cell
-    ``[pending, blocks]`` (its dtype), zero at allocation: a skipped launch with
+    steps the device skipped, so each such buffer gets a two-element int64
+    device cell ``[pending, blocks]``, zero at allocation: a skipped launch with
     ``first_step`` sets ``pending``, a later launch that finds it set takes the
     first-step rule and clears it (see ``_first_step_pending``). Each value is
-    ``(buffer, cell)``: the buffer is held so that its address cannot be reused
-    by another array while the entry lives (the optimizer's lifetime).
+    ``(owner, cell)``: ``owner()`` is the object that owns the buffer's memory
+    (weakly referenced), so an entry whose memory was freed, whose address
+    another array may now have, is never used.
     """
+
+    sweep_at = 64
 
     def __deepcopy__(self, memo):  # a copy's buffers live elsewhere: it starts afresh
         return FirstStepCells()
+
+    def live(self, key):
+        hit = self.get(key)
+        if hit is not None and hit[0]() is None:  # the memory was freed
+            del self[key]
+            return None
+        return hit
+
+    def add(self, key, buf, cell):
+        if len(self) >= self.sweep_at:  # drop the entries of freed buffers now and then
+            for k in [k for k, (owner, _) in self.items() if owner() is None]:
+                del self[k]
+            self.sweep_at = 2 * len(self) + 64
+        hit = self[key] = (_memory_owner(buf), cell)
+        return hit
+
+
+def _memory_owner(buf):
+    """A weak reference to the object that owns ``buf``'s memory, which every view of it
+    keeps alive (Numba's ``gpu_data``; under the simulator, the root host array); where
+    none can be taken, a strong one (the memory then stays while the entry does)."""
+    owner = getattr(buf, "gpu_data", None)
+    if _cuda.SIMULATOR and isinstance(buf, _cuda._NativeArray):
+        owner = buf._ary
+        while isinstance(owner.base, np.ndarray):
+            owner = owner.base
+    if owner is None:
+        owner = buf
+    try:
+        return weakref.ref(owner)
+    except TypeError:
+        return lambda: owner
 
 
 def _first_cell(buf, grad_scale, momentum, dampening, first_step, dtype):
@@ -220,9 +256,9 @@ def _first_cell(buf, grad_scale, momentum, dampening, first_step, dtype):
         cells = grad_scale.first_cells = FirstStepCells()
     key = (_address(buf), int(math.prod(buf.shape)), np.dtype(dtype))
     if first_step:  # a new buffer: a new cell, zero (not pending) until a launch is skipped
-        hit = cells[key] = (buf, _cuda.zeros(2, np.int64))
+        hit = cells.add(key, buf, _cuda.zeros(2, np.int64))
     else:
-        hit = cells.get(key)
+        hit = cells.live(key)
         if hit is None:
             hit = _inherit_cell(cells, key, buf)
             if hit is None:
@@ -235,12 +271,12 @@ def _inherit_cell(cells, key, buf):
     step) gets its own cell, a device copy of the whole buffer's (no host wait)."""
     address, n, dtype = key
     end = address + n * dtype.itemsize
-    for (a, m, dt), (_, cell) in list(cells.items()):
-        if dt == dtype and a <= address and end <= a + m * dt.itemsize and (a, m) != key[:2]:
+    for (a, m, dt), (owner, cell) in list(cells.items()):
+        if (dt == dtype and a <= address and end <= a + m * dt.itemsize and (a, m) != key[:2]
+                and owner() is not None):
             own = cuda.device_array(2, dtype=np.int64)
             own.copy_to_device(cell, stream=_cuda.get_stream())
-            hit = cells[key] = (buf, own)
-            return hit
+            return cells.add(key, buf, own)
     return None
 
 
