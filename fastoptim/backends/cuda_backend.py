@@ -356,10 +356,24 @@ def check_gradients(opt, grads):
             control.skipped_base = opt.skipped_steps
     control.run(flats, opt.max_grad_norm, opt.skip_nonfinite)
     opt.last_grad_norm = lambda: control.read()[0]
+    if opt.skip_nonfinite and not _skips_on_device(opt):  # kernels unknown here: ask the host
+        norm, _bad, skip = control.read()
+        opt.last_grad_norm = norm
+        opt.last_step_skipped = bool(skip)
+        opt.skipped_steps = control.skipped_base + int(control.read_skips())
+        return None if skip else control
     if opt.skip_nonfinite:  # the kernels skip on the device; the host learns it when it asks
         opt.last_step_skipped = lambda: control.read()[2]
         opt.skipped_steps = lambda: control.skipped_base + int(control.read_skips())
     return control
+
+
+def _skips_on_device(opt):
+    """SGD, Adam and AdamW kernels skip by themselves (and count or mark it on the device);
+    another optimizer's kernels may not, so for it the host reads the flag (one wait)."""
+    from ..optimizers import SGD, Adam
+
+    return isinstance(opt, (SGD, Adam))
 
 
 # -------------------------------------------------------- one launch for a list
