@@ -144,13 +144,15 @@ def test_kernels_take_the_scalars_in_order():
     names = list(inspect.signature(cuda_backend._adam_kernel.py_func).parameters)
     assert names[7:] == list(_scalars.AdamScalars._fields) + ["amsgrad", "maximize", "attempted", "lr"]
     names = list(inspect.signature(cuda_backend._sgd_kernel.py_func).parameters)
-    assert names[4:] == list(_scalars.SGDScalars._fields) + ["first_step", "nesterov", "maximize"]
+    assert names[5:] == list(_scalars.SGDScalars._fields) + ["first_step", "nesterov", "maximize",
+                                                             "track_first"]
     # the pointer-table kernels: (table, total, ctrl), then the same scalars and flags
     names = list(inspect.signature(cuda_backend._adam_multi).parameters)
     assert names[3:] == list(_scalars.AdamScalars._fields) + ["amsgrad", "maximize", "attempted",
                                                               "lr"]
     names = list(inspect.signature(cuda_backend._sgd_multi).parameters)
-    assert names[3:] == list(_scalars.SGDScalars._fields) + ["first_step", "nesterov", "maximize"]
+    assert names[3:] == list(_scalars.SGDScalars._fields) + ["first_step", "nesterov", "maximize",
+                                                             "track_first"]
 
 
 # ------------------------------------------------------------------- the math
@@ -553,14 +555,14 @@ def test_max_grad_norm_stays_on_the_device(host_reads, dtypes):
 
 @pytest.mark.parametrize("dampening", [0.0, 0.5])
 def test_skip_nonfinite_on_the_device(host_reads, dampening):
-    """SGD without dampening (and Adam) skip on the device: no read-back during step; the
-    flag and the count are read when asked. With dampening the host reads the flag."""
+    """SGD (with or without dampening) and Adam skip on the device: no read-back during
+    step; the flag and the count are read when asked."""
     p = dev(np.ones(40, np.float32))
     opt = fastoptim.SGD([p], lr=0.1, momentum=0.9, dampening=dampening, skip_nonfinite=True)
     bad = np.ones(40, np.float32)
     bad[17] = np.nan
     opt.step([dev(bad)])
-    assert host_reads["n"] == (0 if dampening == 0 else 1)
+    assert host_reads["n"] == 0
     assert opt.last_step_skipped and opt.skipped_steps == 1 and math.isnan(opt.last_grad_norm)
     np.testing.assert_array_equal(host(p), np.ones(40))
     for entry in opt.state_dict()["state"].values():  # at most a zero buffer, never garbage
@@ -571,6 +573,118 @@ def test_skip_nonfinite_on_the_device(host_reads, dampening):
     opt.step([dev(np.ones(40, np.float32))])
     np.testing.assert_allclose(host(p), np.full(40, 0.9 - 0.1 * (0.9 + (1 - dampening)),
                                                 np.float32), rtol=1e-6)
+
+
+@pytest.fixture
+def host_waits(monkeypatch):
+    """Count everything that makes the host wait for the GPU: device-to-host copies (of any
+    device array) and device or stream synchronizations."""
+    counter = {"n": 0}
+
+    def counted(original):
+        def wrapper(*args, **kwargs):
+            counter["n"] += 1
+            return original(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(_cuda._NativeArray, "copy_to_host",
+                        counted(_cuda._NativeArray.copy_to_host))
+    monkeypatch.setattr(cuda, "synchronize", counted(cuda.synchronize))
+    stream_type = type(cuda.stream())
+    monkeypatch.setattr(stream_type, "synchronize", counted(stream_type.synchronize))
+    return counter
+
+
+# (kind of step, gradients given): "bad" holds an Inf, None: that tensor has no gradient
+SGD_SKIP_PLANS = {
+    "skipped first": [("bad", (0, 1)), ("ok", (0, 1)), ("ok", (0, 1)), ("bad", (0, 1)),
+                      ("ok", (0, 1))],
+    "two skipped, then a partial step": [("bad", (0, 1)), ("bad", (0, 1)), ("ok", (0,)),
+                                         ("ok", (0, 1)), ("ok", (0, 1))],
+}
+
+
+@pytest.mark.parametrize("plan", list(SGD_SKIP_PLANS), ids=str)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["one", "list", "flat"])
+def test_sgd_dampening_after_a_skipped_first_step_matches_the_cpu(host_waits, layout, dtype,
+                                                                  plan):
+    """SGD with momentum and dampening != 0 skips on the device: a buffer whose first steps
+    were all skipped still takes the first-step rule (buf = g) at its first real step, so
+    the parameters and buffers equal the CPU reference's (which a skipped step leaves
+    untouched) exactly, and no step waits for the GPU."""
+    rng = np.random.default_rng(43)
+    shapes = [(9,)] if layout == "one" else [(9,), (2, 5)]
+    plan = [(kind, tuple(i for i in given if i < len(shapes)))
+            for kind, given in SGD_SKIP_PLANS[plan]]
+    kw = dict(lr=0.1, momentum=0.9, dampening=0.3, weight_decay=0.01, skip_nonfinite=True)
+    init = random_arrays(rng, shapes, dtype)
+    ref_params = [x.copy() for x in init]
+    ref = fastoptim.SGD(ref_params, backend="numpy", **kw)
+    params, fp = to_device_params(init, layout == "flat")
+    opt = fastoptim.SGD(params, **kw)
+    twin_params, _ = to_device_params(init, layout == "flat")  # sees the real steps only
+    twin = fastoptim.SGD(twin_params, **{**kw, "skip_nonfinite": False})
+    for kind, given in plan:
+        grads = random_arrays(rng, shapes, dtype)
+        if kind == "bad":
+            grads[-1].flat[-1] = np.inf
+        listed = [g if i in given else None for i, g in enumerate(grads)]
+        ref.step(listed)
+        if fp is not None and len(given) == len(shapes):
+            for view, value in zip(fp.grads, grads):
+                view.copy_to_device(value)
+            device_grads = fp.grads
+        else:
+            device_grads = [dev(g) if g is not None else None for g in listed]
+        host_waits["n"] = 0
+        opt.step(device_grads[0] if layout == "one" else device_grads)
+        assert host_waits["n"] == 0, "the step waited for the GPU"
+        if kind == "ok":
+            twin.step([dev(g) if g is not None else None for g in listed]
+                      if layout != "one" else dev(grads[0]))
+    assert opt.skipped_steps == ref.skipped_steps == sum(k == "bad" for k, _ in plan)
+    sd, ref_sd = opt.state_dict(), ref.state_dict()
+    for i in range(len(shapes)):
+        exact = np.testing.assert_array_equal
+        # the same kernels with and without the skipped steps: equal bit for bit anywhere
+        exact(host(params[i]), host(twin_params[i]))
+        exact(sd["state"][i]["momentum_buffer"],
+              twin.state_dict()["state"][i]["momentum_buffer"])
+        # and the CPU reference: bit for bit under the simulator (a GPU may contract FMAs)
+        check = exact if _cuda.SIMULATOR else assert_close
+        check(host(params[i]), ref_params[i])
+        check(sd["state"][i]["momentum_buffer"], ref_sd["state"][i]["momentum_buffer"])
+
+
+@pytest.mark.parametrize("flat", [False, True])
+def test_sgd_dampening_loaded_state_is_not_a_pending_first_step(flat):
+    """A buffer loaded after a skipped first step is real state: the next step uses the
+    momentum rule, as on the CPU (the pending mark belonged to the replaced buffer)."""
+    rng = np.random.default_rng(44)
+    shapes = [(9,), (2, 5)]
+    kw = dict(lr=0.1, momentum=0.9, dampening=0.3, skip_nonfinite=True)
+    init = random_arrays(rng, shapes, np.float64)
+    ref_params = [x.copy() for x in init]
+    ref = fastoptim.SGD(ref_params, backend="numpy", **kw)
+    ref.step(random_arrays(rng, shapes, np.float64))  # a real step: real buffers
+    params, fp = to_device_params(init, flat)
+    for p, r in zip(params, ref_params):
+        p.copy_to_device(r)
+    opt = fastoptim.SGD(params, **kw)
+    bad = random_arrays(rng, shapes, np.float64)
+    bad[0][0] = np.nan
+    opt.step([dev(g) for g in bad])  # skipped first step: pending zero buffers
+    opt.load_state_dict(ref.state_dict())
+    for _ in range(2):
+        grads = random_arrays(rng, shapes, np.float64)
+        ref.step(grads)
+        opt.step([dev(g) for g in grads])
+    check = np.testing.assert_array_equal if _cuda.SIMULATOR else assert_close
+    for p, r in zip(params, ref_params):
+        check(host(p), r)
+    for i, entry in ref.state_dict()["state"].items():
+        check(opt.state_dict()["state"][i]["momentum_buffer"], entry["momentum_buffer"])
 
 
 @pytest.mark.parametrize("layout", ["one", "list", "flat"])

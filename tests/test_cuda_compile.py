@@ -39,6 +39,7 @@ def test_every_kernel_compiles_for_sm80_and_sm90(compiled):
     names = {r["name"] for r in compiled}
     for kind in ("sgd", "adam", "sgd_multi", "adam_multi", "stats", "stats_chunks", "finalize"):
         assert {f"{kind}_float32", f"{kind}_float64"} <= names
+    assert "fill_int64" in names  # SGD's "first step pending" cells
     assert {r["cc"] for r in compiled} == {"sm_80", "sm_90"}
 
 

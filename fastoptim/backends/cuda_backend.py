@@ -35,6 +35,7 @@ finished, or that stream made the current one here, before ``step``).
 from __future__ import annotations
 
 import math
+import weakref
 
 import numpy as np
 
@@ -76,12 +77,31 @@ _adam_update = cuda.jit(device=True, inline=True)(_math.adam_update)
 _CACHE = not _cuda.SIMULATOR
 
 
+@cuda.jit(device=True, inline=True)
+def _first_step_pending(pending):
+    """True when the buffer's first steps were all skipped on the device (``pending[0]``),
+    for every thread of the grid; the last block to read it clears it (``pending[1]``
+    counts the blocks that have read it), so the next launch uses the momentum rule."""
+    if pending[0] == 0:
+        return False
+    cuda.syncthreads()  # every thread of this block has read pending[0]
+    if cuda.threadIdx.x == 0:
+        if cuda.atomic.add(pending, 1, 1) == cuda.gridDim.x - 1:  # the last block to read
+            pending[0] = 0
+            pending[1] = 0
+    return True
+
+
 @cuda.jit(cache=_CACHE)
-def _sgd_kernel(param, grad, buf, ctrl, grad_scale, neg_lr, weight_decay, momentum,
+def _sgd_kernel(param, grad, buf, ctrl, pending, grad_scale, neg_lr, weight_decay, momentum,
                 one_minus_dampening, has_weight_decay, has_momentum, first_step, nesterov,
-                maximize):
+                maximize, track_first):
     if ctrl[1] != 0:  # skip_nonfinite found a NaN/Inf gradient (on the device)
+        if track_first and first_step and cuda.grid(1) == 0:
+            pending[0] = 1  # the buffer holds no first step yet: the next real one is it
         return
+    if track_first and _first_step_pending(pending):
+        first_step = True
     grad_scale = grad_scale * ctrl[0]  # the clip factor computed on the device (else 1)
     start = cuda.grid(1)
     stride = cuda.gridsize(1)
@@ -158,6 +178,8 @@ def _control(grad_scale, dtype):
 def sgd(param, grad, momentum_buffer, *, lr, momentum, dampening, weight_decay,
         nesterov, maximize, first_step, grad_scale=1.0):
     _check_device(param)
+    pending, track = _first_cell(momentum_buffer, grad_scale, momentum, dampening, first_step,
+                                 param.dtype)
     grad_scale, ctrl = _control(grad_scale, param.dtype)
     s = sgd_scalars(param.dtype, lr=lr, momentum=momentum, dampening=dampening,
                     weight_decay=weight_decay, grad_scale=grad_scale)
@@ -165,8 +187,97 @@ def sgd(param, grad, momentum_buffer, *, lr, momentum, dampening, weight_decay,
     if n == 0:
         return
     buf = param if momentum_buffer is None else momentum_buffer  # unused without momentum
-    _configured(_sgd_kernel, n)(param, grad, buf, ctrl, *s, bool(first_step), bool(nesterov),
-                                bool(maximize))
+    _configured(_sgd_kernel, n)(param, grad, buf, ctrl, pending, *s, bool(first_step),
+                                bool(nesterov), bool(maximize), track)
+
+
+class FirstStepCells(dict):
+    """SGD's "first step still pending" cells of one optimizer (momentum, dampening != 0,
+    ``skip_nonfinite``), keyed by (address, length, dtype) of the momentum buffer.
+
+    A skipped step changes nothing, so a buffer whose first steps were all
+    skipped must take the first-step rule (``buf = g``, not ``momentum * buf +
+    (1 - dampening) * g``) at its first real step. The host does not know which
+    steps the device skipped, so each such buffer gets a two-element int64
+    device cell ``[pending, blocks]``, zero at allocation: a skipped launch with
+    ``first_step`` sets ``pending``, a later launch that finds it set takes the
+    first-step rule and clears it (see ``_first_step_pending``). Each value is
+    ``(owner, cell)``: ``owner()`` is the object that owns the buffer's memory
+    (weakly referenced), so an entry whose memory was freed, whose address
+    another array may now have, is never used.
+    """
+
+    sweep_at = 64
+
+    def __deepcopy__(self, memo):  # a copy's buffers live elsewhere: it starts afresh
+        return FirstStepCells()
+
+    def live(self, key):
+        hit = self.get(key)
+        if hit is not None and hit[0]() is None:  # the memory was freed
+            del self[key]
+            return None
+        return hit
+
+    def add(self, key, buf, cell):
+        if len(self) >= self.sweep_at:  # drop the entries of freed buffers now and then
+            for k in [k for k, (owner, _) in self.items() if owner() is None]:
+                del self[k]
+            self.sweep_at = 2 * len(self) + 64
+        hit = self[key] = (_memory_owner(buf), cell)
+        return hit
+
+
+def _memory_owner(buf):
+    """A weak reference to the object that owns ``buf``'s memory, which every view of it
+    keeps alive (Numba's ``gpu_data``; under the simulator, the root host array); where
+    none can be taken, a strong one (the memory then stays while the entry does)."""
+    owner = getattr(buf, "gpu_data", None)
+    if _cuda.SIMULATOR and isinstance(buf, _cuda._NativeArray):
+        owner = buf._ary
+        while isinstance(owner.base, np.ndarray):
+            owner = owner.base
+    if owner is None:
+        owner = buf
+    try:
+        return weakref.ref(owner)
+    except TypeError:
+        return lambda: owner
+
+
+def _first_cell(buf, grad_scale, momentum, dampening, first_step, dtype):
+    """(device cell, track) for one SGD launch: track is True when this buffer has a
+    "first step pending" cell (``FirstStepCells``) that the kernel must read."""
+    if (buf is None or momentum == 0 or dampening == 0
+            or not isinstance(grad_scale, _reduce.GradControl) or not grad_scale.skip_nonfinite):
+        return _reduce.zero_cell(np.int64), False  # never written: track is False
+    cells = getattr(grad_scale, "first_cells", None)
+    if cells is None:  # a control made outside an optimizer (check_gradients sets it)
+        cells = grad_scale.first_cells = FirstStepCells()
+    key = (_address(buf), int(math.prod(buf.shape)), np.dtype(dtype))
+    if first_step:  # a new buffer: a new cell, zero (not pending) until a launch is skipped
+        hit = cells.add(key, buf, _cuda.zeros(2, np.int64))
+    else:
+        hit = cells.live(key)
+        if hit is None:
+            hit = _inherit_cell(cells, key, buf)
+            if hit is None:
+                return _reduce.zero_cell(np.int64), False
+    return hit[1], True
+
+
+def _inherit_cell(cells, key, buf):
+    """A view of a pending buffer (a FlatParams group stepping per tensor after a partial
+    step) gets its own cell, a device copy of the whole buffer's (no host wait)."""
+    address, n, dtype = key
+    end = address + n * dtype.itemsize
+    for (a, m, dt), (owner, cell) in list(cells.items()):
+        if (dt == dtype and a <= address and end <= a + m * dt.itemsize and (a, m) != key[:2]
+                and owner() is not None):
+            own = cuda.device_array(2, dtype=np.int64)
+            own.copy_to_device(cell, stream=_cuda.get_stream())
+            return cells.add(key, buf, own)
+    return None
 
 
 def _step_cell(step, grad_scale, dtype):
@@ -216,49 +327,53 @@ def check_gradients(opt, grads):
     that copies the norm back only when asked (the optimizer's property calls it).
 
     The host does not wait for the GPU: the update kernels skip by themselves,
-    and Adam's ``DeviceStep`` counters count the skipped steps on the device
-    (``opt.last_step_skipped`` / ``skipped_steps`` become callables that the
-    optimizer's properties resolve when read). The one exception is SGD with
-    momentum and ``dampening != 0`` under ``skip_nonfinite``: a skipped first
-    step would need a device-side "first step" flag, so there the host reads the
-    flag (8 bytes, one wait per step) and skips as on the CPU.
+    Adam's ``DeviceStep`` counters count the skipped steps on the device, and
+    SGD's momentum buffers (with ``dampening != 0``) keep a device cell saying
+    that their first step is still to come (``FirstStepCells``);
+    ``opt.last_step_skipped`` / ``skipped_steps`` become callables that the
+    optimizer's properties resolve when read.
     """
     flats = [_cuda.DeviceArrays.ravel(g) for g in grads]
     layout = tuple((int(f.shape[0]), np.dtype(f.dtype)) for f in flats)
-    control = getattr(opt, "_cuda_grad_control", None)
+    old = control = getattr(opt, "_cuda_grad_control", None)
     if control is None or control.layout != layout:
         control = _reduce.GradControl(layout)
         opt._cuda_grad_control = control
-    sync_free = opt.skip_nonfinite and _skip_on_device(opt)
-    if sync_free and control.skipped_base is None:  # once per control buffer (one wait)
-        control.skipped_base = opt.skipped_steps - int(control.read_skips())
+    cells = opt.__dict__.get("_cuda_first_cells")
+    if cells is None:  # one per optimizer: it outlives a control rebuilt for a new layout
+        cells = opt._cuda_first_cells = FirstStepCells()
+    control.first_cells = cells
+    if opt.skip_nonfinite and control.skipped_base is None:
+        # the control's device count (ctrl[4]) is still 0: it counts only while skip_nonfinite
+        # is on, and this is the first such step on it. The count so far is the optimizer's;
+        # if it is still on the control of an earlier gradient layout, it moves over by a
+        # device copy (no wait) when the dtypes match, else it is read (one wait)
+        if (callable(opt._skipped_steps) and old is not None and old is not control
+                and old.skipped_base is not None and old.result == control.result):
+            control.ctrl[4:5].copy_to_device(old.ctrl[4:5], stream=_cuda.get_stream())
+            control.skipped_base = old.skipped_base
+        else:
+            control.skipped_base = opt.skipped_steps
     control.run(flats, opt.max_grad_norm, opt.skip_nonfinite)
     opt.last_grad_norm = lambda: control.read()[0]
-    if sync_free:  # the kernels skip on the device; the host learns it when it asks
-        opt.last_step_skipped = lambda: control.read()[2]
-        opt.skipped_steps = lambda: control.skipped_base + int(control.read_skips())
-        return control
-    if opt.skip_nonfinite:
+    if opt.skip_nonfinite and not _skips_on_device(opt):  # kernels unknown here: ask the host
         norm, _bad, skip = control.read()
         opt.last_grad_norm = norm
-        if skip:
-            opt.last_step_skipped = True
-            opt.skipped_steps += 1
-            return None
+        opt.last_step_skipped = bool(skip)
+        opt.skipped_steps = control.skipped_base + int(control.read_skips())
+        return None if skip else control
+    if opt.skip_nonfinite:  # the kernels skip on the device; the host learns it when it asks
+        opt.last_step_skipped = lambda: control.read()[2]
+        opt.skipped_steps = lambda: control.skipped_base + int(control.read_skips())
     return control
 
 
-def _skip_on_device(opt):
-    """Can the kernels skip a step by themselves? Adam: yes (DeviceStep counters). SGD: when
-    no group uses dampening (a momentum buffer whose first step was skipped holds zeros, and
-    0 * momentum + 1 * g is g, exactly the first step's buffer); else the host reads the flag."""
+def _skips_on_device(opt):
+    """SGD, Adam and AdamW kernels skip by themselves (and count or mark it on the device);
+    another optimizer's kernels may not, so for it the host reads the flag (one wait)."""
     from ..optimizers import SGD, Adam
 
-    if isinstance(opt, Adam):
-        return True
-    if isinstance(opt, SGD):
-        return all(g["momentum"] == 0 or g["dampening"] == 0 for g in opt.param_groups)
-    return False
+    return isinstance(opt, (SGD, Adam))
 
 
 # -------------------------------------------------------- one launch for a list
@@ -325,15 +440,22 @@ def sgd_multi(params, grads, momentum_buffers, *, lr, momentum, dampening, weigh
     keep = _nonempty(params)
     if not keep:
         return
+    cells, track = [], False
+    for i in keep:
+        cell, tracked = _first_cell(bufs[i], grad_scale, momentum, dampening, first_step, dtype)
+        cells.append(cell)
+        track = track or tracked
     grad_scale, ctrl = _control(grad_scale, dtype)
     s = sgd_scalars(dtype, lr=lr, momentum=momentum, dampening=dampening,
                     weight_decay=weight_decay, grad_scale=grad_scale)
     ps = [params[i] for i in keep]
     gs = [grads[i] for i in keep]
     bs = [bufs[i] if bufs[i] is not None else params[i] for i in keep]
-    table, total = _table((ps, gs, bs), [math.prod(p.shape) for p in ps])
+    # column 3: each buffer's "first step pending" cell; row 0, column 4: the launch's
+    # count of blocks done (the last one clears the cells it found pending)
+    table, total = _table((ps, gs, bs, cells), [math.prod(p.shape) for p in ps])
     _configured(_sgd_multi_kernel, total)(table, total, ctrl, *s, bool(first_step),
-                                          bool(nesterov), bool(maximize))
+                                          bool(nesterov), bool(maximize), track)
 
 
 def adam_multi(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, step, lr, beta1,
@@ -446,8 +568,12 @@ _ptr = _cuda.raw_pointer
 
 def _sgd_multi(table, total, ctrl, grad_scale, neg_lr, weight_decay, momentum,
                one_minus_dampening, has_weight_decay, has_momentum, first_step, nesterov,
-               maximize):
+               maximize, track_first):
     if ctrl[1] != 0:
+        if track_first and first_step and cuda.grid(1) == 0:
+            for r in range(table.shape[0]):  # no first step yet: the next real one is it
+                cell = _ptr(table[r, 3], total)
+                cell[0] = 1
         return
     grad_scale = grad_scale * ctrl[0]
     start = cuda.grid(1)
@@ -458,6 +584,9 @@ def _sgd_multi(table, total, ctrl, grad_scale, neg_lr, weight_decay, momentum,
     p = _ptr(table[0, 0], neg_lr)
     g = _ptr(table[0, 1], neg_lr)
     b = _ptr(table[0, 2], neg_lr)
+    first = first_step
+    if track_first and not first_step:
+        first = _ptr(table[0, 3], total)[0] != 0
     for i in range(start, total, stride):
         if i >= hi:
             while i >= hi:
@@ -467,9 +596,11 @@ def _sgd_multi(table, total, ctrl, grad_scale, neg_lr, weight_decay, momentum,
             p = _ptr(table[t, 0], neg_lr)
             g = _ptr(table[t, 1], neg_lr)
             b = _ptr(table[t, 2], neg_lr)
+            if track_first and not first_step:
+                first = _ptr(table[t, 3], total)[0] != 0
         j = i - lo
         x = p[j]
-        if has_momentum and not first_step:
+        if has_momentum and not first:
             p[j], b[j] = _sgd_update(x, g[j], b[j], grad_scale, neg_lr, weight_decay, momentum,
                                      one_minus_dampening, has_weight_decay, True, False,
                                      nesterov, maximize)
@@ -481,6 +612,15 @@ def _sgd_multi(table, total, ctrl, grad_scale, neg_lr, weight_decay, momentum,
             p[j], _ = _sgd_update(x, g[j], x, grad_scale, neg_lr, weight_decay, momentum,
                                   one_minus_dampening, has_weight_decay, False, False,
                                   nesterov, maximize)
+    if track_first and not first_step:  # the last block done clears the pending cells
+        cuda.syncthreads()  # every thread of this block is past its reads of the cells
+        if cuda.threadIdx.x == 0:
+            if cuda.atomic.add(table, (0, 4), 1) == cuda.gridDim.x - 1:
+                for r in range(table.shape[0]):
+                    cell = _ptr(table[r, 3], total)
+                    if cell[0] != 0:
+                        cell[0] = 0
+                table[0, 4] = 0
 
 
 def _adam_multi(table, total, ctrl, grad_scale, lerp_weight, lerp_complement, lerp_from_start,
@@ -562,19 +702,22 @@ def compile_targets():
     for dt in (T.float32, T.float64):
         f32 = dt == T.float32
         arr, ctrl = dt[::1], dt[::1]
-        sgd_sig = (arr, arr, arr, ctrl, dt, dt, dt, dt, dt, T.boolean, T.boolean, T.boolean,
-                   T.boolean, T.boolean)
+        sgd_sig = (arr, arr, arr, ctrl, T.int64[::1], dt, dt, dt, dt, dt, T.boolean, T.boolean,
+                   T.boolean, T.boolean, T.boolean, T.boolean)
         adam_sig = (arr, arr, arr, arr, arr, ctrl, arr, dt, dt, dt, T.boolean, dt, dt, dt, dt,
                     dt, dt, dt, T.int64, T.boolean, T.boolean, dt, dt)
         table = T.int64[:, ::1]
         targets += [
             (f"sgd_{dt}", _sgd_kernel.py_func, sgd_sig, f32),
             (f"adam_{dt}", _adam_kernel.py_func, adam_sig, f32),
-            (f"sgd_multi_{dt}", _sgd_multi, (table, T.int64) + sgd_sig[3:], f32),
+            (f"sgd_multi_{dt}", _sgd_multi, (table, T.int64, ctrl) + sgd_sig[5:], f32),
             (f"adam_multi_{dt}", _adam_multi, (table, T.int64) + adam_sig[5:6] + adam_sig[7:],
              f32),
             (f"fill_{dt}", _cuda._fill_kernel.py_func, (arr, dt), f32),
         ]
+        if f32:  # the int64 cells (SGD's "first step pending"): no float at all
+            targets.append(("fill_int64", _cuda._fill_kernel.py_func,
+                            (T.int64[::1], T.int64), True))
         mat = dt[:, ::1]
         for name, dtype, fn in _reduce.python_functions():
             if np.dtype(dtype) != np.dtype(str(dt)):
