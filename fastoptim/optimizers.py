@@ -155,6 +155,27 @@ class _Segment:
         self.checked = -1  # the edit count at which opt.state was last found to hold them
 
 
+def _data_address(a):
+    return a.__array_interface__["data"][0]
+
+
+def _check_segment_memory(indices, segment):
+    """The parameters of a flat group are views into one buffer: refuse a step once that
+    buffer no longer holds them (``buffer.resize(..., refcheck=False)`` reallocates or
+    shrinks it in place and leaves every view dangling; writing through them would write
+    into freed memory). O(1): the group's flat view must still start where the buffer
+    says and fit inside it."""
+    root, param = segment.root, segment.param
+    if not (isinstance(root, np.ndarray) and isinstance(param, np.ndarray)):
+        return  # device arrays cannot be resized in place
+    if (root.size < segment.start + param.size
+            or _data_address(param) != _data_address(root) + segment.start * root.itemsize):
+        raise ValueError(
+            f"the buffer behind params[{indices[0]}:{indices[-1] + 1}] was resized or "
+            "reallocated in place (ndarray.resize with refcheck=False?): the parameters are "
+            "views into memory it no longer holds; make a new FlatParams and optimizer")
+
+
 class _State(dict):
     """``optimizer.state``: per-parameter state, keyed by the parameter's index.
 
@@ -766,6 +787,8 @@ class Optimizer:
         contiguous = self.backend != backends.REFERENCE
         check = self._devices.check_state
         for (group, indices), segment in zip(self._group_indices(), self._segments):
+            if segment is not None:
+                _check_segment_memory(indices, segment)
             if segment is not None and segment.uniform:
                 if self._segment_intact(indices, segment):
                     self._check_segment_arrays(indices, segment, contiguous)
@@ -1249,6 +1272,19 @@ class Optimizer:
     def __setstate__(self, state):  # pickle
         self.__dict__.update(state)
         self._layout.sync = weakref.WeakMethod(self._sync_layout)
+        # pickle does not keep views of one buffer aliased: a flat group whose parameters
+        # came back as separate arrays steps them one by one, each with its own state
+        for k, ((_, indices), segment) in enumerate(zip(self._group_indices(), self._segments)):
+            if segment is None:
+                continue
+            try:
+                _check_segment_memory(indices, segment)
+                if all(np.shares_memory(self._params[i], segment.param) for i in indices):
+                    continue
+            except ValueError:
+                pass
+            self._unshare(indices, segment)
+            self._segments[k] = None
 
     def __repr__(self):
         lines = [f"{type(self).__name__} (backend={self.backend!r})"]

@@ -842,3 +842,38 @@ def test_assigning_a_whole_new_state_is_honoured():
     np.testing.assert_array_equal(opt.state[0]["momentum_buffer"], ones(3))
     with pytest.raises(TypeError, match="optimizer.state must be a dict"):
         opt.state = [1]
+
+
+@pytest.mark.parametrize("backend", CPU)
+def test_resized_flat_buffer_is_refused_not_written(backend):
+    """``flat.buffer.resize(..., refcheck=False)`` leaves every parameter view dangling
+    (the C backend corrupted the heap writing through them): each later step, with
+    ``flat.grads`` or with per-parameter gradients, is refused and writes nothing."""
+    code = f"""
+        import numpy as np, fastoptim
+        from fastoptim import FlatParams
+        for change in ("grow", "shrink"):
+            for grads_kind in ("flat", "dict"):
+                flat = FlatParams({{"w": np.ones((64, 32), np.float32),
+                                    "b": np.ones(32, np.float32)}})
+                opt = fastoptim.Adam(flat.params, lr=0.1, backend={backend!r})
+                flat.grads["w"][...] = 1
+                flat.grads["b"][...] = 1
+                opt.step(flat.grads)
+                buffer = flat.buffer
+                n = buffer.size
+                buffer.resize(n * 64 if change == "grow" else n // 64, refcheck=False)
+                grads = flat.grads if grads_kind == "flat" else {{
+                    "w": np.ones((64, 32), np.float32), "b": np.ones(32, np.float32)}}
+                try:
+                    opt.step(grads)
+                except ValueError as exc:
+                    assert "resized or reallocated" in str(exc), exc
+                    print("refused", change, grads_kind)
+                else:
+                    print("stepped", change, grads_kind)
+    """
+    code_rc, out, err = run_isolated(code)
+    assert code_rc == 0, err
+    assert out.split("\n")[:-1] == [f"refused {c} {g}" for c in ("grow", "shrink")
+                                    for g in ("flat", "dict")]
