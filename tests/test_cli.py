@@ -20,8 +20,10 @@ def _python(*args, timeout=120):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     env.pop("COLUMNS", None)
+    # cwd: `python -m` puts the working directory first on sys.path, and from a checkout
+    # that would import the uncompiled source tree instead of the installed package
     return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, cwd=ROOT)
 
 
 def _tables(text):

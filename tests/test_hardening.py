@@ -20,13 +20,16 @@ pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # 
 
 CPU = [b for b in backends.CPU_BACKENDS if backends.is_available(b)]
 F32 = np.float32
+_INSTALLED_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastoptim.__file__)))
 
 
 def run_isolated(code, env=None, timeout=120):
     """Run ``code`` in a fresh interpreter; return (returncode, stdout, stderr)."""
     full_env = dict(os.environ, **(env or {}))
+    # cwd: `python -c` puts the working directory first on sys.path; from a checkout that
+    # would import the uncompiled source tree instead of the installed package
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=timeout, env=full_env)
+                          text=True, timeout=timeout, env=full_env, cwd=_INSTALLED_ROOT)
     return proc.returncode, proc.stdout, proc.stderr
 
 

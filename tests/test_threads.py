@@ -18,8 +18,10 @@ def _child(code, **env):
     for key in _threads.USER_VARIABLES:
         full.pop(key, None)
     full.update(env)
+    # cwd: the installed package, not a checkout's uncompiled source tree (`-c` puts the
+    # working directory first on sys.path)
     out = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True,
-                         timeout=120)
+                         timeout=120, cwd=os.path.dirname(os.path.dirname(fastoptim.__file__)))
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
 
