@@ -28,7 +28,7 @@ import numpy as np
 from . import _plain_list
 from . import _validation as V
 from . import backends
-from .backends._multi_table import first_read_only
+from .backends._multi_table import _address, first_read_only
 from ._devices import check_backend_fits, device_support, is_array, note_parallel, parallel_guard
 from .flat import FlatGradDict, FlatGrads, copy_keeping_views, owner_of
 from .flat import _root as _host_root
@@ -155,10 +155,6 @@ class _Segment:
         self.checked = -1  # the edit count at which opt.state was last found to hold them
 
 
-def _data_address(a):
-    return a.__array_interface__["data"][0]
-
-
 def _check_segment_memory(indices, segment):
     """The parameters of a flat group are views into one buffer: refuse a step once that
     buffer no longer holds them (``buffer.resize(..., refcheck=False)`` reallocates or
@@ -169,7 +165,7 @@ def _check_segment_memory(indices, segment):
     if not (isinstance(root, np.ndarray) and isinstance(param, np.ndarray)):
         return  # device arrays cannot be resized in place
     if (root.size < segment.start + param.size
-            or _data_address(param) != _data_address(root) + segment.start * root.itemsize):
+            or _address(param) != _address(root) + segment.start * root.itemsize):
         raise ValueError(
             f"the buffer behind params[{indices[0]}:{indices[-1] + 1}] was resized or "
             "reallocated in place (ndarray.resize with refcheck=False?): the parameters are "
