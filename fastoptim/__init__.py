@@ -16,7 +16,7 @@ from .backends import available_backends  # noqa: E402
 from .backends._threads import get_num_threads, set_num_threads  # noqa: E402
 from .backends._threads import info as thread_info  # noqa: E402
 from .flat import FlatParams  # noqa: E402
-from .optimizers import SGD, Adam, AdamW, Optimizer  # noqa: E402
+from .optimizers import SGD, Adam, AdamW, Lion, Optimizer  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -29,7 +29,7 @@ _LAZY = {
 }
 
 __all__ = [
-    "SGD", "Adam", "AdamW", "Optimizer", "FlatParams", "available_backends", "functional",
+    "SGD", "Adam", "AdamW", "Lion", "Optimizer", "FlatParams", "available_backends", "functional",
     "set_num_threads", "get_num_threads", "thread_info",
     *_SUBMODULES, *_LAZY,
 ]

@@ -113,6 +113,8 @@ def try_step(opt, grads) -> bool:
     module = table_module(opt.backend)
     if module is None:
         return _decline(opt, f"no table kernels for backend {opt.backend!r}")
+    if not hasattr(module, opt._kernel or ""):
+        return _decline(opt, f"no table kernels for {type(opt).__name__}")
     if any(s is not None for s in opt._segments):
         return _decline(opt, "a group tiles one buffer (the FlatParams path)")
     grads = _grads_list(opt, grads)

@@ -91,6 +91,23 @@ def check_adam_hyperparameters(lr, betas, eps, weight_decay, amsgrad, maximize,
     _flag("decoupled_weight_decay", decoupled_weight_decay)
 
 
+def check_lion_hyperparameters(lr, betas, weight_decay, maximize):
+    """Lion: lr >= 0, betas a pair in [0, 1] (both floats or both 1-element arrays)."""
+    check_lr(lr)
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise TypeError(f"betas must be a pair (beta1, beta2), but got {betas!r}")
+    arrays = [isinstance(b, np.ndarray) for b in betas]
+    if arrays[0] != arrays[1]:
+        raise ValueError("betas must be either both floats or both Tensors")
+    for index, beta in enumerate(betas):
+        value = (_tensor_hyper(f"betas[{index}]", beta) if arrays[index]
+                 else _real(f"betas[{index}]", beta))
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"Invalid beta parameter at index {index}: {beta}")
+    check_weight_decay(weight_decay)
+    _flag("maximize", maximize)
+
+
 def check_safety_options(skip_nonfinite, max_grad_norm):
     _flag("skip_nonfinite", skip_nonfinite)
     if max_grad_norm is not None and not _real("max_grad_norm", max_grad_norm) > 0.0:

@@ -143,3 +143,21 @@ def adamw_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, st
     adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step=step, lr=lr,
               betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
               maximize=maximize, decoupled_weight_decay=True, backend=backend)
+
+
+def lion_step(params, grads, exp_avgs, *, lr=1e-4, betas=(0.9, 0.99), weight_decay=0,
+              maximize=False, backend="auto"):
+    """One Lion step (see :class:`fastoptim.Lion`), in place: ``exp_avgs`` has an
+    array per parameter (zeros before the first step). ``lr`` and ``betas`` may be
+    1-element arrays."""
+    V.check_lion_hyperparameters(lr, betas, weight_decay, maximize)
+    lr, betas = V.hyper_value(lr), tuple(V.hyper_value(b) for b in betas)
+    kernels, devices, params, grads, states = _prepare(backend, params, grads,
+                                                       {"exp_avgs": exp_avgs})
+    if any(a is None for a in states["exp_avgs"]):
+        raise ValueError("exp_avgs must have an array for every parameter")
+    with parallel_guard(kernels.name):
+        for i, (p, g) in enumerate(zip(params, grads)):
+            p, g, m = devices.kernel_views([p, g, states["exp_avgs"][i]])
+            kernels.lion(p, g, m, lr=lr, beta1=betas[0], beta2=betas[1],
+                         weight_decay=weight_decay, maximize=maximize)

@@ -30,6 +30,14 @@ void fo_adam_f64(double *param, const double *grad, double *exp_avg, double *exp
                  double neg_step_size, double weight_decay, double decay_factor,
                  int weight_decay_mode, int amsgrad, int maximize);
 
+void fo_lion_f32(float *param, const float *grad, float *exp_avg, int64_t n, float grad_scale,
+                 float neg_lr, float beta1, float one_minus_beta1, float beta2,
+                 float one_minus_beta2, float decay_factor, int has_weight_decay, int maximize);
+void fo_lion_f64(double *param, const double *grad, double *exp_avg, int64_t n,
+                 double grad_scale, double neg_lr, double beta1, double one_minus_beta1,
+                 double beta2, double one_minus_beta2, double decay_factor,
+                 int has_weight_decay, int maximize);
+
 int fo_openmp_max_threads(void);
 /* The thread policy's thresholds (fastoptim/backends/_threads.py sets them at load). */
 void fo_set_dispatch(int64_t parallel_min, int64_t blocked_max_bytes);

@@ -58,3 +58,24 @@ def adam_update(p, g, m, v, vmax, grad_scale, lerp_weight, lerp_complement, lerp
         v_hat = vmax
     denom = math.sqrt(v_hat) / bias_correction2_sqrt + eps  # eps after the bias correction
     return p + neg_step_size * m / denom, m, v, vmax
+
+
+def lion_update(p, g, m, grad_scale, neg_lr, beta1, one_minus_beta1, beta2, one_minus_beta2,
+                decay_factor, has_weight_decay, maximize):
+    """One element of Lion (Chen et al. 2023). Returns (param, exp_avg)."""
+    g = g * grad_scale  # gradient clipping folded in (exact no-op when grad_scale == 1)
+    if maximize:
+        g = -g
+    if has_weight_decay:
+        p = p * decay_factor  # decoupled weight decay, as AdamW
+    # the update is the sign of an interpolation of the old moment and the gradient
+    c = m * beta1 + one_minus_beta1 * g
+    zero = one_minus_beta2 - one_minus_beta2  # +0 in the parameter's dtype (no float64 math)
+    if c > zero:
+        step = neg_lr  # -lr * sign(c)
+    elif c < zero:
+        step = -neg_lr
+    else:  # torch's sign is 0 for 0 and for NaN
+        step = neg_lr * zero
+    m = m * beta2 + one_minus_beta2 * g  # then the moment itself moves, with beta2
+    return p + step, m

@@ -40,6 +40,17 @@ class AdamScalars(NamedTuple):
     weight_decay_mode: int  # DECAY_NONE, DECAY_L2 or DECAY_DECOUPLED
 
 
+
+class LionScalars(NamedTuple):
+    grad_scale: np.floating  # gradients are multiplied by this first (gradient clipping; 1 = off)
+    neg_lr: np.floating  # -lr: the update is param + (-lr) * sign(...)
+    beta1: np.floating  # the update's interpolation: sign(beta1 * exp_avg + (1 - beta1) * g)
+    one_minus_beta1: np.floating
+    beta2: np.floating  # the moment's: exp_avg * beta2 + (1 - beta2) * g
+    one_minus_beta2: np.floating
+    decay_factor: np.floating  # 1 - lr * weight_decay (decoupled, as AdamW)
+    has_weight_decay: bool
+
 # Cached: a step over many tensors asks for the same scalars once per tensor.
 # typed: an array lr arrives as a NumPy scalar (np.float32(0.5) == 0.5), and must
 # not share an entry with the Python float, whose arithmetic is in double.
@@ -129,3 +140,19 @@ def adam_scalars(
                                weight_decay=weight_decay,
                                decoupled_weight_decay=decoupled_weight_decay,
                                grad_scale=grad_scale)
+
+
+@functools.lru_cache(maxsize=1024, typed=True)
+@np.errstate(over="ignore", invalid="ignore")  # a huge lr gives inf, silently, as in torch
+def lion_scalars(dtype, *, lr, beta1, beta2, weight_decay, grad_scale=1.0) -> LionScalars:
+    t = np.dtype(dtype).type
+    return LionScalars(
+        grad_scale=t(grad_scale),
+        neg_lr=t(-lr),
+        beta1=t(beta1),
+        one_minus_beta1=t(1 - beta1),
+        beta2=t(beta2),
+        one_minus_beta2=t(1 - beta2),
+        decay_factor=t(1 - lr * weight_decay),
+        has_weight_decay=weight_decay != 0,
+    )

@@ -12,7 +12,7 @@ import numpy as np
 from fastoptim._ckernels import ffi, lib  # ImportError when not compiled
 
 from . import _threads
-from ._scalars import adam_scalars, sgd_scalars
+from ._scalars import adam_scalars, lion_scalars, sgd_scalars
 
 name = "c"
 lib.fo_set_dispatch(_threads.PARALLEL_MIN, _threads.BLOCKED_MAX_BYTES)  # the one thread policy
@@ -21,6 +21,7 @@ _C = {
     np.dtype(np.float32): ("float[]", lib.fo_sgd_f32, lib.fo_adam_f32),
     np.dtype(np.float64): ("double[]", lib.fo_sgd_f64, lib.fo_adam_f64),
 }
+_LION = {np.dtype(np.float32): lib.fo_lion_f32, np.dtype(np.float64): lib.fo_lion_f64}
 
 
 def sgd(param, grad, momentum_buffer, *, lr, momentum, dampening, weight_decay,
@@ -43,6 +44,14 @@ def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, beta1, b
     kernel(ffi.from_buffer(ctype, param), ffi.from_buffer(ctype, grad),
            ffi.from_buffer(ctype, exp_avg), ffi.from_buffer(ctype, exp_avg_sq), vmax,
            param.shape[0], *s, bool(amsgrad), bool(maximize))
+
+
+def lion(param, grad, exp_avg, *, lr, beta1, beta2, weight_decay, maximize, grad_scale=1.0):
+    ctype = _C[param.dtype][0]
+    s = lion_scalars(param.dtype, lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay,
+                     grad_scale=grad_scale)
+    _LION[param.dtype](ffi.from_buffer(ctype, param), ffi.from_buffer(ctype, grad),
+                       ffi.from_buffer(ctype, exp_avg), param.shape[0], *s, bool(maximize))
 
 
 def set_num_threads(n: int) -> None:

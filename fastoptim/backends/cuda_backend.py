@@ -41,7 +41,7 @@ import numpy as np
 
 from .. import _cuda, _cuda_reduce as _reduce
 from . import _math
-from ._scalars import adam_scalars, sgd_scalars
+from ._scalars import adam_scalars, lion_scalars, sgd_scalars
 
 if _cuda.cuda is None:  # the registry reports this backend as unavailable
     raise ImportError(_cuda.why_unavailable())
@@ -73,6 +73,7 @@ def _true_step_scalars_py(step, lerp_weight, one_minus_beta2, lr):
 _true_step_scalars = cuda.jit(device=True, inline=True)(_true_step_scalars_py)
 _sgd_update = cuda.jit(device=True, inline=True)(_math.sgd_update)
 _adam_update = cuda.jit(device=True, inline=True)(_math.adam_update)
+_lion_update = cuda.jit(device=True, inline=True)(_math.lion_update)
 
 _CACHE = not _cuda.SIMULATOR
 
@@ -156,6 +157,20 @@ def _adam_kernel(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, ctrl, cell, g
                 lerp_weight, lerp_complement, lerp_from_start, beta2, one_minus_beta2,
                 bias_correction2_sqrt, eps, neg_step_size, weight_decay, decay_factor,
                 weight_decay_mode, False, maximize)
+
+
+@cuda.jit(cache=_CACHE)
+def _lion_kernel(param, grad, exp_avg, ctrl, grad_scale, neg_lr, beta1, one_minus_beta1, beta2,
+                 one_minus_beta2, decay_factor, has_weight_decay, maximize):
+    if ctrl[1] != 0:  # skip_nonfinite found a NaN/Inf gradient (on the device)
+        return
+    grad_scale = grad_scale * ctrl[0]  # the clip factor computed on the device (else 1)
+    start = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    for i in range(start, param.shape[0], stride):
+        param[i], exp_avg[i] = _lion_update(param[i], grad[i], exp_avg[i], grad_scale, neg_lr,
+                                            beta1, one_minus_beta1, beta2, one_minus_beta2,
+                                            decay_factor, has_weight_decay, maximize)
 
 
 def _configured(kernel, n):
@@ -314,6 +329,16 @@ def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, beta1, b
     t = np.dtype(param.dtype).type
     _configured(_adam_kernel, n)(param, grad, exp_avg, exp_avg_sq, vmax, ctrl, cell, *s,
                                  bool(amsgrad), bool(maximize), t(step), t(lr))
+
+
+def lion(param, grad, exp_avg, *, lr, beta1, beta2, weight_decay, maximize, grad_scale=1.0):
+    _check_device(param)
+    grad_scale, ctrl = _control(grad_scale, param.dtype)
+    s = lion_scalars(param.dtype, lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay,
+                     grad_scale=grad_scale)
+    if param.shape[0] == 0:
+        return
+    _configured(_lion_kernel, param.shape[0])(param, grad, exp_avg, ctrl, *s, bool(maximize))
 
 
 # ------------------------------------------------- max_grad_norm / skip_nonfinite
@@ -706,8 +731,10 @@ def compile_targets():
                    T.boolean, T.boolean, T.boolean, T.boolean)
         adam_sig = (arr, arr, arr, arr, arr, ctrl, arr, dt, dt, dt, T.boolean, dt, dt, dt, dt,
                     dt, dt, dt, T.int64, T.boolean, T.boolean, dt, dt)
+        lion_sig = (arr, arr, arr, ctrl, dt, dt, dt, dt, dt, dt, dt, T.boolean, T.boolean)
         table = T.int64[:, ::1]
         targets += [
+            (f"lion_{dt}", _lion_kernel.py_func, lion_sig, f32),
             (f"sgd_{dt}", _sgd_kernel.py_func, sgd_sig, f32),
             (f"adam_{dt}", _adam_kernel.py_func, adam_sig, f32),
             (f"sgd_multi_{dt}", _sgd_multi, (table, T.int64, ctrl) + sgd_sig[5:], f32),

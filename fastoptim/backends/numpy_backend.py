@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._scalars import DECAY_DECOUPLED, DECAY_L2, adam_scalars, sgd_scalars
+from ._scalars import DECAY_DECOUPLED, DECAY_L2, adam_scalars, lion_scalars, sgd_scalars
 
 name = "numpy"
 
@@ -79,3 +79,24 @@ def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, beta1, b
     # param += (-step_size * exp_avg) / denom
     np.divide(s.neg_step_size * exp_avg, scratch, out=scratch)
     param += scratch
+
+
+@_quiet
+def lion(param, grad, exp_avg, *, lr, beta1, beta2, weight_decay, maximize, grad_scale=1.0):
+    s = lion_scalars(param.dtype, lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay,
+                     grad_scale=grad_scale)
+    g = grad * s.grad_scale if grad_scale != 1 else grad  # gradient clipping
+    if maximize:
+        g = np.negative(g)
+    if s.has_weight_decay:
+        param *= s.decay_factor  # decoupled weight decay, as AdamW
+    # update = sign(beta1 * exp_avg + (1 - beta1) * g), torch's sign (0 for 0 and NaN)
+    c = exp_avg * s.beta1
+    c += s.one_minus_beta1 * g
+    update = np.greater(c, 0).astype(param.dtype)
+    update -= np.less(c, 0)
+    update *= s.neg_lr
+    param += update
+    # the moment moves after the update: exp_avg * beta2 + (1 - beta2) * g
+    exp_avg *= s.beta2
+    exp_avg += s.one_minus_beta2 * g
