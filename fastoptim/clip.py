@@ -77,6 +77,7 @@ import numpy as np
 from . import _validation as V
 from . import backends
 from ._devices import is_device_array, note_parallel, parallel_guard, serial_only
+from .backends._constants import PARALLEL_MIN  # below, a serial loop beats waking the pool
 from .flat import FlatGradDict, FlatGrads
 
 __all__ = [
@@ -85,7 +86,6 @@ __all__ = [
 ]
 
 EPS = 1e-6  # torch's clip_grad_norm_ adds this to the norm before dividing
-PARALLEL_MIN = 65536  # below this a serial loop beats waking the thread pool
 
 _NONFINITE_MESSAGE = (
     "The total norm of order {} for gradients from `parameters` is non-finite, so it cannot "

@@ -37,12 +37,14 @@ from llvmlite import ir
 from numba.core import types as nbtypes
 from numba.extending import intrinsic
 
+from ._constants import CHUNK_LINES, LINE_BYTES, PREFETCH_AHEAD_BYTES
+
 SERIAL = dict(cache=True, error_model="numpy", nogil=True)
 PARALLEL = dict(SERIAL, parallel=True)
 
-LINE_BYTES = 64  # one prefetch per cache line
-CHUNK_LINES = 4  # per array, one parallel task's work (256 bytes) between two prefetch bursts
-PREFETCH_AHEAD_BYTES = 2048  # how far ahead of the chunk being updated data is fetched
+# The chunked loop's LINE_BYTES (one prefetch per cache line), CHUNK_LINES (per array, one
+# parallel task's work between two prefetch bursts) and PREFETCH_AHEAD_BYTES (how far ahead
+# of the chunk being updated data is fetched) are the C kernels' too: see _constants.py.
 PLAIN_CHUNK = 4096  # elements per block of the plain (non-prefetching) parallel loop
 _ZERO = np.uint64(0)
 

@@ -9,7 +9,7 @@ compiled kernel serves every combination of them.
 """
 import math
 
-DECAY_L2, DECAY_DECOUPLED = 1, 2  # mirrors _scalars (kept literal for the compilers)
+from ._constants import DECAY_DECOUPLED, DECAY_L2  # module globals: literals to the compilers
 
 
 def sgd_update(p, g, buf, grad_scale, neg_lr, weight_decay, momentum, one_minus_dampening,

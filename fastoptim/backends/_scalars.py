@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-DECAY_NONE, DECAY_L2, DECAY_DECOUPLED = 0, 1, 2
+from ._constants import DECAY_DECOUPLED, DECAY_L2, DECAY_NONE
 
 
 class SGDScalars(NamedTuple):

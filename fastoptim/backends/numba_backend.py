@@ -17,7 +17,6 @@ from ._jit import SERIAL, KernelPair, kernel_pair
 from ._scalars import adam_scalars, sgd_scalars
 
 name = "numba"
-PARALLEL_MIN = _threads.PARALLEL_MIN  # for readers; run() reads _threads' current values
 
 # The per-element updates are ordinary jitted functions, not inlined into the
 # loops at the Numba IR level: LLVM still inlines and vectorizes them, and one
