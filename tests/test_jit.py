@@ -109,3 +109,15 @@ def test_the_digest_is_the_same_in_another_process(name):
                          check=True).stdout.split()
     kernel = getattr(numba_backend, name)
     assert out == [_jit.code_digest(kernel), _jit.code_digest(_jit._chunked_template, kernel)]
+
+
+def test_the_table_kernels_follow_math_py_too():
+    from fastoptim.backends import _multi_numba
+
+    rows = _multi_numba._adam_rows.py_func
+    assert rows.__qualname__ == f"_adam_rows__{_jit.code_digest(rows)}"
+    edited = numba.njit(**_jit.SERIAL)(_edited(_math.adam_update, "+ eps", "- eps"))
+    assert _jit.code_digest(_with_globals(rows, _adam_update=edited)) != _jit.code_digest(rows)
+    blocks = _multi_numba._adam_blocks.py_func  # the parallel one reaches it through the rows
+    assert _jit.code_digest(_with_globals(blocks, _adam_rows=numba.njit(
+        _with_globals(rows, _adam_update=edited)))) != _jit.code_digest(blocks)

@@ -193,6 +193,11 @@ def njit_serial(func):
     return numba.njit(**SERIAL)(cache_named(func))
 
 
+def njit_parallel(func):
+    """``func`` compiled with ``PARALLEL`` under its digest-carrying name (``cache_named``)."""
+    return numba.njit(**PARALLEL)(cache_named(func))
+
+
 class KernelPair(NamedTuple):
     """``serial(lo, hi, *arrays, *scalars)``, ``parallel(arrays, scalars)`` (the chunked loop,
     or the plain one) and ``blocked(arrays, scalars, threads)`` (one block per thread)."""
