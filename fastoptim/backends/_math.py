@@ -5,7 +5,9 @@ with ``@njit`` (called from ``prange`` loops; LLVM inlines them) and ``cuda_back
 very same functions as CUDA device functions, so the CPU and GPU kernels
 cannot drift apart. All scalar arguments arrive already rounded to the
 parameter's precision (``_scalars.py``); flags are run-time arguments, so one
-compiled kernel serves every combination of them.
+compiled kernel serves every combination of them. The arguments follow the one
+order defined in ``_scalars.py`` (tests/test_abi.py); the kernels that call these
+functions are cached under a digest of this file's code too (``_jit.code_digest``).
 """
 import math
 
