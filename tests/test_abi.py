@@ -295,7 +295,7 @@ def _python_calls(text, callees):
 def test_python_calls_of_the_updates_pass_the_scalars_in_order(module):
     text = _source(f"fastoptim.backends.{module}")
     calls = list(_python_calls(text, ("_sgd_update", "_adam_update")))
-    assert len(calls) >= 4
+    assert len(calls) >= 4, f"{module}: no calls of _sgd_update/_adam_update found"
     for callee, args in calls:
         arrays, expected = (3, SGD) if callee == "_sgd_update" else (5, ADAM)
         _check_args(args[arrays:], expected, (module, callee))
@@ -326,7 +326,7 @@ def _in_order(names, flags):
                                     "cuda_backend"])
 def test_backends_pass_the_flags_in_order_after_the_scalars(module):
     runs = list(_flag_runs(_source(f"fastoptim.backends.{module}")))
-    assert len(runs) >= 2
+    assert len(runs) >= 2, f"{module}: no 'kernel(..., *s, bool(flag), ...)' calls found"
     for names in runs:
         assert names and (_in_order(names, SGD_FLAGS) or _in_order(names, ADAM_FLAGS)), (
             module, names)
