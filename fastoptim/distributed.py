@@ -58,7 +58,7 @@ import traceback
 
 import numpy as np
 
-from .flat import FlatGradDict, FlatGrads, FlatParams, find_segment
+from .arrays import FlatGradDict, FlatGrads, FlatParams, find_segment
 
 __all__ = [
     "allreduce_grads", "broadcast_params", "ZeroOptimizer", "save_checkpoint",
