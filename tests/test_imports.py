@@ -32,6 +32,8 @@ KNOWN_ELSEWHERE = frozenset({
 # fastoptim.arrays, bottom first: each module may import only the ones before it (and
 # fastoptim._validation), inside functions too.
 ARRAYS_ORDER = ["host", "cuda_runtime", "device", "flat", "support"]
+# fastoptim.distributed likewise (it may also import anything outside itself)
+DISTRIBUTED_ORDER = ["_mpi", "data_parallel", "zero_state", "zero", "checkpoints"]
 
 
 def _modules(root: Path, package: str):
@@ -135,6 +137,23 @@ def test_arrays_modules_import_only_the_ones_below_them():
     assert graph["fastoptim.arrays"] <= set(arrays)
 
 
+def test_distributed_modules_import_only_the_ones_below_them():
+    graph = import_graph()
+    inside = [f"fastoptim.distributed.{m}" for m in DISTRIBUTED_ORDER]
+    assert set(inside) == {m for m in graph if m.startswith("fastoptim.distributed.")}
+    for i, module in enumerate(inside):
+        own = {m for m in graph[module] if m.startswith("fastoptim.distributed")}
+        assert own <= set(inside[:i]), f"{module} imports {sorted(own - set(inside[:i]))}"
+    # nothing below fastoptim.distributed imports it
+    assert not [m for m in graph if not m.startswith("fastoptim.distributed")
+                and any(t.startswith("fastoptim.distributed") for t in graph[m])]
+
+
+@pytest.mark.parametrize("subpackage", ["arrays", "distributed"])
+def test_modules_of_the_subpackages_stay_under_600_lines(subpackage):
+    sizes = {p.name: len(p.read_text().splitlines()) for p in (PACKAGE_DIR / subpackage).glob("*.py")}
+    assert sizes and max(sizes.values()) <= 600, sizes
+
 
 def _write_package(tmp_path, files):
     for rel, text in files.items():
@@ -172,7 +191,8 @@ def test_an_acyclic_package_has_no_cycles(tmp_path):
     assert cycles(graph) == []
 
 
-@pytest.mark.parametrize("statement", ["import fastoptim", "import fastoptim.arrays"])
+@pytest.mark.parametrize("statement", ["import fastoptim", "import fastoptim.arrays",
+                                       "import fastoptim.distributed"])
 def test_importing_loads_no_cuda(statement, tmp_path):
     """The CUDA side (arrays.device, numba.cuda) loads only when a device array appears."""
     code = (f"import sys; {statement}; "
