@@ -193,6 +193,29 @@ def test_launch_configurations_are_cached():
     assert _cuda.configured(cuda_backend._sgd_kernel, 1000, 0) is not a
 
 
+# ------------------------------------------------------------ arrays.device
+def test_one_is_device_array_for_host_and_device_code():
+    """Host code asks arrays.is_device_array without numba.cuda; the device side uses the same one."""
+    from fastoptim.arrays import host as host_arrays
+    from fastoptim.arrays import is_device_array
+
+    class Interface:  # a CuPy array or a torch CUDA tensor, as far as fastoptim looks
+        __cuda_array_interface__ = {"shape": (3,), "typestr": "<f4", "data": (256, False),
+                                    "version": 3}
+
+    assert _cuda.is_device_array is is_device_array is host_arrays.is_device_array
+    assert is_device_array(dev(np.ones(3, np.float32))) and is_device_array(Interface())
+    assert not is_device_array(np.ones(3, np.float32)) and not is_device_array([1.0])
+    assert not is_device_array(np.ones(3, np.float32).view(np.matrix))
+
+
+def test_device_reaches_the_runtime_names():
+    assert _cuda.configured is cuda_runtime.configured and _cuda.use_stream is cuda_runtime.use_stream
+    assert _cuda.SIMULATOR == cuda_runtime.SIMULATOR and _cuda.cuda is cuda
+    with pytest.raises(AttributeError, match="no_such_name"):
+        _cuda.no_such_name  # noqa: B018
+
+
 # -------------------------------------------------------------- one-launch mode
 @pytest.mark.parametrize("named", [False, True])
 def test_flat_params_on_device_launch_once_per_group(launches, named):
