@@ -202,3 +202,15 @@ def test_importing_loads_no_cuda(statement, tmp_path):
                           cwd=str(tmp_path), timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_pyproject_ships_every_subpackage():
+    """setuptools installs only the packages listed: a new subpackage must be listed."""
+    import tomllib
+
+    listed = set(tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml")
+                               .read_text())["tool"]["setuptools"]["packages"])
+    source = Path(__file__).resolve().parent.parent / "fastoptim"
+    found = {".".join(p.parent.relative_to(source.parent).parts) for p in source.rglob("__init__.py")}
+    assert "fastoptim.arrays" in found and "fastoptim.distributed" in found
+    assert listed == found
