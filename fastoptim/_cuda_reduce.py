@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from . import _cuda
+from .arrays import device as _cuda
 
 cuda = _cuda.cuda
 

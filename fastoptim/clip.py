@@ -76,9 +76,9 @@ import numpy as np
 
 from . import _validation as V
 from . import backends
-from ._devices import is_device_array, note_parallel, parallel_guard, serial_only
+from ._parallel import note_parallel, parallel_guard, serial_only
+from .arrays import FlatGradDict, FlatGrads, is_device_array
 from .backends._constants import PARALLEL_MIN  # below, a serial loop beats waking the pool
-from .flat import FlatGradDict, FlatGrads
 
 __all__ = [
     "total_norm", "get_total_norm", "norm_and_finite", "clip_grad_norm_",
@@ -171,7 +171,7 @@ class _Grads:
         if any(f != self.on_device for f in flags):
             raise ValueError(f"{argname} mixes host NumPy arrays and CUDA device arrays")
         if self.on_device:
-            from . import _cuda
+            from .arrays import device as _cuda
 
             for name, g in items:
                 d = _cuda._desc(g)
@@ -400,7 +400,7 @@ def _cu_clamp(x, lo, hi):
 def _device():
     """``fastoptim._cuda`` and this module's CUDA kernels (numba.cuda is imported only here)."""
     global _cuda_kernels, cuda
-    from . import _cuda
+    from .arrays import device as _cuda
 
     if _cuda_kernels is not None:
         return _cuda, _cuda_kernels
@@ -605,7 +605,7 @@ def _scale(g: _Grads, coef, kernel_backend):
 
 
 def _check_no_overlap(g: _Grads):
-    from ._devices import device_support
+    from .arrays import device_support
 
     try:
         device_support(g.arrays).check_no_overlap(list(zip(g.labels, g.arrays)))

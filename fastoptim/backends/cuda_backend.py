@@ -39,7 +39,8 @@ import weakref
 
 import numpy as np
 
-from .. import _cuda, _cuda_reduce as _reduce
+from .. import _cuda_reduce as _reduce
+from ..arrays import device as _cuda
 from . import _math
 from ._scalars import adam_scalars, sgd_scalars
 
