@@ -107,13 +107,8 @@ def test_cuda_compile_signatures_follow_the_scalars():
     """tests/test_cuda_compile.py compiles each kernel for the argument types of
     ``compile_targets``: at each scalar's place its field's type (a float field: the dtype;
     bool: boolean; int: int64), then a boolean per flag."""
-    from fastoptim import _cuda
-
-    if _cuda.cuda is None:
-        pytest.skip("numba-cuda is not installed")
+    cuda_backend = pytest.importorskip("fastoptim.backends.cuda_backend")  # no numba-cuda
     from numba import types as T
-
-    from fastoptim.backends import cuda_backend
 
     def numba_types(scalars, flags, dt):
         hints = typing.get_type_hints(scalars)
