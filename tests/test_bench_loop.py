@@ -1,10 +1,11 @@
-"""The training-loop benchmark (fastoptim.bench_loop): checked contestants, interleaved
+"""The training-loop benchmark (fastoptim.bench.loop): checked contestants, interleaved
 timing, ratios to the reference, the goals, and its place in `fastoptim bench`."""
 import numpy as np
 import pytest
 
 import fastoptim
-from fastoptim import bench, bench_loop, cli
+from fastoptim import bench, cli
+from fastoptim.bench import loop as bench_loop
 
 FAST = [b for b in fastoptim.available_backends() if b not in ("numpy", "cuda")]
 

@@ -1,7 +1,7 @@
 """GPU benchmark of fastoptim's cuda backend against hardware references and torch.
 
     fastoptim bench --device cuda                      # SGD, Adam, AdamW fp32 at 1e8 and 1e9
-    python -m fastoptim.bench_cuda --sizes 1e8 --repeat 50 --many 100x1024
+    python -m fastoptim.bench.cuda --sizes 1e8 --repeat 50 --many 100x1024
 
 What is timed (CUDA events on the stream the work runs on, median of ``repeat``):
 
