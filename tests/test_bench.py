@@ -318,3 +318,29 @@ def test_in_cache_pass_bound_and_goals(monkeypatch):
     out = console.file.getvalue()
     assert "compute bound (Adam math, data in L1)" in out and "Adam, float64" in out
     assert "goals of this run" in out
+
+
+def test_optimizer_specs_count_the_bytes_of_a_step():
+    """reads (param, grad, state) + writes (all but grad): SGD+momentum 5 passes, Adam 7."""
+    assert {name: (s.arrays, s.writes, s.streams) for name, s in specs.OPTIMIZERS.items()} == {
+        "sgd": (3, 2, 5), "adam": (4, 3, 7), "adamw": (4, 3, 7), "sgd-plain": (2, 1, 3),
+        "amsgrad": (5, 4, 9)}
+
+
+@pytest.mark.filterwarnings("ignore:Simulator timings are bogus")
+def test_the_gpu_benchmark_reads_the_same_optimizer_table():
+    """One table: the GPU benchmark takes every optimizer the CPU run knows, under the same
+    names, and counts the same bytes per element for its step."""
+    from fastoptim import _cuda
+
+    if not _cuda.is_available():
+        pytest.skip(f"no CUDA (not even the simulator): {_cuda.why_unavailable()}")
+    from fastoptim.bench import cuda as gpu
+
+    rows = gpu.run_cuda_bench(sizes=[64], repeat=1, many=None, optimizers=list(specs.OPTIMIZERS),
+                              peers=False, allow_simulator=True)
+    for name, spec in specs.OPTIMIZERS.items():
+        step = next(r for r in rows if r["case"] == f"{name} 1x64" and r["impl"] == "fastoptim cuda")
+        assert step["bytes_per_element"] == spec.streams * 4, name
+    with pytest.raises(ValueError, match="expected one of sgd, adam, adamw, sgd-plain, amsgrad"):
+        gpu.run_cuda_bench(optimizers=["adagrad"], allow_simulator=True)

@@ -46,7 +46,7 @@ class BenchError(ValueError):
 
 @dataclass(frozen=True)
 class OptimizerSpec:
-    """One optimizer configuration, identical for fastoptim and the peers."""
+    """One optimizer configuration, identical for fastoptim (CPU and GPU) and the peers."""
 
     name: str
     label: str
@@ -55,10 +55,16 @@ class OptimizerSpec:
     arrays: int  # arrays the step reads (param, grad, state...); all but grad are written
 
     @property
+    def writes(self) -> int:  # arrays the step writes: all it reads but the gradient
+        return self.arrays - 1
+
+    @property
     def streams(self) -> int:  # array passes per element: reads + writes
-        return 2 * self.arrays - 1
+        return self.arrays + self.writes
 
 
+# the one table of optimizers: the CPU run, the latency children, the training loop's
+# labels and the GPU benchmark (cuda.py) all read it
 OPTIMIZERS = {
     spec.name: spec
     for spec in (
