@@ -41,6 +41,25 @@ def test_mlp_gradients_match_finite_differences():
             assert abs((up - down) / 2e-6 - gflat[j]) < 1e-6, (i, j)
 
 
+def test_the_loop_trains_the_demo_mlp():
+    """One model: the loop's MLP starts from the demo's He initialization and its gradients
+    are the demo's (``loss_and_grads``) for the same weights and batch."""
+    from fastoptim.demo import models
+
+    mlp = bench_loop.MLP((5, 7, 3), 4, np.float64, seed=3)
+    for a, b in zip(mlp.init, models.init_mlp((5, 7, 3), 3, np.float64).values()):
+        np.testing.assert_array_equal(a, b)
+    params, grads, forward_backward = mlp.fresh()
+    params[1][...] = 0.1  # nonzero biases: their gradient path counts too
+    forward_backward(2)
+    x, onehot = mlp.batches[2]
+    named = dict(zip(["W1", "b1", "W2", "b2"], params))
+    _, expected = models.loss_and_grads(named, x, onehot.argmax(axis=1))
+    for got, name in zip(grads, named):
+        assert np.abs(got).max() > 0
+        np.testing.assert_allclose(got, expected[name], rtol=1e-12, atol=1e-15, err_msg=name)
+
+
 def test_inplace_adam_is_close_to_the_reference():
     rng = np.random.default_rng(0)
     p1 = rng.standard_normal(100).astype(np.float32)

@@ -40,6 +40,8 @@ import fastoptim
 from fastoptim import backends as _backends
 from fastoptim.backends import _threads
 
+from fastoptim.demo.models import backward, forward, init_mlp
+
 from .contestants import import_torch
 from .rendering import progress_bar
 from .specs import format_size, format_time
@@ -67,15 +69,13 @@ DISPATCH_SWEEP = (16 * 2**10, 256 * 2**10, 2**20, None)
 
 # --------------------------------------------------------------------------- the model
 class MLP:
-    """A NumPy MLP: weights and gradients as lists of contiguous arrays (W1, b1, W2, ...)."""
+    """The demo's NumPy MLP with fixed data: weights and gradients as lists of contiguous
+    arrays (W1, b1, W2, ...), the way the contestants step them."""
 
     def __init__(self, widths, batch, dtype, seed=0):
         self.widths, self.batch, self.dtype = tuple(widths), batch, np.dtype(dtype)
-        rng = np.random.default_rng(seed)
-        self.init = []
-        for fan_in, fan_out in zip(widths[:-1], widths[1:]):
-            w = rng.standard_normal((fan_in, fan_out)) * math.sqrt(2.0 / fan_in)
-            self.init += [w.astype(self.dtype), np.zeros(fan_out, self.dtype)]
+        self.init = list(init_mlp(widths, seed, self.dtype).values())  # W1, b1, W2, ...
+        rng = np.random.default_rng(seed + 1)  # the data: a linear teacher's labels
         teacher = rng.standard_normal((widths[0], widths[-1]))
         self.batches = []
         for _ in range(BATCHES):
@@ -91,37 +91,27 @@ class MLP:
 
     def fresh(self):
         """(params, grads, step): new copies of the initial weights, gradient buffers and a
-        function ``step(k)`` that runs forward and backward on batch ``k``, filling grads."""
+        function ``step(k)`` that runs forward and backward on batch ``k``, filling grads.
+
+        The layers are the demo's MLP (``fastoptim.demo.models.forward`` and ``backward``)
+        on ``W1, b1, ...`` views of these lists; the loss gradient (softmax cross-entropy)
+        is computed in place."""
         params = [w.copy() for w in self.init]
         grads = [np.zeros_like(w) for w in self.init]
-        layers = len(self.widths) - 1
-        acts = [None] * (layers + 1)
+        names = [f"{kind}{i}" for i in range(1, len(self.widths)) for kind in "Wb"]
+        named_params, named_grads = dict(zip(names, params)), dict(zip(names, grads))
         scale = self.dtype.type(1.0 / self.batch)
 
         def forward_backward(k):
             x, onehot = self.batches[k % BATCHES]
-            acts[0] = x
-            h = x
-            for i in range(layers):
-                z = h @ params[2 * i]
-                z += params[2 * i + 1]
-                if i < layers - 1:
-                    np.maximum(z, 0, out=z)
-                acts[i + 1] = h = z
-            logits = h
+            logits, acts = forward(named_params, x)
             logits -= logits.max(axis=1, keepdims=True)
             np.exp(logits, out=logits)
             logits /= logits.sum(axis=1, keepdims=True)
             delta = logits
             delta -= onehot
             delta *= scale  # d(mean cross-entropy)/d(logits)
-            for i in reversed(range(layers)):
-                np.matmul(acts[i].T, delta, out=grads[2 * i])
-                np.sum(delta, axis=0, out=grads[2 * i + 1])
-                if i:
-                    d = delta @ params[2 * i].T
-                    d *= acts[i] > 0  # ReLU
-                    delta = d
+            backward(named_params, acts, delta, named_grads)
 
         return params, grads, forward_backward
 
