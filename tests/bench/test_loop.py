@@ -131,6 +131,33 @@ def test_default_bench_run_has_the_loop_short_form(tiny_models, monkeypatch):
     assert report.to_dict()["loop"]["results"]
 
 
+def test_print_report_renders_the_loop_tables(tiny_models):
+    """A finished report with a loop prints one loop table per model and dtype, then its
+    goals, each row's loop ratio the one in the report."""
+    import io
+
+    from rich.console import Console
+
+    loop_doc = bench_loop.run(models=tiny_models, dtypes=["float32", "float64"], steps=1,
+                              repeat=1, peers=False, inplace=False, console=None,
+                              progress=False)
+    report = bench.run(optimizers=["sgd"], sizes=[1024], many=None, repeat=1, peers=False,
+                       latency=False, console=None, loop=False)
+    report.loop = loop_doc
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    bench.print_report(report, console)
+    out = console.file.getvalue()
+    for dtype in ("float32", "float64"):
+        assert f"Training loop, tiny model (8-16-4, 212 parameters, batch 8), {dtype}" in out
+    assert "Training-loop goals" in out
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines()
+            if line.startswith("│ numba ")]
+    ratios = [cells[3] for cells in rows if cells[1] == "bit-exact"]  # the loop tables' rows
+    expected = [f"{r['loop_vs_numpy']:.2f}x" for r in loop_doc["results"]
+                if r["contestant"] == "numba"]
+    assert ratios == expected
+
+
 def test_cli_loop_writes_json(tiny_models, tmp_path, monkeypatch):
     monkeypatch.setattr(bench_loop, "DEFAULT_STEPS", 1)
     path = tmp_path / "loop.json"
