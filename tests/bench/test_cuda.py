@@ -8,7 +8,7 @@ from fastoptim.bench import specs
 def test_the_gpu_benchmark_reads_the_same_optimizer_table():
     """One table: the GPU benchmark takes every optimizer the CPU run knows, under the same
     names, and counts the same bytes per element for its step."""
-    from fastoptim import _cuda
+    from fastoptim.arrays import device as _cuda
 
     if not _cuda.is_available():
         pytest.skip(f"no CUDA (not even the simulator): {_cuda.why_unavailable()}")
