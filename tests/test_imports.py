@@ -24,9 +24,7 @@ PACKAGE_DIR = Path(fastoptim.__file__).resolve().parent
 KNOWN_ELSEWHERE = frozenset({
     # backends/cuda_backend <-> _cuda_reduce, <-> bench_cuda, -> optimizers -> clip -> _cuda_reduce
     "fastoptim", "fastoptim.optimizers", "fastoptim.clip", "fastoptim._cuda_reduce", "fastoptim.backends.cuda_backend",
-    "fastoptim.bench_cuda",
-    # bench <-> bench_loop
-    "fastoptim.bench", "fastoptim.bench_loop",
+    "fastoptim.bench.cuda",
 })
 
 # fastoptim.arrays, bottom first: each module may import only the ones before it (and
@@ -62,7 +60,15 @@ def import_graph(root: Path = PACKAGE_DIR, package: str = "fastoptim"):
         is_package = path.name == "__init__.py"
         here = name.split(".") if is_package else name.split(".")[:-1]
         edges = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        tree = ast.parse(path.read_text(), str(path))
+        typing_only = set()  # `if TYPE_CHECKING:` blocks never run: their imports are no edge
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and isinstance(node.test, ast.Name) \
+                    and node.test.id == "TYPE_CHECKING":
+                typing_only.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):

@@ -737,7 +737,7 @@ def compile_targets():
                     (f"clip_clamp_{dt}", clip._cu_clamp, (arr, dt, dt), f32)]
     targets.append(("probe_float32", _cuda._probe_kernel.py_func, (T.float32[::1], T.float32),
                     True))
-    from .. import bench_cuda  # the benchmark's floor and busy-wait kernels
+    from ..bench import cuda as bench_cuda  # the benchmark's floor and busy-wait kernels
 
     bench_cuda.cuda = cuda
     for reads, fn in ((2, bench_cuda._r2w1), (3, bench_cuda._r3w2), (4, bench_cuda._r4w3),
