@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastoptim
-from fastoptim import clip
+from fastoptim.backends import _threads
 from fastoptim.clip import (clip_coef, clip_grad_norm_, clip_grad_value_, clip_grads_with_norm_,
                             norm_and_finite, total_norm)
 
@@ -313,7 +313,7 @@ def test_non_contiguous_and_unaligned_grads(backend):
 def test_parallel_numba_path_agrees_with_numpy(dtype, p):
     if "numba" not in CPU:
         pytest.skip("numba backend unavailable")
-    n = clip.PARALLEL_MIN * 3 + 17
+    n = _threads.PARALLEL_MIN * 3 + 17
     x = np.random.default_rng(2).standard_normal(n).astype(dtype)
     small = x[:100].copy()
     assert_norm_close(total_norm([x, small], p, backend="numba"),

@@ -507,7 +507,7 @@ def test_skip_nonfinite_and_max_grad_norm_on_device(flat):
 
 
 # ------------------------------------------ device-side max_grad_norm / skip_nonfinite
-from fastoptim import _cuda_reduce  # noqa: E402
+from fastoptim.backends import _reduce_cuda as _cuda_reduce  # noqa: E402
 
 
 @pytest.fixture

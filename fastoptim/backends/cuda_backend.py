@@ -39,8 +39,9 @@ import weakref
 
 import numpy as np
 
-from .. import _cuda, _cuda_reduce as _reduce
+from .. import _cuda
 from . import _math
+from . import _reduce_cuda as _reduce
 from ._scalars import adam_scalars, sgd_scalars
 
 if _cuda.cuda is None:  # the registry reports this backend as unavailable
@@ -694,10 +695,6 @@ def compile_targets():
     """
     from numba import types as T
 
-    from .. import clip
-
-    if clip.cuda is None:  # clip's kernels resolve ``cuda`` in their module
-        clip.cuda = cuda
     targets = []
     for dt in (T.float32, T.float64):
         f32 = dt == T.float32
@@ -732,8 +729,8 @@ def compile_targets():
             else:
                 sig = (arr, arr)
             targets.append((name, fn, sig, f32))
-        targets += [(f"clip_scale_{dt}", clip._cu_scale, (arr, dt), f32),
-                    (f"clip_clamp_{dt}", clip._cu_clamp, (arr, dt, dt), f32)]
+        targets += [(f"clip_scale_{dt}", _reduce._scale_grid, (arr, dt), f32),
+                    (f"clip_clamp_{dt}", _reduce._clamp_grid, (arr, dt, dt), f32)]
     targets.append(("probe_float32", _cuda._probe_kernel.py_func, (T.float32[::1], T.float32),
                     True))
     from .. import bench_cuda  # the benchmark's floor and busy-wait kernels
@@ -744,3 +741,7 @@ def compile_targets():
         targets.append((f"bench_floor{reads}_float32", fn, (T.float32[::1],) * reads, True))
     targets.append(("bench_spin", bench_cuda._spin, (T.int64,), True))
     return targets
+
+
+# gradient norms and clipping (clip.py's operations, see backends/__init__): _reduce_cuda.py
+from ._reduce_cuda import all_finite, clamp_, norm_stats, scale_  # noqa: E402,F401
