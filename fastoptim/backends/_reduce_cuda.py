@@ -29,6 +29,7 @@ import numpy as np
 
 from .. import _cuda
 from . import _clip_math
+from ._cuda_multi import address
 from ._clip_math import MAX_ABS, MIN_ABS, SUM_ABS, SUM_POW, SUM_SQ
 
 cuda = _cuda.cuda
@@ -389,18 +390,16 @@ class GradControl:
 
     def _chunks(self, flats, dtype):
         """The device chunk table of this dtype's arrays, cached by their addresses."""
-        from .cuda_backend import _address
-
         picked = [(f, row) for f, row in zip(flats, self.rows) if row[0] == dtype and row[2]]
-        key = tuple(_address(f) for f, _ in picked)
+        key = tuple(address(f) for f, _ in picked)
         hit = self._chunk_tables.get(key)
         if hit is None:
             rows = []
-            for (f, (_, base, b)), address in zip(picked, key):
+            for (f, (_, base, b)), ptr in zip(picked, key):
                 n = int(f.shape[0])
                 for c in range(b):
                     start = c * CHUNK
-                    rows.append((address, start, min(CHUNK, n - start)))
+                    rows.append((ptr, start, min(CHUNK, n - start)))
             if len(self._chunk_tables) > 8:
                 self._chunk_tables.clear()
             host = np.array(rows, dtype=np.int64).reshape(-1, 3)
