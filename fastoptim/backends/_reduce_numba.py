@@ -27,7 +27,12 @@ import numpy as np
 from .._devices import note_parallel, parallel_guard, serial_only
 from . import _clip_math, _reduce_numpy, _threads
 from ._clip_math import COUNT, MAX_ABS, MIN_ABS, SUM_ABS, SUM_POW, SUM_SQ
-from ._jit import PARALLEL, SERIAL, _code_digest, _renamed, kernel_pair
+from . import _jit
+from ._jit import PARALLEL, SERIAL, _renamed, kernel_pair
+
+# The digest of a kernel's code that its cache name carries (see _jit.py); the ABI work
+# renames _code_digest to code_digest (which also covers the functions a kernel calls).
+_digest = getattr(_jit, "code_digest", None) or getattr(_jit, "_code_digest")
 
 BLOCK = 16384  # elements per partial statistic (a fixed order of the sums)
 _SUMS = dict(SERIAL, fastmath={"reassoc"})
@@ -123,8 +128,8 @@ def _blocks_template(x, p):
 def _reduction(range_kernel, combine, initial, options=SERIAL):
     """(serial, parallel) builds of ``_blocks_template`` over ``range_kernel``; both
     compute the same blocks in the same order, so their results are bit-identical."""
-    kernel = numba.njit(**options)(range_kernel)
-    suffix = f"__{range_kernel.__name__}_{_code_digest(_blocks_template, range_kernel)}"
+    kernel = numba.njit(**options)(_renamed(range_kernel, f"__{_digest(range_kernel)}"))
+    suffix = f"__{range_kernel.__name__}_{_digest(_blocks_template, range_kernel)}"
     return tuple(
         numba.njit(**flags)(_renamed(_blocks_template, suffix + build, KERNEL=kernel,
                                      COMBINE=combine, INITIAL=initial))
