@@ -23,9 +23,10 @@ import threading
 
 import numpy as np
 
-from . import _devices, backends
-from ._devices import HostArrays
+from . import _parallel as _devices, backends
+from .arrays import HostArrays
 from .backends import _multi_table as T
+from .backends import _threads
 
 enabled = True  # False: always the general per-tensor path (for comparisons)
 # Who checks and fills the table: "compiled" (fastoptim._multi_table_c, ~30 ns per array)
@@ -118,15 +119,9 @@ def try_step(opt, grads) -> bool:
     if grads is None:
         return _decline(opt, "grads container")
     params = opt._params
-    groups = []
-    start = 0
-    for group in opt.param_groups:
-        members = group["params"]
-        stop = start + len(members)
-        keys = tuple(key for key, _ in opt._state_keys(group))
-        groups.append((start, stop, keys, members))
-        start = stop
-    if start != len(params) or any(len(g[2]) > T.MAX_KEYS for g in groups):
+    plan = _plan(opt)
+    groups = plan.groups
+    if plan.stop != len(params) or any(len(g[2]) > T.MAX_KEYS for g in groups):
         return _decline(opt, "group params changed")
     # One table per optimizer and thread: a shallow copy of the optimizer, or a second
     # thread stepping it, must never refill rows that a running kernel is reading.
@@ -143,31 +138,52 @@ def try_step(opt, grads) -> bool:
     # Everything is checked and the step counters are counted: nothing below can fail.
     opt.last_plain_list_decline = None
     opt.last_step_skipped = False
-    _run(opt, module, table, grads, groups, uniform=verdict)
+    _run(opt, module, table, grads, plan, uniform=verdict)
     return True
 
 
-try:  # fastoptim's thread policy, where this version has one in one place
-    from .backends import _threads
-except ImportError:
-    _threads = None
+class _Plan:
+    """What a step over the same layout repeats: the groups' row ranges and state keys,
+    the thread policy, the rows big enough for the single-array kernels, and each
+    group's row blocks. Keyed on the layout version, the groups' state keys and the
+    thread policy, so an edit that changes any of them makes a new one. It holds no
+    memory addresses: every array is checked and its address read on every step
+    (``_multi_table.fill``), so a stale plan could only split rows among threads unevenly."""
+
+    __slots__ = ("key", "groups", "stop", "parallel_min", "threads", "big", "bounds")
+
+    def __init__(self, opt, key):
+        self.key = key
+        version, keys_of, self.parallel_min, self.threads = key
+        groups = []
+        start = 0
+        for group, keys in zip(opt.param_groups, keys_of):
+            members = group["params"]
+            stop = start + len(members)
+            groups.append((start, stop, keys, members))
+            start = stop
+        self.groups = tuple(groups)
+        self.stop = start
+        self.big = None  # the parameters of parallel_min elements or more, found on the first run
+        self.bounds = {}  # (start, stop, rows stepped) -> row bounds of the blocks
+
+
+def _plan(opt):
+    parallel_min, threads = _thread_policy(None)
+    keys_of = tuple(tuple(key for key, _ in opt._state_keys(group)) for group in opt.param_groups)
+    key = (opt._layout.version[0], keys_of, parallel_min, threads)
+    plan = opt.__dict__.get("_plain_list_plan")
+    if plan is None or plan.key != key or any(
+            g[3] is not group["params"] for g, group in zip(plan.groups, opt.param_groups)):
+        plan = opt._plain_list_plan = _Plan(opt, key)
+    return plan
 
 
 def _thread_policy(kernels):
-    """(parallel_min, threads): fastoptim's thread policy (``backends._threads`` where it
-    exists; else the backend's serial/parallel crossover and Numba's thread count).
-    One thread where ``_devices.serial_only()`` says parallel regions cannot run (a
-    child forked after a parallel step), where this version has that rule."""
-    serial_only = getattr(_devices, "serial_only", None)
-    if _threads is None:
-        import numba
-
-        parallel_min, threads = getattr(kernels, "PARALLEL_MIN", 32768), numba.get_num_threads()
-    else:
-        parallel_min, threads = _threads.PARALLEL_MIN, _threads.parallel_threads()
-    if serial_only is not None and serial_only():
-        threads = 1
-    return parallel_min, threads
+    """(parallel_min, threads): fastoptim's thread policy (``backends._threads``), one
+    thread where ``_devices.serial_only()`` says parallel regions cannot run (a child
+    forked after a parallel step)."""
+    return _threads.PARALLEL_MIN, 1 if _devices.serial_only() else _threads.parallel_threads()
 
 
 def _blocks(rows, start, stop, parallel_min, threads):
@@ -185,15 +201,19 @@ def _blocks(rows, start, stop, parallel_min, threads):
     return np.concatenate([[start], start + cuts, [stop]]).astype(np.int64)
 
 
-def _run(opt, module, table, grads, groups, uniform):
+def _run(opt, module, table, grads, plan, uniform):
     rows, steps = table.rows, table.steps
     kernels = backends.load(opt.backend)
-    parallel_min, threads = _thread_policy(kernels)
+    parallel_min, threads, groups = plan.parallel_min, plan.threads, plan.groups
     # Big tensors run one by one through the single-array kernels (parallel, by the thread
-    # policy); the table kernels see only small ones, each updated by one thread.
-    for i in np.flatnonzero(rows[:, T.COL_N] >= parallel_min):
-        _step_one(opt, kernels, groups, int(i), grads[i], steps[i])
-        rows[i, T.COL_N] = T.SKIPPED
+    # policy); the table kernels see only small ones, each updated by one thread. The
+    # sizes are the layout's, but a row whose gradient is None this step is SKIPPED.
+    if plan.big is None:
+        plan.big = [i for i, p in enumerate(opt._params) if p.size >= parallel_min]
+    for i in plan.big:
+        if rows[i, T.COL_N] >= parallel_min:
+            _step_one(opt, kernels, groups, i, grads[i], steps[i])
+            rows[i, T.COL_N] = T.SKIPPED
     table_kernels = _TableKernels(module)
     for group, (start, stop, keys, _) in zip(opt.param_groups, groups):
         stepped = np.flatnonzero(rows[start:stop, T.COL_N] != T.SKIPPED)
@@ -203,7 +223,10 @@ def _run(opt, module, table, grads, groups, uniform):
         if uniform:
             first = start + int(stepped[0])
             dtype = T.DTYPES[rows[first, T.COL_DTYPE]]
-            bounds = _blocks(rows, start, stop, parallel_min, threads)
+            where = (start, stop, stepped.size)
+            bounds = plan.bounds.get(where)
+            if bounds is None:
+                bounds = plan.bounds[where] = _blocks(rows, start, stop, parallel_min, threads)
             opt._update(table_kernels, group, _Rows(rows, bounds, dtype), None, state,
                         {"step": steps[first]}, False, 1.0)
             continue

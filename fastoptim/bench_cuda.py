@@ -95,7 +95,7 @@ def parse_many(many):
 
 
 def _cuda_modules(allow_simulator):
-    from fastoptim import _cuda
+    from fastoptim.arrays import device as _cuda
 
     if not _cuda.is_available():
         raise CudaUnavailable(_cuda.why_unavailable())

@@ -80,10 +80,9 @@ import numpy as np
 
 from . import _validation as V
 from . import backends
-from ._devices import is_device_array
+from .arrays import FlatGradDict, FlatGrads, is_device_array
 from .backends._clip_math import COUNT, MIN_ABS, SUM_ABS, SUM_POW, SUM_SQ
 from .backends._clip_math import mode as _mode
-from .flat import FlatGradDict, FlatGrads
 
 __all__ = [
     "total_norm", "get_total_norm", "norm_and_finite", "clip_grad_norm_",
@@ -159,7 +158,7 @@ class _Grads:
         if any(f != self.on_device for f in flags):
             raise ValueError(f"{argname} mixes host NumPy arrays and CUDA device arrays")
         if self.on_device:
-            from . import _cuda
+            from .arrays import device as _cuda
 
             for name, g in items:
                 d = _cuda._desc(g)
@@ -351,7 +350,7 @@ def _scale(g: _Grads, coef, ops):
 
 
 def _check_no_overlap(g: _Grads):
-    from ._devices import device_support
+    from .arrays import device_support
 
     try:
         device_support(g.arrays).check_no_overlap(list(zip(g.labels, g.arrays)))

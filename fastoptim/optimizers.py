@@ -29,9 +29,10 @@ from . import _plain_list
 from . import _validation as V
 from . import backends
 from .backends._multi_table import _address, first_read_only
-from ._devices import check_backend_fits, device_support, is_array, note_parallel, parallel_guard
-from .flat import FlatGradDict, FlatGrads, copy_keeping_views, owner_of
-from .flat import _root as _host_root
+from ._parallel import note_parallel, parallel_guard
+from .arrays import check_backend_fits, device_support, is_array
+from .arrays import FlatGradDict, FlatGrads, copy_keeping_views, owner_of
+from .arrays import root_of as _host_root
 
 
 def _root_of(a):
@@ -730,8 +731,7 @@ class Optimizer:
         note_parallel(self.backend)
         with parallel_guard(self.backend):
             self._sync_layout()
-            for group in self.param_groups:
-                self._check_group(group)
+            self._check_groups()
             V.check_safety_options(self.skip_nonfinite, self.max_grad_norm)
             if grads is None:
                 grads = self._owned_grads()
@@ -751,6 +751,32 @@ class Optimizer:
             if grad_scale is not None:
                 self._run(plan, grad_scale)
         return loss
+
+    def _check_groups(self):
+        """Validate every group's hyperparameters, as each step must. A group whose keys
+        and values are the very objects validated last time, all immutable Python
+        scalars (or tuples of them), is not validated again: the same immutable objects
+        are the same values. Anything else (an array lr that a scheduler updates in
+        place, a list of betas, a new value, a new key) is validated afresh and bumps
+        ``_groups_epoch``, which the plain-list path keys its cached plan on."""
+        checked = self.__dict__.get("_groups_checked")
+        groups = self.param_groups
+        if checked is not None and len(checked) == len(groups):
+            for group, (old_group, keys, values) in zip(groups, checked):
+                if old_group is not group or not _same_objects(keys, tuple(group)) \
+                        or not _same_objects(values, tuple(group.values())):
+                    break
+            else:
+                return
+        fresh = []
+        for group in groups:
+            self._check_group(group)
+            values = tuple(group.values())
+            if _all_immutable(group):
+                fresh.append((group, tuple(group), values))
+            else:
+                fresh.append((None, (), ()))  # never the same: validated on every step
+        self._groups_checked = fresh
 
     def _run(self, plan, grad_scale):
         kernels = backends.load(self.backend)
@@ -1289,6 +1315,27 @@ class Optimizer:
             for key in sorted(k for k in group if k not in ("params", "param_names")):
                 lines.append(f"    {key}: {group[key]}")
         return "\n".join(lines)
+
+
+_IMMUTABLE = frozenset((float, int, bool, str, type(None)))
+
+
+def _same_objects(a, b):
+    return len(a) == len(b) and all(map(operator.is_, a, b))
+
+
+def _all_immutable(group):
+    """Whether every value of the group but its parameters (and their names) is an
+    immutable Python scalar or a tuple of them."""
+    for key, value in group.items():
+        if key == "params" or key == "param_names":
+            continue
+        if type(value) is tuple:
+            if not all(type(item) in _IMMUTABLE for item in value):
+                return False
+        elif type(value) not in _IMMUTABLE:
+            return False
+    return True
 
 
 def _check_impl_flags(group, names):

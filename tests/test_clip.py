@@ -439,7 +439,7 @@ def test_hyperparameters_accept_numpy_scalars_and_follow_torch():
 
 # ------------------------------------------------------------------ CUDA (GPU or simulator)
 def _cuda_or_skip():
-    from fastoptim import _cuda
+    from fastoptim.arrays import device as _cuda
 
     if not _cuda.is_available():
         pytest.skip("numba.cuda unavailable")

@@ -201,6 +201,64 @@ def test_invalid_group_hyperparameter_at_step_changes_nothing(backend):
     assert_unchanged(opt, [a, b], before)
 
 
+_BAD_EDITS = [  # (set before the first steps, the edit after them, the next step's error)
+    ({}, lambda g: g.__setitem__("lr", -1.0), ValueError, "Invalid learning rate"),
+    ({}, lambda g: g.__setitem__("betas", (0.9, 1.5)), ValueError, "Invalid beta parameter at index 1"),
+    ({"betas": [0.9, 0.999]}, lambda g: g["betas"].__setitem__(0, -0.5), ValueError,
+     "Invalid beta parameter at index 0"),
+    ({"lr": np.array(0.1)}, lambda g: g["lr"].__setitem__((), -2.0), ValueError,
+     "Invalid learning rate"),
+    ({}, lambda g: g.__setitem__("eps", -1e-8), ValueError, "Invalid epsilon value"),
+    ({}, lambda g: g.__setitem__("fused", True), ValueError, "fused=True is not supported"),
+    ({}, lambda g: g.__setitem__("amsgrad", "yes"), TypeError, "amsgrad"),
+    ({}, lambda g: g.pop("betas"), KeyError, "betas"),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("setup, edit, error, message", _BAD_EDITS)
+def test_every_step_validates_groups_edited_after_earlier_steps(backend, setup, edit, error,
+                                                                message):
+    """Steps skip re-validating a group whose values are the same immutable objects as
+    last time; any edit (a new value, a key, a list or array changed in place) is seen."""
+    a = np.ones(5)
+    opt = fastoptim.Adam([a], lr=0.1, backend=backend)
+    opt.param_groups[0].update(copy.deepcopy(setup))  # the cases' lists and arrays are edited
+    for _ in range(3):
+        opt.step([np.ones(5)])
+    edit(opt.param_groups[0])
+    before = snapshot(opt, [a])
+    with pytest.raises(error, match=message):
+        opt.step([np.ones(5)])
+    assert_unchanged(opt, [a], before)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_groups_edited_between_steps_step_as_a_new_optimizer_would(backend):
+    """amsgrad switched on, a new lr, momentum switched on: the next steps use them."""
+    rng = np.random.default_rng(3)
+    grads = [rng.standard_normal(7) for _ in range(6)]
+
+    def run(name, edits):
+        w = np.linspace(-1, 1, 7)
+        opt = getattr(fastoptim, name)([w], lr=0.1, backend=backend)
+        for k, g in enumerate(grads):
+            if k == 3:
+                opt.param_groups[0].update(edits)
+            opt.step([g])
+        return w
+
+    for name, edits in (("Adam", {"amsgrad": True, "lr": 0.05}), ("SGD", {"momentum": 0.9})):
+        ref = fastoptim.Adam if name == "Adam" else fastoptim.SGD
+        w = np.linspace(-1, 1, 7)
+        opt = ref([w], lr=0.1, backend="numpy")
+        for k, g in enumerate(grads):
+            if k == 3:
+                opt.param_groups[0].update(edits)
+            opt.step([g])
+        np.testing.assert_array_equal(run(name, edits), w)
+
+
 def test_load_state_dict_errors_change_nothing():
     a, b = np.ones(3), np.ones(2)
     opt = fastoptim.Adam([a, b], lr=0.1)

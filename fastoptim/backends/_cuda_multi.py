@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from .. import _cuda
+from ..arrays import device as _cuda
 from . import _math
 
 cuda = _cuda.cuda

@@ -24,7 +24,7 @@ import math
 import numba
 import numpy as np
 
-from .._devices import note_parallel, parallel_guard, serial_only
+from .._parallel import note_parallel, parallel_guard, serial_only
 from . import _clip_math, _reduce_numpy, _threads
 from ._clip_math import COUNT, MAX_ABS, MIN_ABS, SUM_ABS, SUM_POW, SUM_SQ
 from . import _jit

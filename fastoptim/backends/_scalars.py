@@ -58,9 +58,8 @@ def sgd_scalars(dtype, *, lr, momentum, dampening, weight_decay, grad_scale=1.0)
     )
 
 
-@functools.lru_cache(maxsize=1024, typed=True)
 @np.errstate(over="ignore", invalid="ignore")  # a huge lr gives inf, silently, as in torch
-def adam_scalars(
+def _adam_scalars_exact(
     dtype, *, step, lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, grad_scale=1.0
 ) -> AdamScalars:
     t = np.dtype(dtype).type
@@ -85,3 +84,48 @@ def adam_scalars(
         decay_factor=t(1 - lr * weight_decay),
         weight_decay_mode=mode,
     )
+
+
+_FINITE_MAX = {np.dtype(np.float32): float(np.finfo(np.float32).max),
+               np.dtype(np.float64): float(np.finfo(np.float64).max)}
+
+
+@functools.lru_cache(maxsize=1024, typed=True)
+def _adam_fixed(dtype, lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, grad_scale):
+    """Adam's scalars at step 1, and what the two step-dependent ones are made from:
+    (scalars, dtype's type, largest finite value of the dtype, or None when the
+    inputs are not all Python numbers and every step takes the exact path)."""
+    scalars = _adam_scalars_exact(dtype, step=1, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                                  weight_decay=weight_decay,
+                                  decoupled_weight_decay=decoupled_weight_decay,
+                                  grad_scale=grad_scale)
+    plain = all(type(x) in (float, int) for x in (lr, beta1, beta2))
+    dtype = np.dtype(dtype)
+    return scalars, dtype.type, _FINITE_MAX.get(dtype) if plain else None
+
+
+def adam_scalars(
+    dtype, *, step, lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, grad_scale=1.0
+) -> AdamScalars:
+    """Adam's per-step scalars (see :class:`AdamScalars`), rounded as torch rounds them.
+
+    Called once per step and group, with a new ``step`` each time: the scalars that do
+    not depend on the step are cached, and the two that do (the bias corrections) are
+    computed here in plain Python arithmetic, the same expressions as
+    ``_adam_scalars_exact`` (which a test compares with this, and which handles the
+    rare inputs: array hyperparameters, results outside the dtype's range)."""
+    scalars, t, finite_max = _adam_fixed(dtype, lr, beta1, beta2, eps, weight_decay,
+                                         decoupled_weight_decay, grad_scale)
+    if finite_max is not None and type(step) in (float, int):
+        bias_correction1 = 1 - beta1**step
+        bias_correction2 = 1 - beta2**step
+        if bias_correction1 != 0:
+            neg_step_size = -(lr / bias_correction1)
+            if -finite_max <= neg_step_size <= finite_max:  # no overflow in the cast (nor NaN)
+                return AdamScalars(scalars[0], scalars[1], scalars[2], scalars[3], scalars[4],
+                                   scalars[5], t(bias_correction2**0.5), scalars[7],
+                                   t(neg_step_size), scalars[9], scalars[10], scalars[11])
+    return _adam_scalars_exact(dtype, step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                               weight_decay=weight_decay,
+                               decoupled_weight_decay=decoupled_weight_decay,
+                               grad_scale=grad_scale)

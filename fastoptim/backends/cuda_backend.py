@@ -15,7 +15,7 @@ No host-device synchronization happens inside a step: the per-step scalars
 arguments; the step counter counts launches on the host (and, under
 ``skip_nonfinite``, skipped steps on the device: ``_cuda.DeviceStep``). The launch configuration
 ``kernel[blocks, threads, stream]`` is built once per (size bucket, stream) and
-cached (``fastoptim._cuda.configured``).
+cached (``fastoptim.arrays.cuda_runtime.configured``).
 
 Streams
 -------
@@ -41,7 +41,7 @@ import weakref
 
 import numpy as np
 
-from .. import _cuda
+from ..arrays import device as _cuda
 from . import _cuda_multi as _multi
 from . import _reduce_cuda as _reduce
 from ._cuda_multi import POINTER_KERNELS

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numba
 
-from .._devices import serial_only
+from .._parallel import serial_only
 from . import _math, _threads
 from ._jit import SERIAL, KernelPair, kernel_pair
 from ._scalars import adam_scalars, sgd_scalars
