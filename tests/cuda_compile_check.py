@@ -15,12 +15,12 @@ CCS = ((8, 0), (9, 0))
 
 
 def bench_targets():
-    """The benchmark's floor and busy-wait kernels (fastoptim/bench_cuda.py), as
+    """The benchmark's floor and busy-wait kernels (fastoptim/bench/cuda.py), as
     ``compile_targets`` lists the library's (the library does not import the benchmark)."""
     from numba import cuda
     from numba import types as T
 
-    from fastoptim import bench_cuda
+    from fastoptim.bench import cuda as bench_cuda
 
     bench_cuda.cuda = cuda
     targets = [(f"bench_floor{reads}_float32", fn, (T.float32[::1],) * reads, True)

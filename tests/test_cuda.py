@@ -484,7 +484,7 @@ def test_streams():
 # ---------------------------------------------------------------- benchmark
 @pytest.mark.filterwarnings("ignore:Simulator timings are bogus")
 def test_benchmark_smoke():
-    from fastoptim import bench_cuda as bench
+    from fastoptim.bench import cuda as bench
 
     rows = bench.run_cuda_bench(sizes=[100], repeat=1, many=(3, 32), optimizers=["adam", "sgd"],
                                 peers=False, allow_simulator=True)
