@@ -25,7 +25,7 @@ import fastoptim.functional as F  # noqa: E402
 from fastoptim import backends  # noqa: E402
 from fastoptim.arrays import cuda_runtime  # noqa: E402
 from fastoptim.arrays import device as _cuda  # noqa: E402  (the CUDA side's one namespace)
-from fastoptim.backends import _scalars, cuda_backend  # noqa: E402
+from fastoptim.backends import _cuda_multi, _scalars, cuda_backend  # noqa: E402
 
 SIZES = [(), (1,), (7,), (3, 11), (257,)]
 DTYPES = [np.float32, np.float64]
@@ -149,10 +149,10 @@ def test_kernels_take_the_scalars_in_order():
     assert names[5:] == list(_scalars.SGDScalars._fields) + ["first_step", "nesterov", "maximize",
                                                              "track_first"]
     # the pointer-table kernels: (table, total, ctrl), then the same scalars and flags
-    names = list(inspect.signature(cuda_backend._adam_multi).parameters)
+    names = list(inspect.signature(_cuda_multi._adam_multi).parameters)
     assert names[3:] == list(_scalars.AdamScalars._fields) + ["amsgrad", "maximize", "attempted",
                                                               "lr"]
-    names = list(inspect.signature(cuda_backend._sgd_multi).parameters)
+    names = list(inspect.signature(_cuda_multi._sgd_multi).parameters)
     assert names[3:] == list(_scalars.SGDScalars._fields) + ["first_step", "nesterov", "maximize",
                                                              "track_first"]
 
@@ -532,7 +532,7 @@ def test_skip_nonfinite_and_max_grad_norm_on_device(flat):
 
 
 # ------------------------------------------ device-side max_grad_norm / skip_nonfinite
-from fastoptim import _cuda_reduce  # noqa: E402
+from fastoptim.backends import _reduce_cuda as _cuda_reduce  # noqa: E402
 
 
 @pytest.fixture
@@ -813,18 +813,18 @@ def test_multi_functions_match_the_per_tensor_kernels():
 
 
 def test_pointer_table_is_rebuilt_only_when_the_tensors_change():
-    cuda_backend._tables.clear()
+    _cuda_multi.tables.clear()
     arrays = [dev(np.arange(n, dtype=np.float32)) for n in (3, 5)]
     grads = [dev(np.zeros(n, np.float32)) for n in (3, 5)]
-    t1, total = cuda_backend._table((arrays, grads), [3, 5])
+    t1, total = _cuda_multi.table((arrays, grads), [3, 5])
     assert total == 8
     rows = host(t1)
     assert list(rows[:, 0]) == [_cuda._desc(a).ptr for a in arrays]
     assert list(rows[:, 1]) == [_cuda._desc(g).ptr for g in grads]
     assert list(rows[:, 5]) == [3, 5] and list(rows[:, 6]) == [0, 3]
-    assert cuda_backend._table((list(arrays), list(grads)), [3, 5])[0] is t1  # same tensors
+    assert _cuda_multi.table((list(arrays), list(grads)), [3, 5])[0] is t1  # same tensors
     new_grads = [grads[0], dev(np.zeros(5, np.float32))]
-    t2, _ = cuda_backend._table((arrays, new_grads), [3, 5])
+    t2, _ = _cuda_multi.table((arrays, new_grads), [3, 5])
     assert t2 is not t1 and host(t2)[1, 1] == _cuda._desc(new_grads[1]).ptr
 
 

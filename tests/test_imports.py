@@ -21,11 +21,7 @@ PACKAGE_DIR = Path(fastoptim.__file__).resolve().parent
 # Modules that still sit on an import cycle in files owned by other work in progress
 # (issue 15). The list may only shrink: a module not listed that joins a cycle fails the
 # test, and so does a listed one that no longer is on any cycle (remove it here).
-KNOWN_ELSEWHERE = frozenset({
-    # backends/cuda_backend <-> _cuda_reduce, <-> bench_cuda, -> optimizers -> clip -> _cuda_reduce
-    "fastoptim", "fastoptim.optimizers", "fastoptim.clip", "fastoptim._cuda_reduce", "fastoptim.backends.cuda_backend",
-    "fastoptim.bench.cuda",
-})
+KNOWN_ELSEWHERE = frozenset()  # none left (issue 15's clip work took the last ones off)
 
 # fastoptim.arrays, bottom first: each module may import only the ones before it (and
 # fastoptim._validation), inside functions too.

@@ -68,3 +68,8 @@ def set_dispatch(parallel_min: int, blocked_max_bytes: int) -> None:
 
 def max_threads() -> int:
     return lib.fo_openmp_max_threads()
+
+
+# gradient norms and clipping (clip.py's operations, see backends/__init__): numba's, or
+# numpy's without numba (no C kernels of their own; _reduce_c.py)
+from ._reduce_c import all_finite, clamp_, norm_stats, scale_  # noqa: E402,F401

@@ -140,3 +140,7 @@ def threading_layer() -> str:
         return numba.threading_layer()
     except ValueError:  # no parallel kernel has run yet
         return "not initialised"
+
+
+# gradient norms and clipping (clip.py's operations, see backends/__init__): _reduce_numba.py
+from ._reduce_numba import all_finite, clamp_, norm_stats, scale_  # noqa: E402,F401
