@@ -88,18 +88,20 @@ def _ast_functions(text):
             if isinstance(node, ast.FunctionDef)}
 
 
-CUDA = {
-    "_sgd_kernel": ["param", "grad", "buf", "ctrl", "pending"] + SGD + ["track_first"],
-    "_adam_kernel": (["param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "ctrl", "cell"]
-                     + ADAM + ["attempted", "lr"]),
-    "_sgd_multi": ["table", "total", "ctrl"] + SGD + ["track_first"],
-    "_adam_multi": ["table", "total", "ctrl"] + ADAM + ["attempted", "lr"],
+CUDA = {  # module.function: parameters (the pointer-table kernels are _cuda_multi's)
+    "cuda_backend._sgd_kernel": ["param", "grad", "buf", "ctrl", "pending"] + SGD
+                                + ["track_first"],
+    "cuda_backend._adam_kernel": (["param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq",
+                                   "ctrl", "cell"] + ADAM + ["attempted", "lr"]),
+    "_cuda_multi._sgd_multi": ["table", "total", "ctrl"] + SGD + ["track_first"],
+    "_cuda_multi._adam_multi": ["table", "total", "ctrl"] + ADAM + ["attempted", "lr"],
 }
 
 
 @pytest.mark.parametrize("name", CUDA)
 def test_cuda_signatures_follow_the_scalars(name):
-    func = _ast_functions(_source("fastoptim.backends.cuda_backend"))[name]
+    module, function = name.split(".")
+    func = _ast_functions(_source(f"fastoptim.backends.{module}"))[function]
     assert [a.arg for a in func.args.args] == CUDA[name]
 
 
@@ -286,13 +288,15 @@ def _python_calls(text, callees):
             yield node.func.id, [ast.unparse(a) for a in node.args]
 
 
-@pytest.mark.parametrize("module", ["numba_backend", "_multi_numba", "cuda_backend"])
+@pytest.mark.parametrize("module", ["numba_backend", "_multi_numba", "cuda_backend",
+                                    "_cuda_multi"])
 def test_python_calls_of_the_updates_pass_the_scalars_in_order(module):
     text = _source(f"fastoptim.backends.{module}")
-    calls = list(_python_calls(text, ("_sgd_update", "_adam_update")))
-    assert len(calls) >= 4, f"{module}: no calls of _sgd_update/_adam_update found"
+    calls = list(_python_calls(text, ("_sgd_update", "_adam_update", "sgd_update",
+                                      "adam_update")))
+    assert len(calls) >= 4, f"{module}: no calls of the per-element updates found"
     for callee, args in calls:
-        arrays, expected = (3, SGD) if callee == "_sgd_update" else (5, ADAM)
+        arrays, expected = (3, SGD) if callee.endswith("sgd_update") else (5, ADAM)
         _check_args(args[arrays:], expected, (module, callee))
 
 

@@ -77,10 +77,8 @@ def test_no_python_module_defines_a_shared_constant_again():
 
 
 def test_every_python_user_reads_the_one_definition():
-    from fastoptim import clip
     from fastoptim.backends import _jit, _math, _multi_table, _scalars, _threads
 
-    assert clip.PARALLEL_MIN == _constants.PARALLEL_MIN
     assert (_jit.LINE_BYTES, _jit.CHUNK_LINES, _jit.PREFETCH_AHEAD_BYTES) == (
         _constants.LINE_BYTES, _constants.CHUNK_LINES, _constants.PREFETCH_AHEAD_BYTES)
     assert (_math.DECAY_L2, _math.DECAY_DECOUPLED) == (_constants.DECAY_L2,
