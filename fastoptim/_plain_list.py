@@ -23,8 +23,8 @@ import threading
 
 import numpy as np
 
-from . import _devices, backends
-from ._devices import HostArrays
+from . import _parallel as _devices, backends
+from .arrays import HostArrays
 from .backends import _multi_table as T
 from .backends import _threads
 

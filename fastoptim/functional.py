@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from . import _validation as V
 from . import backends
-from ._devices import check_backend_fits, device_support, is_array, note_parallel, parallel_guard
+from ._parallel import note_parallel, parallel_guard
+from .arrays import check_backend_fits, device_support, is_array
 
 
 def _as_list(name, arrays):

@@ -29,9 +29,10 @@ from . import _plain_list
 from . import _validation as V
 from . import backends
 from .backends._multi_table import _address, first_read_only
-from ._devices import check_backend_fits, device_support, is_array, note_parallel, parallel_guard
-from .flat import FlatGradDict, FlatGrads, copy_keeping_views, owner_of
-from .flat import _root as _host_root
+from ._parallel import note_parallel, parallel_guard
+from .arrays import check_backend_fits, device_support, is_array
+from .arrays import FlatGradDict, FlatGrads, copy_keeping_views, owner_of
+from .arrays import root_of as _host_root
 
 
 def _root_of(a):

@@ -100,3 +100,7 @@ def lion(param, grad, exp_avg, *, lr, beta1, beta2, weight_decay, maximize, grad
     # the moment moves after the update: exp_avg * beta2 + (1 - beta2) * g
     exp_avg *= s.beta2
     exp_avg += s.one_minus_beta2 * g
+
+
+# gradient norms and clipping (clip.py's operations, see backends/__init__): _reduce_numpy.py
+from ._reduce_numpy import all_finite, clamp_, norm_stats, scale_  # noqa: E402,F401
