@@ -2,6 +2,7 @@
 kernels' names carry a digest of their code and of everything it reaches (the per-element
 updates of _math.py, the constants), so editing any of these gives a fresh cache entry."""
 import inspect
+import re
 import subprocess
 import sys
 import textwrap
@@ -40,7 +41,8 @@ def test_every_numba_kernel_is_cached_under_its_digest():
     for pair, kernel in ((numba_backend._ADAM, numba_backend._adam),
                          (numba_backend._AMSGRAD, numba_backend._amsgrad),
                          (numba_backend._SGD, numba_backend._sgd),
-                         (numba_backend._SGD_MOMENTUM, numba_backend._sgd_momentum)):
+                         (numba_backend._SGD_MOMENTUM, numba_backend._sgd_momentum),
+                         (numba_backend._LION, numba_backend._lion)):
         serial, parallel, blocked = _names(pair)
         assert serial == f"{kernel.__name__}__{_jit.code_digest(kernel)}"
         assert parallel.endswith(_jit.code_digest(_jit._chunked_template, kernel))
@@ -121,3 +123,23 @@ def test_the_table_kernels_follow_math_py_too():
     blocks = _multi_numba._adam_blocks.py_func  # the parallel one reaches it through the rows
     assert _jit.code_digest(_with_globals(blocks, _adam_rows=numba.njit(
         _with_globals(rows, _adam_update=edited)))) != _jit.code_digest(blocks)
+
+
+def test_the_cuda_kernels_are_cached_under_their_digest_too():
+    """numba-cuda's disk cache keys on the name as well: each CUDA kernel's name carries
+    the digest of its code and of the _math update it calls, so an edit of _math.py
+    reaches the GPU kernels (under the simulator this is checked on the Python side)."""
+    cuda_backend = pytest.importorskip("fastoptim.backends.cuda_backend")
+    from fastoptim.backends import _cuda_multi
+
+    kernels = [cuda_backend._sgd_kernel, cuda_backend._adam_kernel, cuda_backend._lion_kernel]
+    if _cuda_multi.POINTER_KERNELS:
+        kernels += [_cuda_multi.sgd_multi_kernel, _cuda_multi.adam_multi_kernel]
+    names = [kernel.py_func.__name__.rsplit("__", 1) for kernel in kernels]
+    assert [name for name, _ in names] == ["_sgd_kernel", "_adam_kernel", "_lion_kernel",
+                                           "_sgd_multi", "_adam_multi"][:len(kernels)]
+    assert all(re.fullmatch("[0-9a-f]{10,}", digest) for _, digest in names)
+    lion = cuda_backend._lion_kernel.py_func
+    edited_update = _edited(_math.lion_update, "m * beta2", "m * beta1")
+    device = cuda_backend.cuda.jit(device=True, inline=True)(edited_update)
+    assert _jit.code_digest(_with_globals(lion, _lion_update=device)) != _jit.code_digest(lion)

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..arrays import device as _cuda
 from . import _math
+from ._jit import cache_named
 
 cuda = _cuda.cuda
 _CACHE = not _cuda.SIMULATOR
@@ -193,5 +194,6 @@ def _adam_multi(table, total, ctrl, grad_scale, lerp_weight, lerp_complement, le
 
 
 if POINTER_KERNELS:
-    sgd_multi_kernel = cuda.jit(cache=_CACHE)(_sgd_multi)
-    adam_multi_kernel = cuda.jit(cache=_CACHE)(_adam_multi)
+    # cached under their code's digest (_math's updates included)
+    sgd_multi_kernel = cuda.jit(cache=_CACHE)(cache_named(_sgd_multi))
+    adam_multi_kernel = cuda.jit(cache=_CACHE)(cache_named(_adam_multi))

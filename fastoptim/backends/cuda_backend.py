@@ -46,6 +46,7 @@ from . import _cuda_multi as _multi
 from . import _reduce_cuda as _reduce
 from ._cuda_multi import POINTER_KERNELS
 from . import _math
+from ._jit import cache_named
 from ._scalars import adam_scalars, lion_scalars, sgd_scalars
 
 if _cuda.cuda is None:  # the registry reports this backend as unavailable
@@ -91,7 +92,6 @@ def _first_step_pending(pending):
     return True
 
 
-@cuda.jit(cache=_CACHE)
 def _sgd_kernel(param, grad, buf, ctrl, pending, grad_scale, neg_lr, weight_decay, momentum,
                 one_minus_dampening, has_weight_decay, has_momentum, first_step, nesterov,
                 maximize, track_first):
@@ -124,7 +124,9 @@ def _sgd_kernel(param, grad, buf, ctrl, pending, grad_scale, neg_lr, weight_deca
                                       False, False, nesterov, maximize)
 
 
-@cuda.jit(cache=_CACHE)
+_sgd_kernel = cuda.jit(cache=_CACHE)(cache_named(_sgd_kernel))  # cached under its code's digest
+
+
 def _adam_kernel(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, ctrl, cell, grad_scale,
                  lerp_weight, lerp_complement, lerp_from_start, beta2, one_minus_beta2,
                  bias_correction2_sqrt, eps, neg_step_size, weight_decay, decay_factor,
@@ -157,7 +159,9 @@ def _adam_kernel(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, ctrl, cell, g
                 weight_decay_mode, False, maximize)
 
 
-@cuda.jit(cache=_CACHE)
+_adam_kernel = cuda.jit(cache=_CACHE)(cache_named(_adam_kernel))  # cached under its code's digest
+
+
 def _lion_kernel(param, grad, exp_avg, ctrl, grad_scale, neg_lr, beta1, one_minus_beta1, beta2,
                  one_minus_beta2, decay_factor, has_weight_decay, maximize):
     if ctrl[1] != 0:  # skip_nonfinite found a NaN/Inf gradient (on the device)
@@ -169,6 +173,9 @@ def _lion_kernel(param, grad, exp_avg, ctrl, grad_scale, neg_lr, beta1, one_minu
         param[i], exp_avg[i] = _lion_update(param[i], grad[i], exp_avg[i], grad_scale, neg_lr,
                                             beta1, one_minus_beta1, beta2, one_minus_beta2,
                                             decay_factor, has_weight_decay, maximize)
+
+
+_lion_kernel = cuda.jit(cache=_CACHE)(cache_named(_lion_kernel))  # cached under its code's digest
 
 
 def _configured(kernel, n):
