@@ -25,13 +25,13 @@ import weakref
 
 import numpy as np
 
-from . import _plain_list
-from . import _validation as V
-from . import backends
-from .backends._multi_table import _address, first_read_only
-from ._devices import check_backend_fits, device_support, is_array, note_parallel, parallel_guard
-from .flat import FlatGradDict, FlatGrads, copy_keeping_views, owner_of
-from .flat import _root as _host_root
+from .. import _plain_list
+from .. import _validation as V
+from .. import backends
+from ..backends._multi_table import _address, first_read_only
+from .._devices import check_backend_fits, device_support, is_array, note_parallel, parallel_guard
+from ..flat import FlatGradDict, FlatGrads, copy_keeping_views, owner_of
+from ..flat import _root as _host_root
 
 
 def _root_of(a):
@@ -899,7 +899,7 @@ class Optimizer:
         self.last_step_skipped = False
         if not self.skip_nonfinite and self.max_grad_norm is None:
             return 1.0
-        from .clip import clip_coef, norm_and_finite
+        from ..clip import clip_coef, norm_and_finite
 
         real = self._devices.real_view
         arrays = [real(g) for work in plan if work is not None

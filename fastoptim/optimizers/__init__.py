@@ -1,0 +1,1 @@
+from .base import SGD, Adam, AdamW, Optimizer  # noqa: F401
