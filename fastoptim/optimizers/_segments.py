@@ -1,0 +1,161 @@
+"""Flat param groups: a group whose parameters tile one contiguous buffer."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..backends._multi_table import _address, first_read_only
+
+
+class _Segment:
+    """A param group whose parameters tile one contiguous buffer: one kernel call per step."""
+
+    __slots__ = ("root", "start", "param", "slices", "uniform", "state", "views", "checked")
+
+    def __init__(self, root, start, param, params):
+        self.root, self.start, self.param = root, start, param
+        sizes = [math.prod(p.shape) for p in params]  # torch tensors' .size is a method
+        ends = np.cumsum(sizes)
+        self.slices = [slice(int(e - n), int(e)) for e, n in zip(ends, sizes)]
+        # True while every parameter of the group has stepped together, so the
+        # group's state is one flat array per key and one shared step counter.
+        self.uniform = True
+        self.state = {}  # key -> flat state array of the whole group (while uniform)
+        self.views = {}  # key -> the per-parameter views of it that opt.state holds
+        self.checked = -1  # the edit count at which opt.state was last found to hold them
+
+
+def _check_segment_memory(indices, segment):
+    """The parameters of a flat group are views into one buffer: refuse a step once that
+    buffer no longer holds them (``buffer.resize(..., refcheck=False)`` reallocates or
+    shrinks it in place and leaves every view dangling; writing through them would write
+    into freed memory). O(1): the group's flat view must still start where the buffer
+    says and fit inside it."""
+    root, param = segment.root, segment.param
+    if not (isinstance(root, np.ndarray) and isinstance(param, np.ndarray)):
+        return  # device arrays cannot be resized in place
+    if (root.size < segment.start + param.size
+            or _address(param) != _address(root) + segment.start * root.itemsize):
+        raise ValueError(
+            f"the buffer behind params[{indices[0]}:{indices[-1] + 1}] was resized or "
+            "reallocated in place (ndarray.resize with refcheck=False?): the parameters are "
+            "views into memory it no longer holds; make a new FlatParams and optimizer")
+
+
+
+class _SegmentsMixin:
+    """The optimizer's side of flat groups: allocate, check and give up their flat state."""
+
+    def _check_segment_arrays(self, indices, segment, contiguous):
+        """What the edit counter cannot see in an intact flat group, whose kernel writes
+        the flat buffers, not the views that ``opt.state`` and the group hold: the
+        buffers themselves (still of the group's size, writeable...), and every view's
+        writeable flag (a user who makes ``opt.state[i][key]`` or a parameter read-only
+        means it not to be written). On the host only: device arrays have no such flag."""
+        if self._devices.on_device:
+            return
+        span = f"{indices[0]}:{indices[-1] + 1}"
+        for root in (segment.root, segment.param):
+            if not root.flags.writeable:
+                raise ValueError(f"params[{span}] are views of a read-only buffer; "
+                                 "parameters are updated in place")
+        j = first_read_only(self._params[indices[0]:indices[-1] + 1])
+        if j >= 0:
+            raise ValueError(f"params[{indices[j]}] is read-only; parameters are updated in place")
+        check = self._devices.check_state
+        for key, flat in segment.state.items():
+            views = segment.views[key]
+            j = first_read_only(views)
+            if j >= 0:
+                name = f"state[{indices[j]}][{key!r}]"
+                check(name, views[j], self._params[indices[j]], contiguous)
+                raise ValueError(f"{name} is read-only; optimizer state is updated in place")
+            check(f"the buffer behind state[{span}][{key!r}]", flat, segment.param, contiguous)
+
+
+    def _segment_intact(self, indices, segment):
+        """True if ``opt.state`` still holds exactly the views of the group's flat state."""
+        version = self._layout.version[0]
+        if segment.checked == version:
+            return True
+        entries = [dict.get(self.state, i) for i in indices]
+        if not segment.state and not (self._uses_step and entries[0]):
+            intact = not any(entries)  # nothing started yet: any entry is an edit
+        else:
+            first = entries[0]
+            step = dict.get(first, "step") if first is not None else None
+            size = len(segment.state) + self._uses_step
+            intact = all(
+                e is not None and len(e) == size
+                and (not self._uses_step or dict.get(e, "step") is step)
+                and all(dict.get(e, key) is views[j] for key, views in segment.views.items())
+                for j, e in enumerate(entries))
+            intact = intact and (not self._uses_step or isinstance(step, np.ndarray))
+        if intact:
+            segment.checked = version
+        return intact
+
+
+    def _ensure_state(self, group, indices, segment):
+        """Allocate the state of a uniform flat group: one array per key, views per param."""
+        first = dict.get(self.state, indices[0])
+        if not first:
+            shared = self._new_state(group, indices[0])  # one step counter for the group
+            if not shared and not self._state_keys(group):
+                return {}, False  # stateless (plain SGD): torch keeps no state entry either
+            for i in indices:
+                entry = dict.get(self.state, i)
+                if entry is None:  # an empty entry read as opt.state[p] is filled in place
+                    entry = self._new_entry()
+                    dict.__setitem__(self.state, i, entry)
+                dict.update(entry, shared)
+            first = dict.__getitem__(self.state, indices[0])
+        fresh = False
+        for key, init in self._state_keys(group):
+            if key not in first:
+                flat = segment.state[key] = self._devices.alloc(segment.param, init)
+                views = segment.views[key] = []
+                for i, sl in zip(indices, segment.slices):
+                    view = flat[sl].reshape(self._params[i].shape)
+                    views.append(view)
+                    dict.__setitem__(dict.__getitem__(self.state, i), key, view)
+                fresh = True
+        segment.checked = self._layout.version[0]
+        return first, fresh
+
+    def _unshare(self, indices, segment):
+        """Give each parameter of a flat group its own step counter before a partial step."""
+        segment.uniform = False
+        for i in indices:
+            state = dict.get(self.state, i)
+            if state is not None and isinstance(dict.get(state, "step"), np.ndarray):
+                dict.__setitem__(state, "step", state["step"].copy())
+
+
+    def _install_uniform(self, indices, segment, entries):
+        """Install a flat group's state as flat arrays if every parameter has the same keys and step."""
+        if all(e is None for e in entries):
+            return True
+        if any(e is None for e in entries) or len({frozenset(e) for e in entries}) != 1:
+            return False
+        if self._uses_step and len({float(e["step"]) for e in entries}) != 1:
+            return False
+        step = self._devices.step_counter(float(entries[0]["step"])) if self._uses_step else None
+        installed = [self._new_entry() for _ in entries]
+        for key in entries[0]:
+            if key == "step":
+                for new in installed:
+                    dict.__setitem__(new, key, step)
+                continue
+            flat = segment.state[key] = self._devices.alloc(segment.param, "empty")
+            views = segment.views[key] = []
+            for i, sl, e, new in zip(indices, segment.slices, entries, installed):
+                view = flat[sl].reshape(self._params[i].shape)
+                views.append(view)
+                self._devices.copy_into(view, e[key])
+                dict.__setitem__(new, key, view)
+        for i, new in zip(indices, installed):
+            dict.__setitem__(self.state, i, new)
+        return True
+
