@@ -5,6 +5,7 @@ import numpy as np
 
 from .. import _validation as V
 from .. import backends
+from .. import functional as F
 from .._devices import is_array
 from ..backends._multi_table import first_read_only
 from ..flat import FlatGradDict, FlatGrads
@@ -77,7 +78,7 @@ class _StepChecksMixin:
         arrays = [real(g) for work in plan if work is not None
                   for g in (work if isinstance(work, tuple) else (g for _, g in work))]
         if self._devices.on_device:  # CUDA: norm, factor and flag stay on the device
-            return backends.load("cuda").check_gradients(self, arrays)
+            return F._device_grad_control(self, arrays)
         # one reduction for every CPU backend (numba's when it loads, else NumPy's), so
         # that numpy, numba and c clip by the same factor and stay equal bit for bit
         norm, finite = norm_and_finite(arrays, 2.0, backend="auto")

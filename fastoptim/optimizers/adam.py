@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .. import _validation as V
+from .. import functional as F
 from ._groups import _check_impl_flags
 from .base import _COMMON_ARGS, Optimizer, _lr_value
 
@@ -62,16 +63,15 @@ class Adam(Optimizer):
             keys.append(("max_exp_avg_sq", "zeros"))
         return keys
 
-    def _update(self, kernels, g, param, grad, state, entry, fresh, grad_scale):
+    def _update(self, g, args):
         beta1, beta2 = g["betas"]
-        kernels.adam(param, grad, state["exp_avg"], state["exp_avg_sq"],
-                     state.get("max_exp_avg_sq") if g["amsgrad"] else None,
-                     # CUDA: the DeviceStep itself (its true value may be on the device)
-                     step=entry["step"] if self._devices.on_device else V.step_value(entry["step"]),
-                     lr=_lr_value(g["lr"]), beta1=_lr_value(beta1), beta2=_lr_value(beta2),
-                     eps=g["eps"], weight_decay=g["weight_decay"], amsgrad=g["amsgrad"],
-                     maximize=g["maximize"], decoupled_weight_decay=g["decoupled_weight_decay"],
-                     grad_scale=grad_scale)
+        F._adam(args, _lr_value(g["lr"]), _lr_value(beta1), _lr_value(beta2), g["eps"],
+                g["weight_decay"], g["amsgrad"], g["maximize"], g["decoupled_weight_decay"])
+
+    def _update_list(self, g, args):
+        beta1, beta2 = g["betas"]
+        F._adam_list(args, g["lr"], beta1, beta2, g["eps"], g["weight_decay"], g["amsgrad"],
+                     g["maximize"], g["decoupled_weight_decay"])
 
 
 Adam.__doc__ = Adam.__doc__.replace("{common_args}", _COMMON_ARGS)

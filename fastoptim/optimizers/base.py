@@ -1,9 +1,10 @@
 """The optimizer classes: validate, keep hyperparameters and state, hold no math.
 
 The math lives in the backends (``fastoptim/backends``); ``Optimizer.step``
-checks every gradient and every state array it will write first, then hands
-each parameter (or each flat parameter group, see ``fastoptim.flat``) to the
-backend's kernel.
+checks every gradient and every state array it will write first, plans the
+work and keeps the state, then hands each parameter (or each flat parameter
+group, see ``fastoptim.flat``, or a table of a plain list's tensors) to the
+functional layer (``fastoptim.functional``), the only caller of the kernels.
 
 Users edit a live optimizer the way they edit torch's: ``opt.state[i][key] =
 array``, ``opt.param_groups[g]["params"].append(w)``, ``flat.grads[k] = None``.
@@ -25,6 +26,7 @@ import numpy as np
 from .. import _plain_list
 from .. import _validation as V
 from .. import backends
+from .. import functional as F
 from .._devices import is_array, note_parallel, parallel_guard
 from ..flat import copy_keeping_views, owner_of
 from ..flat import _root as _host_root
@@ -43,7 +45,9 @@ class Optimizer(_GroupsMixin, _StepChecksMixin, _SegmentsMixin, _LoadMixin):
     """Base class: param groups, state, ``step``, ``state_dict`` in torch's layout.
 
     Subclasses define ``_check_group`` (hyperparameter validation), ``_state_keys``
-    (the state arrays a group needs) and ``_update`` (one backend call).
+    (the state arrays a group needs), ``_update(group, args)`` (one kernel call
+    through ``fastoptim.functional``, ``args`` a ``functional.StepArgs``) and,
+    for one CUDA launch per list, ``_update_list(group, args)``.
     """
 
     _uses_step = False  # Adam counts steps; SGD does not
@@ -259,8 +263,8 @@ class Optimizer(_GroupsMixin, _StepChecksMixin, _SegmentsMixin, _LoadMixin):
                             for i, sl in zip(indices, segment.slices)]
                 if segment is not None and segment.uniform:
                     self._unshare(indices, segment)
-                if self._devices.on_device and len(work) > 1 and kernels.step_list(
-                        self, group, work, grad_scale):
+                if self._devices.on_device and len(work) > 1 and self._step_list(
+                        kernels, group, work, grad_scale):
                     continue  # CUDA: the whole list in one pointer-table launch
                 for index, grad in work:
                     self._step_one(kernels, group, index, grad, grad_scale)
@@ -278,6 +282,14 @@ class Optimizer(_GroupsMixin, _StepChecksMixin, _SegmentsMixin, _LoadMixin):
         return state
 
 
+    def _step_count(self, entry):
+        """Adam's step count including this step, as the kernels take it: a float, or on
+        CUDA the ``DeviceStep`` itself (its true value may be on the device); None for SGD."""
+        if not self._uses_step:
+            return None
+        step = entry["step"]
+        return step if self._devices.on_device else V.step_value(step)
+
     def _step_segment(self, kernels, group, indices, segment, grad, grad_scale):
         first, fresh = self._ensure_state(group, indices, segment)
         if self._uses_step:
@@ -286,9 +298,13 @@ class Optimizer(_GroupsMixin, _StepChecksMixin, _SegmentsMixin, _LoadMixin):
         keys = list(segment.state)
         param, grad, *arrays = self._devices.kernel_views(
             [segment.param, grad] + [segment.state[k] for k in keys])
-        self._update(kernels, group, param, grad, dict(zip(keys, arrays)), first, fresh, grad_scale)
+        self._update(group, F.StepArgs(kernels, param, grad, dict(zip(keys, arrays)),
+                                       self._step_count(first), fresh, grad_scale))
 
-    def _step_one(self, kernels, group, index, grad, grad_scale):
+    def _advance(self, group, index):
+        """Before one parameter's kernel call: its state entry (created, with any missing
+        state array allocated) and its step counted; returns (entry, fresh), ``fresh``
+        when an array was just allocated (SGD's first step writes its buffer)."""
         state = dict.get(self.state, index)
         if state is None:
             state = self._new_state(group, index)
@@ -308,9 +324,51 @@ class Optimizer(_GroupsMixin, _StepChecksMixin, _SegmentsMixin, _LoadMixin):
                 dict.__setitem__(state, "step", step + 1)
             else:  # a 0-d array, or a CUDA DeviceStep: counted in place
                 step += 1
+        return state, fresh
+
+    def _step_one(self, kernels, group, index, grad, grad_scale):
+        state, fresh = self._advance(group, index)
         keys = [k for k, _ in self._state_keys(group)]
-        param, grad, *arrays = self._devices.kernel_views([param, grad] + [state[k] for k in keys])
-        self._update(kernels, group, param, grad, dict(zip(keys, arrays)), state, fresh, grad_scale)
+        param, grad, *arrays = self._devices.kernel_views(
+            [self._params[index], grad] + [state[k] for k in keys])
+        self._update(group, F.StepArgs(kernels, param, grad, dict(zip(keys, arrays)),
+                                       self._step_count(state), fresh, grad_scale))
+
+    def _update_list(self, group, args):
+        """One launch for lists of arrays (CUDA); subclasses that have one define it."""
+        raise NotImplementedError
+
+    def _step_list(self, kernels, group, work, grad_scale):
+        """CUDA: the per-tensor work of one group (``[(index, checked_grad), ...]``) in one
+        launch per (dtype, step count, first step) bucket, with ``_step_one``'s state
+        bookkeeping for every tensor. False, having changed nothing, for an optimizer
+        without ``_update_list`` (the caller then steps each tensor)."""
+        if type(self)._update_list is Optimizer._update_list:
+            return False
+        keys = [k for k, _ in self._state_keys(group)]
+        buckets = {}
+        for index, grad in work:
+            state, fresh = self._advance(group, index)
+            param = self._params[index]
+            count = None
+            if self._uses_step:
+                counter = state["step"]  # a DeviceStep: its host count, without waiting
+                count = (counter.attempted if getattr(type(counter), "is_device_step", False)
+                         else float(counter))
+            bucket = buckets.get((np.dtype(param.dtype), count, fresh))
+            if bucket is None:
+                bucket = buckets[np.dtype(param.dtype), count, fresh] = F.StepArgs(
+                    kernels, [], [], {key: [] for key in keys},
+                    [] if self._uses_step else None, fresh, grad_scale)
+            bucket.param.append(param)
+            bucket.grad.append(grad)
+            if self._uses_step:
+                bucket.step.append(state["step"])
+            for key in keys:
+                bucket.state[key].append(state[key])
+        for args in buckets.values():
+            self._update_list(group, args)
+        return True
 
     # ------------------------------------------------------------------- copies
     def __deepcopy__(self, memo):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .. import _validation as V
+from .. import functional as F
 from ._groups import _check_impl_flags
 from .base import _COMMON_ARGS, Optimizer, _lr_value
 
@@ -50,11 +51,13 @@ class SGD(Optimizer):
         # the buffer is written, not read, on its first step: no need to zero it
         return [("momentum_buffer", "empty")] if g["momentum"] != 0 else []
 
-    def _update(self, kernels, g, param, grad, state, entry, fresh, grad_scale):
-        kernels.sgd(param, grad, state.get("momentum_buffer"), lr=_lr_value(g["lr"]),
-                    momentum=g["momentum"], dampening=g["dampening"],
-                    weight_decay=g["weight_decay"], nesterov=g["nesterov"],
-                    maximize=g["maximize"], first_step=fresh, grad_scale=grad_scale)
+    def _update(self, g, args):
+        F._sgd(args, _lr_value(g["lr"]), g["momentum"], g["dampening"], g["weight_decay"],
+               g["nesterov"], g["maximize"])
+
+    def _update_list(self, g, args):
+        F._sgd_list(args, g["lr"], g["momentum"], g["dampening"], g["weight_decay"],
+                    g["nesterov"], g["maximize"])
 
 
 SGD.__doc__ = SGD.__doc__.replace("{common_args}", _COMMON_ARGS)
