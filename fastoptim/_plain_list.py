@@ -206,7 +206,7 @@ def _step_one(opt, kernels, groups, index, grad, step):
     for group, (start, stop, keys, _) in zip(opt.param_groups, groups):
         if start <= index < stop:
             break
-    entry = dict.get(opt.state, index)
+    entry = opt._state._get(index)
     arrays = {key: entry[key].reshape(-1) for key in keys}
     opt._update(group, F.StepArgs(kernels, opt._params[index].reshape(-1), grad.reshape(-1),
                                   arrays, float(step) if opt._uses_step else None))

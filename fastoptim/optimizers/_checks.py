@@ -34,12 +34,12 @@ class _StepChecksMixin:
                     self._check_segment_arrays(indices, segment, contiguous)
                     if self._uses_step and segment.state:
                         V.check_state_step(f"state[{indices[0]}]['step']",
-                                           dict.__getitem__(self.state, indices[0])["step"])
+                                           self._state._at(indices[0])["step"])
                     continue
                 self._unshare(indices, segment)
             keys = [k for k, _ in self._state_keys(group)]
             for i in indices:
-                entry = dict.get(self.state, i)
+                entry = self._state._get(i)
                 if not entry:
                     continue
                 if self._uses_step and "step" in entry:  # no step yet: this is step 1
@@ -167,7 +167,7 @@ class _StepChecksMixin:
             keys = [k for k, _ in self._state_keys(group)]
             for i in indices:
                 out.append((f"params[{i}]", self._params[i]))
-                entry = dict.get(self.state, i)
+                entry = self._state._get(i)
                 if entry:
                     out.extend((f"state[{i}][{k!r}]", entry[k]) for k in keys if k in entry)
         return out

@@ -288,7 +288,7 @@ class _GroupsMixin:
             if segment is not None:
                 old_segments[tuple(map(id, params))] = segment
         new_params = [p for params in layout for p in params]
-        entries = [dict.get(self.state, old_index[id(p)]) if id(p) in old_index else None
+        entries = [self._state._get(old_index[id(p)]) if id(p) in old_index else None
                    for p in new_params]
         kept = set()
         segments = []
@@ -318,8 +318,7 @@ class _GroupsMixin:
         self.backend, self._devices = backend, devices
         self._params[:] = new_params
         self._layout.names = all_names
-        dict.clear(self.state)
-        dict.update(self.state, {i: e for i, e in enumerate(entries) if e is not None})
+        self._state._replace({i: e for i, e in enumerate(entries) if e is not None})
         self._segments = segments
         self._records = [self._record(group) for group in groups]
         self._layout.version[0] += 1

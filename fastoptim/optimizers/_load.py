@@ -19,7 +19,7 @@ class _LoadMixin:
         self._sync_layout()
         state = {
             i: {k: self._devices.to_host(v) for k, v in s.items()}
-            for i, s in sorted(dict.items(self.state))
+            for i, s in sorted(self._state._items())
         }
         groups = []
         for group, indices in self._group_indices():
@@ -125,7 +125,7 @@ class _LoadMixin:
         for group, merged in zip(self.param_groups, new_groups):
             group.clear()
             group.update(merged)
-        dict.clear(self.state)
+        self._state._replace({})
         for (group, indices), segment in zip(self._group_indices(), self._segments):
             entries = [new_state.get(i) for i in indices]
             if segment is not None:
@@ -135,7 +135,7 @@ class _LoadMixin:
                     continue
             for i, entry in zip(indices, entries):
                 if entry is not None:
-                    dict.__setitem__(self.state, i, self._install(self._params[i], entry))
+                    self._state._put(i, self._install(self._params[i], entry))
         self._layout.version[0] += 1
 
     def _install(self, param, entry):
@@ -143,10 +143,10 @@ class _LoadMixin:
         out = self._new_entry()
         for key, value in entry.items():
             if key == "step":
-                dict.__setitem__(out, key, self._devices.step_counter(float(value)))
+                out._put(key, self._devices.step_counter(float(value)))
             else:
                 array = self._devices.alloc(param, "empty")
                 self._devices.copy_into(array, value)
-                dict.__setitem__(out, key, array)
+                out._put(key, array)
         return out
 

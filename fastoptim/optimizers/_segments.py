@@ -1,4 +1,52 @@
-"""Flat param groups: a group whose parameters tile one contiguous buffer."""
+"""Flat param groups: a group whose parameters tile one contiguous buffer.
+
+A param group of two or more parameters that are consecutive views of one
+buffer (``FlatParams``, found by ``find_segment`` when the group is added or
+its ``params`` edited) has a :class:`_Segment`: ``root`` the buffer,
+``param`` the group's range of it as one flat array, ``slices`` each
+parameter's range inside ``param``. A group without one steps per parameter.
+
+The invariant of ``uniform``
+----------------------------
+While ``segment.uniform`` is True, the group's state is the segment's:
+
+* for every key in ``segment.state`` there is one flat array of ``param``'s
+  size and dtype, and ``segment.views[key][j]`` is the view of its
+  ``slices[j]``, shaped like parameter j;
+* ``opt.state[i][key]`` **is** that view (the same object) for every parameter
+  i of the group and every such key, and no entry holds another state key;
+* with Adam, every entry's ``"step"`` is **one** counter object (a writeable
+  0-d array on the host, a ``DeviceStep`` on CUDA), counted once per step;
+* either no parameter of the group has stepped, or all of them have, the same
+  number of times.
+
+Then one kernel call over ``param``, the flat gradient and ``segment.state``
+updates the whole group exactly as one call per parameter would. ``checked``
+is the layout's edit count at which ``opt.state`` was last seen to hold the
+views (``_segment_intact``): any edit (of ``opt.state``, an entry, or
+``param_groups``) bumps the count, so the next step verifies again.
+
+``uniform`` becomes False (``_unshare``) and the group then steps per
+parameter, through its entries, like a plain list:
+
+* on a step where some parameter of the group has no gradient, or the
+  gradients are not views of one buffer in the same layout (``_run``);
+* when ``opt.state`` no longer holds exactly the views (a user replaced,
+  added or removed an entry or an array: ``_check_state``);
+* when the group's ``params`` are edited so that the segment is dropped, or
+  a new segment is found over parameters that already have state
+  (``_sync_layout``);
+* when the optimizer is unpickled and its views came back as separate arrays;
+* ``load_state_dict`` rebuilds the segment's state: uniform again when every
+  parameter of the group has the same keys and step count, else not.
+
+Only ``load_state_dict`` makes a segment uniform again.
+
+What ``_unshare`` guarantees: ``uniform`` is False, and every parameter's entry
+holds a step counter of its own (a copy of the shared one), so that stepping
+one parameter counts only that parameter. The state arrays stay where they are
+(views of the flat arrays, which do not overlap), so no value changes.
+"""
 from __future__ import annotations
 
 import math
@@ -79,17 +127,17 @@ class _SegmentsMixin:
         version = self._layout.version[0]
         if segment.checked == version:
             return True
-        entries = [dict.get(self.state, i) for i in indices]
+        entries = [self._state._get(i) for i in indices]
         if not segment.state and not (self._uses_step and entries[0]):
             intact = not any(entries)  # nothing started yet: any entry is an edit
         else:
             first = entries[0]
-            step = dict.get(first, "step") if first is not None else None
+            step = first._get("step") if first is not None else None
             size = len(segment.state) + self._uses_step
             intact = all(
                 e is not None and len(e) == size
-                and (not self._uses_step or dict.get(e, "step") is step)
-                and all(dict.get(e, key) is views[j] for key, views in segment.views.items())
+                and (not self._uses_step or e._get("step") is step)
+                and all(e._get(key) is views[j] for key, views in segment.views.items())
                 for j, e in enumerate(entries))
             intact = intact and (not self._uses_step or isinstance(step, np.ndarray))
         if intact:
@@ -99,18 +147,18 @@ class _SegmentsMixin:
 
     def _ensure_state(self, group, indices, segment):
         """Allocate the state of a uniform flat group: one array per key, views per param."""
-        first = dict.get(self.state, indices[0])
+        first = self._state._get(indices[0])
         if not first:
             shared = self._new_state(group, indices[0])  # one step counter for the group
             if not shared and not self._state_keys(group):
                 return {}, False  # stateless (plain SGD): torch keeps no state entry either
             for i in indices:
-                entry = dict.get(self.state, i)
+                entry = self._state._get(i)
                 if entry is None:  # an empty entry read as opt.state[p] is filled in place
                     entry = self._new_entry()
-                    dict.__setitem__(self.state, i, entry)
-                dict.update(entry, shared)
-            first = dict.__getitem__(self.state, indices[0])
+                    self._state._put(i, entry)
+                entry._merge(shared)
+            first = self._state._at(indices[0])
         fresh = False
         for key, init in self._state_keys(group):
             if key not in first:
@@ -119,7 +167,7 @@ class _SegmentsMixin:
                 for i, sl in zip(indices, segment.slices):
                     view = flat[sl].reshape(self._params[i].shape)
                     views.append(view)
-                    dict.__setitem__(dict.__getitem__(self.state, i), key, view)
+                    self._state._at(i)._put(key, view)
                 fresh = True
         segment.checked = self._layout.version[0]
         return first, fresh
@@ -128,9 +176,9 @@ class _SegmentsMixin:
         """Give each parameter of a flat group its own step counter before a partial step."""
         segment.uniform = False
         for i in indices:
-            state = dict.get(self.state, i)
-            if state is not None and isinstance(dict.get(state, "step"), np.ndarray):
-                dict.__setitem__(state, "step", state["step"].copy())
+            state = self._state._get(i)
+            if state is not None and isinstance(state._get("step"), np.ndarray):
+                state._put("step", state["step"].copy())
 
 
     def _install_uniform(self, indices, segment, entries):
@@ -146,7 +194,7 @@ class _SegmentsMixin:
         for key in entries[0]:
             if key == "step":
                 for new in installed:
-                    dict.__setitem__(new, key, step)
+                    new._put(key, step)
                 continue
             flat = segment.state[key] = self._devices.alloc(segment.param, "empty")
             views = segment.views[key] = []
@@ -154,8 +202,8 @@ class _SegmentsMixin:
                 view = flat[sl].reshape(self._params[i].shape)
                 views.append(view)
                 self._devices.copy_into(view, e[key])
-                dict.__setitem__(new, key, view)
+                new._put(key, view)
         for i, new in zip(indices, installed):
-            dict.__setitem__(self.state, i, new)
+            self._state._put(i, new)
         return True
 

@@ -1,9 +1,25 @@
-"""The optimizer's state: the store behind ``optimizer.state`` and its torch-style view.
+"""The optimizer's state: a plain store of entries, and the torch-style view users edit.
 
-``_Layout`` is what the state needs to resolve keys (the parameters, their names
-and an edit counter shared with every entry); ``_Entry`` is one parameter's
-state dict (``opt.state[i]``), counting its edits; ``_State`` is the user's view,
-``opt.state``, keyed by index, array or name as torch's is keyed by tensor.
+The store is a plain ``{index: entry}`` dict of ``{key: array or step}`` entries,
+index being the parameter's place in construction order (as in ``state_dict``).
+Users see it through ``opt.state`` (:class:`_State`) and ``opt.state[i]``
+(:class:`_Entry`), which behave like torch's ``defaultdict(dict)``: keys may be
+indices, the arrays themselves or their names, a missing entry reads as an
+empty dict, and every edit through them bumps the layout's edit counter, which
+tells ``step`` what it must check again.
+
+The optimizer's own reads and writes are not edits: it reaches the store only
+through the store methods below (``_get``, ``_at``, ``_put``, ``_replace``,
+``_items``, ``_values`` on the state; ``_get``, ``_put``, ``_merge`` on an
+entry), plain dict operations that resolve no key, create no default and count
+nothing. The view and the store are one dict object (the view is a dict
+subclass over the store's storage) because compiled code reads the store
+directly: the plain-list table filler (``backends._multi_table.fill``) and
+``distributed`` look entries up with ``dict.get``; two containers could drift.
+
+``_Layout`` is what the state needs to resolve keys without a reference to the
+optimizer: the parameters, their names, and the edit counter shared with every
+entry.
 """
 from __future__ import annotations
 
@@ -55,6 +71,11 @@ class _Entry(dict):
     def __reduce_ex__(self, protocol):
         return (_Entry, (self._version, dict(self)))
 
+    # the store: the optimizer's own reads and writes, not counted as edits
+    _get = dict.get
+    _put = dict.__setitem__
+    _merge = dict.update
+
 
 def _entry_edit(name):
     method = getattr(dict, name)
@@ -93,6 +114,19 @@ class _State(dict):
     def __reduce_ex__(self, protocol):
         return (_State._rebuild, (self._layout, dict(self)))
 
+    # the store: the optimizer's own reads and writes (no key resolution, no default
+    # entry, no edit counted; the caller bumps the layout version where it must)
+    _get = dict.get
+    _at = dict.__getitem__
+    _put = dict.__setitem__
+    _items = dict.items
+    _values = dict.values
+
+    def _replace(self, entries):
+        """Make ``entries`` (``{index: _Entry}``) the whole store."""
+        dict.clear(self)
+        dict.update(self, entries)
+
     @staticmethod
     def _rebuild(layout, items):
         state = _State(layout)
@@ -126,10 +160,10 @@ class _State(dict):
 
     def __getitem__(self, key):
         index = self._key(key)
-        entry = dict.get(self, index)
+        entry = self._get(index)
         if entry is None:  # torch's defaultdict(dict)
             entry = _Entry(self._layout.version)
-            dict.__setitem__(self, index, entry)
+            self._put(index, entry)
             self._edit()
         return entry
 
@@ -138,7 +172,7 @@ class _State(dict):
         if not isinstance(value, dict):
             raise TypeError(f"optimizer state entries must be dicts, but got {type(value).__name__}")
         self._edit()
-        dict.__setitem__(self, index, _Entry(self._layout.version, value))
+        self._put(index, _Entry(self._layout.version, value))
 
     def __delitem__(self, key):
         self._edit()
@@ -176,7 +210,7 @@ class _State(dict):
 
     def get(self, key, default=None):
         try:
-            return dict.get(self, self._key(key), default)
+            return self._get(self._key(key), default)
         except KeyError:
             return default
 

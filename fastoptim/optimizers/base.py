@@ -278,7 +278,7 @@ class Optimizer(_GroupsMixin, _StepChecksMixin, _SegmentsMixin, _LoadMixin):
         """The state of one parameter before its first step."""
         state = self._new_entry()
         if self._uses_step:
-            dict.__setitem__(state, "step", self._devices.step_counter())
+            state._put("step", self._devices.step_counter())
         return state
 
 
@@ -293,7 +293,7 @@ class Optimizer(_GroupsMixin, _StepChecksMixin, _SegmentsMixin, _LoadMixin):
     def _step_segment(self, kernels, group, indices, segment, grad, grad_scale):
         first, fresh = self._ensure_state(group, indices, segment)
         if self._uses_step:
-            step = dict.__getitem__(first, "step")
+            step = first["step"]
             step += 1  # in place: shared by every parameter of the group
         keys = list(segment.state)
         param, grad, *arrays = self._devices.kernel_views(
@@ -305,23 +305,23 @@ class Optimizer(_GroupsMixin, _StepChecksMixin, _SegmentsMixin, _LoadMixin):
         """Before one parameter's kernel call: its state entry (created, with any missing
         state array allocated) and its step counted; returns (entry, fresh), ``fresh``
         when an array was just allocated (SGD's first step writes its buffer)."""
-        state = dict.get(self.state, index)
+        state = self._state._get(index)
         if state is None:
             state = self._new_state(group, index)
             if state or self._state_keys(group):  # plain SGD keeps no state, as in torch
-                dict.__setitem__(self.state, index, state)
+                self._state._put(index, state)
         elif self._uses_step and "step" not in state:  # an empty entry read as opt.state[p]
-            dict.__setitem__(state, "step", self._devices.step_counter())
+            state._put("step", self._devices.step_counter())
         param = self._params[index]
         fresh = False
         for key, zero in self._state_keys(group):
             if key not in state:
-                dict.__setitem__(state, key, self._devices.alloc(param, zero))
+                state._put(key, self._devices.alloc(param, zero))
                 fresh = True
         if self._uses_step:
             step = state["step"]
             if isinstance(step, numbers.Number):
-                dict.__setitem__(state, "step", step + 1)
+                state._put("step", step + 1)
             else:  # a 0-d array, or a CUDA DeviceStep: counted in place
                 step += 1
         return state, fresh
@@ -382,7 +382,7 @@ class Optimizer(_GroupsMixin, _StepChecksMixin, _SegmentsMixin, _LoadMixin):
                     copy_keeping_views(flat, memo)
         for p in self._params:
             copy_keeping_views(p, memo)
-        for entry in dict.values(self.state):
+        for entry in self._state._values():
             for value in entry.values():
                 copy_keeping_views(value, memo)
         memo.setdefault(id(self._devices), self._devices)  # stateless, maybe module-level
