@@ -177,8 +177,10 @@ class _SegmentsMixin:
         segment.uniform = False
         for i in indices:
             state = self._state._get(i)
-            if state is not None and isinstance(state._get("step"), np.ndarray):
-                state._put("step", state["step"].copy())
+            step = state._get("step") if state is not None else None
+            # a 0-d array on the host, a DeviceStep on CUDA: each gets its own copy
+            if isinstance(step, np.ndarray) or getattr(type(step), "is_device_step", False):
+                state._put("step", step.copy())
 
 
     def _install_uniform(self, indices, segment, entries):
