@@ -7,6 +7,18 @@ import inspect
 import numpy as np
 
 
+class _LoadPlan:
+    """What :meth:`_LoadMixin._check_load` found valid: the merged param groups and the
+    host state entries by index, for the optimizer and layout it was checked against."""
+
+    __slots__ = ("owner", "version", "groups", "new_groups", "new_state")
+
+    def __init__(self, opt, new_groups, new_state):
+        self.owner, self.version = opt, opt._layout.version[0]
+        self.groups = len(opt.param_groups)
+        self.new_groups, self.new_state = new_groups, new_state
+
+
 class _LoadMixin:
     """Snapshots of the optimizer and their loading."""
 
@@ -44,6 +56,13 @@ class _LoadMixin:
         class default. Everything is checked first (group count and sizes, state
         keys, shapes); on any error nothing is changed.
         """
+        self._apply_load(self._check_load(state_dict))
+
+    def _check_load(self, state_dict):
+        """The check phase of :meth:`load_state_dict`: validate everything and return what
+        to install (a :class:`_LoadPlan`); changes nothing. ``fastoptim.checkpoint``
+        checks the optimizer and its schedulers this way before it changes any of them.
+        """
         self._sync_layout()
         if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= set(state_dict):
             raise TypeError("state_dict must be a dict with 'state' and 'param_groups'")
@@ -55,13 +74,15 @@ class _LoadMixin:
                 isinstance(entry, dict) for entry in state_dict["state"].values()):
             raise TypeError("state_dict['state'] must be a dict of {index: dict of arrays}")
         if len(saved_groups) != len(self.param_groups):
-            raise ValueError("loaded state dict has a different number of parameter groups")
+            raise ValueError("loaded state dict has a different number of parameter groups "
+                             f"({len(saved_groups)}, this optimizer has {len(self.param_groups)})")
         index_map = {}
-        for (group, indices), saved in zip(self._group_indices(), saved_groups):
+        for g, ((group, indices), saved) in enumerate(zip(self._group_indices(), saved_groups)):
             if len(saved["params"]) != len(indices):
                 raise ValueError(
                     "loaded state dict contains a parameter group that doesn't match the size "
-                    "of optimizer's group"
+                    f"of optimizer's group (group {g}: {len(saved['params'])} parameters saved, "
+                    f"this optimizer's has {len(indices)})"
                 )
             index_map.update(zip(saved["params"], indices))
         class_defaults = self._class_defaults()
@@ -121,7 +142,16 @@ class _LoadMixin:
                 if entry and key not in entry and init == "zeros":
                     raise ValueError(f"state of parameter {index} is missing {key!r}")
 
-        # all checks passed: install
+        return _LoadPlan(self, new_groups, new_state)
+
+    def _apply_load(self, plan):
+        """The apply phase of :meth:`load_state_dict`: install a plan of :meth:`_check_load`.
+        Nothing here can fail on checked input (it copies the arrays into new ones)."""
+        if plan.owner is not self or plan.version != self._layout.version[0] \
+                or plan.groups != len(self.param_groups):
+            raise ValueError("this load plan was made for another optimizer or layout: "
+                             "check and apply with nothing in between")
+        new_groups, new_state = plan.new_groups, plan.new_state
         for group, merged in zip(self.param_groups, new_groups):
             group.clear()
             group.update(merged)
