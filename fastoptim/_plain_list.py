@@ -37,9 +37,8 @@ filler = "compiled" if T.compiled_available() else None
 
 
 
-def table_module(backend):
-    """The table kernels of ``backend`` (``functional.TableKernels``), or None when it has none."""
-    return F.table_kernels(backend)
+# The table kernels of a backend (``functional.TableKernels``), or None when it has none.
+table_module = F.table_kernels
 
 
 def _grads_list(opt, grads):
