@@ -7,8 +7,8 @@ buffer (that is the FlatParams path), and neither ``skip_nonfinite`` nor
 checked in compiled code and written into a table of data addresses
 (``backends/_multi_table.py`` lists the checks, which run on every step), and
 one table kernel per group updates every tensor (``backends/_multi_numba.py``,
-``backends/_multi_c.py``): the same per-element math as one kernel call per
-tensor, bit for bit.
+``backends/_multi_c.py``, reached through ``functional.TableKernels`` like every
+kernel): the same per-element math as one kernel call per tensor, bit for bit.
 
 When anything is unusual (the first step, before the state exists; a strided,
 read-only, resized or rebound array; overlapping memory; edited param groups),
@@ -34,8 +34,6 @@ enabled = True  # False: always the general per-tensor path (for comparisons)
 # array, slower than the general path, so it is used only when asked for, by the tests).
 # Without the compiled filler, plain lists take the general per-tensor path.
 filler = "compiled" if T.compiled_available() else None
-
-
 
 # The table kernels of a backend (``functional.TableKernels``), or None when it has none.
 table_module = F.table_kernels
