@@ -7,7 +7,7 @@ import numpy as np
 
 from .. import backends
 from .._devices import check_backend_fits, device_support, is_array
-from ._segments import _Segment
+from ._segments import _new_segment
 
 _NOOP_FLAGS = {  # torch's implementation switches: the values that change nothing here
     "foreach": (None, False, True),  # one implementation, the same math for any list
@@ -140,8 +140,7 @@ class _GroupsMixin:
         self._params.extend(params)
         if "param_names" in group:
             self._layout.names = (self._layout.names or []) + list(group["param_names"])
-        segment = devices.find_segment(params) if len(params) > 1 else None
-        self._segments.append(segment and _Segment(*segment, params))
+        self._segments.append(_new_segment(devices, params))
         self._records.append(self._record(group))
         self._layout.version[0] += 1
 
@@ -283,31 +282,10 @@ class _GroupsMixin:
 
         # all checks passed: install
         old_index = {id(p): i for i, p in enumerate(self._params)}
-        old_segments = {}
-        for (_, _, _, params, _), segment in zip(self._records, self._segments):
-            if segment is not None:
-                old_segments[tuple(map(id, params))] = segment
         new_params = [p for params in layout for p in params]
         entries = [self._state._get(old_index[id(p)]) if id(p) in old_index else None
                    for p in new_params]
-        kept = set()
-        segments = []
-        start = 0
-        for params in layout:
-            indices = range(start, start + len(params))
-            start += len(params)
-            segment = old_segments.get(tuple(map(id, params)))
-            if segment is None and len(params) > 1:
-                found = devices.find_segment(params)
-                segment = found and _Segment(*found, params)
-                if segment is not None and any(entries[i] for i in indices):
-                    segment.uniform = False  # state from elsewhere: per-parameter from now on
-            if segment is not None:
-                kept.add(id(segment))
-            segments.append(segment)
-        for (_, _, _, params, _), segment in zip(self._records, self._segments):
-            if segment is not None and segment.uniform and id(segment) not in kept:
-                self._unshare([old_index[id(p)] for p in params], segment)
+        segments = self._carry_segments(layout, entries, old_index, devices)
         for group, params, group_names in zip(groups, layout, names):
             for key, default in self.defaults.items():
                 group.setdefault(key, default)

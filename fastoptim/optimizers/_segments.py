@@ -53,6 +53,7 @@ import math
 
 import numpy as np
 
+from .. import functional as F
 from ..backends._multi_table import _address, first_read_only
 
 
@@ -74,6 +75,12 @@ class _Segment:
         self.checked = -1  # the edit count at which opt.state was last found to hold them
 
 
+def _new_segment(devices, params):
+    """The segment of a new group's ``params`` if they tile one buffer, else None."""
+    found = devices.find_segment(params) if len(params) > 1 else None
+    return found and _Segment(*found, params)
+
+
 def _check_segment_memory(indices, segment):
     """The parameters of a flat group are views into one buffer: refuse a step once that
     buffer no longer holds them (``buffer.resize(..., refcheck=False)`` reallocates or
@@ -93,7 +100,65 @@ def _check_segment_memory(indices, segment):
 
 
 class _SegmentsMixin:
-    """The optimizer's side of flat groups: allocate, check and give up their flat state."""
+    """The optimizer's side of flat groups: allocate, check, step and give up their flat state."""
+
+    def _carry_segments(self, layout, entries, old_index, devices):
+        """The segments of an edited layout (``layout``: the new groups' parameter lists;
+        ``entries``: their state entries, by new index; ``old_index``: id of a kept
+        parameter -> its old index). A group whose parameters are the same as before
+        keeps its segment; a new group that tiles a buffer gets a new one, uniform only
+        if none of its parameters has state yet; a dropped uniform segment is unshared,
+        so that the kept parameters keep their own step counters."""
+        old_segments = {}
+        for (_, _, _, params, _), segment in zip(self._records, self._segments):
+            if segment is not None:
+                old_segments[tuple(map(id, params))] = segment
+        kept = set()
+        segments = []
+        start = 0
+        for params in layout:
+            indices = range(start, start + len(params))
+            start += len(params)
+            segment = old_segments.get(tuple(map(id, params)))
+            if segment is None:
+                segment = _new_segment(devices, params)
+                if segment is not None and any(entries[i] for i in indices):
+                    segment.uniform = False  # state from elsewhere: per-parameter from now on
+            if segment is not None:
+                kept.add(id(segment))
+            segments.append(segment)
+        for (_, _, _, params, _), segment in zip(self._records, self._segments):
+            if segment is not None and segment.uniform and id(segment) not in kept:
+                self._unshare([old_index[id(p)] for p in params], segment)
+        return segments
+
+    def _drop_unaliased_segments(self):
+        """After unpickling: pickle does not keep views of one buffer aliased, so a flat
+        group whose parameters came back as separate arrays steps them one by one, each
+        with its own state (and step counter)."""
+        for k, ((_, indices), segment) in enumerate(zip(self._group_indices(), self._segments)):
+            if segment is None:
+                continue
+            try:
+                _check_segment_memory(indices, segment)
+                if all(np.shares_memory(self._params[i], segment.param) for i in indices):
+                    continue
+            except ValueError:
+                pass
+            self._unshare(indices, segment)
+            self._segments[k] = None
+
+    def _step_segment(self, kernels, group, indices, segment, grad, grad_scale):
+        """A uniform group's step: one kernel call over the flat buffers."""
+        first, fresh = self._ensure_state(group, indices, segment)
+        if self._uses_step:
+            step = first["step"]
+            step += 1  # in place: shared by every parameter of the group
+        keys = list(segment.state)
+        param, grad, *arrays = self._devices.kernel_views(
+            [segment.param, grad] + [segment.state[k] for k in keys])
+        self._update(group, F.StepArgs(kernels, param, grad, dict(zip(keys, arrays)),
+                                       self._step_count(first), fresh, grad_scale))
 
     def _check_segment_arrays(self, indices, segment, contiguous):
         """What the edit counter cannot see in an intact flat group, whose kernel writes

@@ -33,7 +33,7 @@ from ..flat import _root as _host_root
 from ._checks import _StepChecksMixin
 from ._groups import _GroupsMixin, _typename
 from ._load import _LoadMixin
-from ._segments import _check_segment_memory, _SegmentsMixin
+from ._segments import _SegmentsMixin
 from ._state import _Entry, _Layout, _State
 
 
@@ -290,17 +290,6 @@ class Optimizer(_GroupsMixin, _StepChecksMixin, _SegmentsMixin, _LoadMixin):
         step = entry["step"]
         return step if self._devices.on_device else V.step_value(step)
 
-    def _step_segment(self, kernels, group, indices, segment, grad, grad_scale):
-        first, fresh = self._ensure_state(group, indices, segment)
-        if self._uses_step:
-            step = first["step"]
-            step += 1  # in place: shared by every parameter of the group
-        keys = list(segment.state)
-        param, grad, *arrays = self._devices.kernel_views(
-            [segment.param, grad] + [segment.state[k] for k in keys])
-        self._update(group, F.StepArgs(kernels, param, grad, dict(zip(keys, arrays)),
-                                       self._step_count(first), fresh, grad_scale))
-
     def _advance(self, group, index):
         """Before one parameter's kernel call: its state entry (created, with any missing
         state array allocated) and its step counted; returns (entry, fresh), ``fresh``
@@ -396,19 +385,7 @@ class Optimizer(_GroupsMixin, _StepChecksMixin, _SegmentsMixin, _LoadMixin):
     def __setstate__(self, state):  # pickle
         self.__dict__.update(state)
         self._layout.sync = weakref.WeakMethod(self._sync_layout)
-        # pickle does not keep views of one buffer aliased: a flat group whose parameters
-        # came back as separate arrays steps them one by one, each with its own state
-        for k, ((_, indices), segment) in enumerate(zip(self._group_indices(), self._segments)):
-            if segment is None:
-                continue
-            try:
-                _check_segment_memory(indices, segment)
-                if all(np.shares_memory(self._params[i], segment.param) for i in indices):
-                    continue
-            except ValueError:
-                pass
-            self._unshare(indices, segment)
-            self._segments[k] = None
+        self._drop_unaliased_segments()
 
     def __repr__(self):
         lines = [f"{type(self).__name__} (backend={self.backend!r})"]
