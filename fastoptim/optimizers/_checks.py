@@ -52,7 +52,6 @@ class _StepChecksMixin:
         V.check_no_overlap(self._write_spans,
                            "{} and {} overlap in memory; step() would update the same memory twice")
 
-
     def _check_reads_disjoint(self, reads):
         """No gradient may share memory with anything the step writes (the spans of the
         writes are the ones _check_state took in this same step)."""
@@ -61,7 +60,6 @@ class _StepChecksMixin:
         if writes is None:
             writes = [(name, span(a)) for name, a in self._written_arrays()]
         V.check_reads_disjoint([(name, span(a)) for name, a in reads], writes)
-
 
     def _check_gradients(self, plan):
         """The skip_nonfinite / max_grad_norm pass: one read of every gradient, before any write.

@@ -313,7 +313,6 @@ class _GroupsMixin:
                 return i
         return None
 
-
     def _check_groups(self):
         """Validate every group's hyperparameters, as each step must. A group whose keys
         and values are the very objects validated last time, all immutable Python

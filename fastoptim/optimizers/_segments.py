@@ -186,7 +186,6 @@ class _SegmentsMixin:
                 raise ValueError(f"{name} is read-only; optimizer state is updated in place")
             check(f"the buffer behind state[{span}][{key!r}]", flat, segment.param, contiguous)
 
-
     def _segment_intact(self, indices, segment):
         """True if ``opt.state`` still holds exactly the views of the group's flat state."""
         version = self._layout.version[0]
@@ -208,7 +207,6 @@ class _SegmentsMixin:
         if intact:
             segment.checked = version
         return intact
-
 
     def _ensure_state(self, group, indices, segment):
         """Allocate the state of a uniform flat group: one array per key, views per param."""
@@ -246,7 +244,6 @@ class _SegmentsMixin:
             # a 0-d array on the host, a DeviceStep on CUDA: each gets its own copy
             if isinstance(step, np.ndarray) or getattr(type(step), "is_device_step", False):
                 state._put("step", step.copy())
-
 
     def _install_uniform(self, indices, segment, entries):
         """Install a flat group's state as flat arrays if every parameter has the same keys and step."""

@@ -249,7 +249,6 @@ class Optimizer(_GroupsMixin, _StepChecksMixin, _SegmentsMixin, _LoadMixin):
                 self._run(plan, grad_scale)
         return loss
 
-
     def _run(self, plan, grad_scale):
         kernels = backends.load(self.backend)
         for (group, indices), segment, work in zip(self._group_indices(), self._segments, plan):
@@ -269,7 +268,6 @@ class Optimizer(_GroupsMixin, _StepChecksMixin, _SegmentsMixin, _LoadMixin):
                 for index, grad in work:
                     self._step_one(kernels, group, index, grad, grad_scale)
 
-
     # ------------------------------------------------------------------- state
     def _new_entry(self, values=()):
         return _Entry(self._layout.version, values)
@@ -280,7 +278,6 @@ class Optimizer(_GroupsMixin, _StepChecksMixin, _SegmentsMixin, _LoadMixin):
         if self._uses_step:
             state._put("step", self._devices.step_counter())
         return state
-
 
     def _step_count(self, entry):
         """Adam's step count including this step, as the kernels take it: a float, or on
