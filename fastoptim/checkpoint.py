@@ -459,8 +459,11 @@ def _plan_optimizer(path, meta, arrays, optimizer):
                 raise ValueError(f"checkpoint {path!r}: {name} is not a scalar step count")
             entry[key] = value
         state[index] = entry
+    check = getattr(optimizer, "_check_load", None)
+    if check is None:  # not a fastoptim Optimizer: its own load_state_dict, applied first
+        return _Unchecked(optimizer.load_state_dict, {"state": state, "param_groups": groups})
     try:
-        plan = optimizer._check_load({"state": state, "param_groups": groups})
+        plan = check({"state": state, "param_groups": groups})
     except (ValueError, TypeError, KeyError) as exc:
         raise ValueError(f"checkpoint {path!r}: the optimizer rejected the saved state: {exc}") from exc
     index_to_param = {}
@@ -476,6 +479,13 @@ def _plan_optimizer(path, meta, arrays, optimizer):
                     f"checkpoint {path!r}: optimizer/state/{index}/{key} has dtype "
                     f"{value.dtype}, but its parameter has dtype {np.dtype(p_dtype)}")
     return plan
+
+
+class _Unchecked:
+    """The load of an object without a check phase (not a fastoptim optimizer or
+    scheduler): its own ``load_state_dict``, run before the checked objects are applied."""
+    def __init__(self, load, state):
+        self.load, self.state = load, state
 
 
 def _state_shape(state):
@@ -509,7 +519,7 @@ def _plan_scheduler(path, meta, arrays, scheduler):
                              f"{len(state[key])} param groups, this one has {len(now[key])}")
     check = getattr(scheduler, "_check_load", None)
     if check is None:  # not a fastoptim scheduler: its own load_state_dict, applied first
-        return state
+        return _Unchecked(scheduler.load_state_dict, state)
     try:
         return check(state)
     except Exception as exc:
@@ -566,12 +576,14 @@ def load_checkpoint(path, optimizer=None, scheduler=None, params=None):
     extra = _decode(meta["extra"], arrays, "extra") if meta["has_extra"] else None
 
     # ----- apply: everything is checked; nothing below can fail
-    if sched_plan is not None and not hasattr(scheduler, "_check_load"):
-        try:  # a foreign scheduler cannot be checked first: it loads before anything else
-            scheduler.load_state_dict(sched_plan)
-        except Exception as exc:
-            raise ValueError(f"checkpoint {path!r}: the scheduler rejected the saved state: {exc}") from exc
-        sched_plan = None
+    # (an object without a check phase, not fastoptim's, loads first by its own load)
+    for what, plan in (("optimizer", opt_plan), ("scheduler", sched_plan)):
+        if isinstance(plan, _Unchecked):
+            try:
+                plan.load(plan.state)
+            except Exception as exc:
+                raise ValueError(f"checkpoint {path!r}: the {what} rejected the saved state: {exc}") from exc
+    opt_plan, sched_plan = (None if isinstance(x, _Unchecked) else x for x in (opt_plan, sched_plan))
     if opt_plan is not None:
         optimizer._apply_load(opt_plan)
     if sched_plan is not None:

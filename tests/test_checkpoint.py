@@ -550,3 +550,49 @@ def test_both_check_phases_run_before_either_apply(tmp_path, monkeypatch):
     assert calls == [("Adam", "_check_load"), "check"]  # no apply of either
     assert_unchanged(before, opt, sched, params)
     assert sched.state_dict() == state
+
+
+def test_objects_without_a_check_phase_load_first_by_their_own_load(tmp_path):
+    """A scheduler or optimizer that is not fastoptim's (no _check_load) is loaded by its
+    own load_state_dict before the checked objects are applied: if it refuses, nothing
+    of fastoptim's has changed."""
+    class Foreign:  # a duck-typed scheduler of the same class name as the saved one
+        def __init__(self, refuse):
+            self.refuse, self.loaded = refuse, None
+
+        def state_dict(self):
+            return {"k": 1}
+
+        def load_state_dict(self, state):
+            if self.refuse:
+                raise RuntimeError("refused")
+            self.loaded = state
+
+    Foreign.__module__, Foreign.__qualname__ = "my.schedulers", "Foreign"
+    params, opt, _ = victim()
+    save_checkpoint(tmp_path / "c", opt, Foreign(False))
+    params2, opt2, _ = victim()
+    opt2.step(grads_for(params2, np.random.default_rng(1)))
+    before = snapshot(opt2, None, params2)
+    with pytest.raises(ValueError, match="the scheduler rejected the saved state: refused"):
+        load_checkpoint(tmp_path / "c", opt2, Foreign(True))
+    assert_unchanged(before, opt2, None, params2)
+    sched = Foreign(False)
+    load_checkpoint(tmp_path / "c", opt2, sched)
+    assert sched.loaded == {"k": 1}
+    assert_unchanged(snapshot(opt, None, params), opt2, None, params2)
+
+    class Adam:  # a wrapper named like the saved optimizer class, without _check_load
+        def __init__(self, inner):
+            self.inner, self.param_groups = inner, inner.param_groups
+
+        def state_dict(self):
+            return self.inner.state_dict()
+
+        def load_state_dict(self, state):
+            self.inner.load_state_dict(state)
+
+    params3, inner, _ = victim()
+    inner.step(grads_for(params3, np.random.default_rng(2)))
+    load_checkpoint(tmp_path / "c", Adam(inner))
+    assert_unchanged(snapshot(opt, None, params), inner, None, params3)
