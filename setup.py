@@ -1,6 +1,8 @@
 """Wires the compiled parts into the build; all metadata lives in pyproject.toml.
 
-- ``fastoptim._ckernels``: the C kernels, through cffi (``cffi_modules``).
+- ``fastoptim._ckernels``: the C kernels, through cffi (``cffi_modules``); running
+  ``kernels/build_kernels.py`` also writes ``kernels/fo_constants.h`` from
+  ``fastoptim/backends/_constants.py`` for both C parts.
 - ``fastoptim._multi_table_c``: a small CPython extension (NumPy C API) that checks
   a plain list of parameters, gradients and state arrays and fills the pointer
   table of one multi-tensor kernel call (``fastoptim/backends/_multi_table.py``), and
@@ -50,6 +52,10 @@ setup(
         Extension(
             "fastoptim._multi_table_c",
             sources=["kernels/multi_table.c"],
+            # fo_constants.h: the table layout, written by build_kernels.py (which
+            # cffi_modules runs when setup() starts, before anything compiles)
+            include_dirs=["kernels"],
+            depends=["kernels/fo_constants.h", "fastoptim/backends/_constants.py"],
             extra_compile_args=["-O2"],
         )
     ],

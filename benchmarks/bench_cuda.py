@@ -1,11 +1,11 @@
 """GPU benchmark script: ``python benchmarks/bench_cuda.py`` (same as ``fastoptim bench --device cuda``).
 
-The benchmark itself lives in the package, ``fastoptim/bench_cuda.py``, so that it
+The benchmark itself lives in the package, ``fastoptim/bench/cuda.py``, so that it
 is installed with ``pip install .``.
 """
 import sys
 
-from fastoptim.bench_cuda import main
+from fastoptim.bench.cuda import main
 
 if __name__ == "__main__":
     sys.exit(main())

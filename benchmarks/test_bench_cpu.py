@@ -4,17 +4,17 @@ One pytest-benchmark group per (optimizer, size, dtype): read the ratios inside 
 """
 import pytest
 
-from fastoptim import bench
+from fastoptim.bench import contestants, floor, specs
 
-TORCH = {key: impl for key, _, impl in bench.TORCH_PEERS}
+TORCH = {key: impl for key, _, impl in specs.TORCH_PEERS}
 
 
 def _case(size):
-    return bench.Case(bench.format_size(size), (size,), ("single",))
+    return contestants.Case(specs.format_size(size), (size,), ("single",))
 
 
 def _group(optimizer, size, dtype):
-    return f"{optimizer} {bench.format_size(size)} {dtype}"
+    return f"{optimizer} {specs.format_size(size)} {dtype}"
 
 
 def test_fastoptim(benchmark, helpers, optimizer, backend, size, dtype):
@@ -23,7 +23,7 @@ def test_fastoptim(benchmark, helpers, optimizer, backend, size, dtype):
                 n=size, dtype=dtype, contestant=backend)
 
 
-@pytest.mark.parametrize("variant", list(bench.FLOOR_VARIANTS))
+@pytest.mark.parametrize("variant", list(floor.FLOOR_VARIANTS))
 def test_floor(benchmark, helpers, optimizer, size, dtype, variant):
     """Moves the optimizer's bytes with no math: what the memory bus allows (the faster
     of the two variants is the floor)."""

@@ -1,4 +1,4 @@
-"""The optimizer inside a NumPy training loop (fastoptim.bench_loop), one pytest-benchmark
+"""The optimizer inside a NumPy training loop (fastoptim.bench.loop), one pytest-benchmark
 group per model and dtype: every fastoptim backend, backend="auto", the NumPy reference,
 torch fused Adam on zero-copy views (when torch is installed) and a hand-written in-place
 NumPy Adam. One benchmark round is ``STEPS`` training steps (forward, backward, step);
@@ -11,7 +11,8 @@ import os
 
 import pytest
 
-from fastoptim import bench, bench_loop
+from fastoptim.bench import loop as bench_loop
+from fastoptim.bench.contestants import import_torch
 
 MODELS = [m.strip() for m in os.environ.get("FASTOPTIM_BENCH_LOOP_MODELS", "100K,3M").split(",")
           if m.strip()]
@@ -19,7 +20,7 @@ STEPS = 10
 
 
 def _contestants():
-    torch = bench._import_torch()
+    torch = import_torch()
     return {c.key: c for c in bench_loop.contestants(None, torch)}
 
 

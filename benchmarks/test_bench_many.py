@@ -15,13 +15,14 @@ than torch fused and DeepSpeedCPUAdam; flat within 1.5x of single.
 """
 import pytest
 
-from fastoptim import _plain_list, bench
+from fastoptim import _plain_list
+from fastoptim.bench import contestants, floor, specs
 
 COUNT, SIZE = 1000, 1024
 N = COUNT * SIZE
-MANY = bench.Case(f"{COUNT}x{bench.format_size(SIZE)}", (SIZE,) * COUNT, ("flat", "list"))
-ONE = bench.Case(bench.format_size(N), (N,), ("single",))
-TORCH = {key: impl for key, _, impl in bench.TORCH_PEERS}
+MANY = contestants.Case(f"{COUNT}x{specs.format_size(SIZE)}", (SIZE,) * COUNT, ("flat", "list"))
+ONE = contestants.Case(specs.format_size(N), (N,), ("single",))
+TORCH = {key: impl for key, _, impl in specs.TORCH_PEERS}
 DTYPE = "float32"
 
 
@@ -50,7 +51,7 @@ def test_fastoptim(benchmark, helpers, optimizer, backend, mode):
                 contestant=f"{backend} {mode}")
 
 
-@pytest.mark.parametrize("variant", list(bench.FLOOR_VARIANTS))
+@pytest.mark.parametrize("variant", list(floor.FLOOR_VARIANTS))
 def test_floor(benchmark, helpers, optimizer, variant):
     step = helpers.floor_step(optimizer, N, DTYPE, variant)
     helpers.run(benchmark, step, group=_group(optimizer), optimizer=optimizer, n=N, dtype=DTYPE,
@@ -70,7 +71,7 @@ def test_deepspeed(benchmark, helpers, optimizer):
     if optimizer not in ("adam", "adamw"):
         pytest.skip("DeepSpeedCPUAdam is Adam/AdamW only")
     try:
-        step = bench.setup_deepspeed(torch, bench.OPTIMIZERS[optimizer], MANY,
+        step = contestants.setup_deepspeed(torch, specs.OPTIMIZERS[optimizer], MANY,
                                      helpers.data(DTYPE))
     except Exception as exc:  # no C++ toolchain for its op, ...
         pytest.skip(f"DeepSpeedCPUAdam refused: {exc}")

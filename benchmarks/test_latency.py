@@ -1,7 +1,7 @@
 """First-step latency (import + construct + first step, cold and warm Numba cache).
 
 A timing measurement, so it lives here and not in tests/: ``pytest benchmarks/
---benchmark-only -k latency``. It runs ``bench.run_latency`` once (each row
+--benchmark-only -k latency``. It runs ``latency.run_latency`` once (each row
 is a fresh interpreter) and checks the rows it reports; the figures are in the
 README's Performance section.
 """
@@ -9,7 +9,8 @@ import io
 
 import pytest
 
-from fastoptim import backends, bench
+from fastoptim import backends
+from fastoptim.bench import latency
 
 
 @pytest.mark.skipif(not backends.is_available("numba"), reason="numba backend unavailable")
@@ -17,7 +18,7 @@ def test_first_step_latency_cold_and_warm(benchmark):
     from rich.console import Console
 
     console = Console(file=io.StringIO(), width=140, color_system=None)
-    rows = benchmark.pedantic(bench.run_latency, args=(["sgd"],),
+    rows = benchmark.pedantic(latency.run_latency, args=(["sgd"],),
                               kwargs=dict(threads=1, console=console, progress=False),
                               rounds=1, iterations=1)
     baseline, row = rows

@@ -15,7 +15,7 @@ from . import functional  # noqa: E402
 from .backends import available_backends  # noqa: E402
 from .backends._threads import get_num_threads, set_num_threads  # noqa: E402
 from .backends._threads import info as thread_info  # noqa: E402
-from .flat import FlatParams  # noqa: E402
+from .arrays import FlatParams  # noqa: E402
 from .optimizers import SGD, Adam, AdamW, Optimizer  # noqa: E402
 
 __version__ = "0.1.0"

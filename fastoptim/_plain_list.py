@@ -22,9 +22,9 @@ import threading
 
 import numpy as np
 
-from . import _devices, backends
+from . import _parallel as _devices, backends
 from . import functional as F
-from ._devices import HostArrays
+from .arrays import HostArrays
 from .backends import _multi_table as T
 from .backends import _threads
 

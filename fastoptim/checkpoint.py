@@ -55,8 +55,7 @@ from collections import Counter, OrderedDict
 
 import numpy as np
 
-from ._devices import is_device_array
-from .flat import FlatParams
+from .arrays import FlatParams, is_device_array
 
 __all__ = ["save_checkpoint", "load_checkpoint", "FORMAT", "FORMAT_VERSION"]
 
@@ -146,7 +145,7 @@ def _host(a):
     if isinstance(a, np.ndarray):
         return np.array(a, copy=True)
     if is_device_array(a):
-        from . import _cuda
+        from .arrays import device as _cuda
 
         return _cuda.DeviceArrays.to_host(a)
     raise TypeError(f"expected an array, got {type(a).__name__}")
@@ -155,7 +154,7 @@ def _host(a):
 def _shape_dtype(a):
     if isinstance(a, np.ndarray):
         return tuple(a.shape), a.dtype.str
-    from . import _cuda
+    from .arrays import device as _cuda
 
     d = _cuda._desc(a)
     return tuple(d.shape), d.dtype.str
@@ -589,7 +588,7 @@ def load_checkpoint(path, optimizer=None, scheduler=None, params=None):
     if sched_plan is not None:
         scheduler._apply_load(sched_plan)
     if targets:
-        from ._devices import device_support
+        from .arrays import device_support
 
         for i, p in enumerate(targets):
             if isinstance(p, np.ndarray):

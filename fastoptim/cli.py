@@ -1,7 +1,8 @@
 """The ``fastoptim`` command: ``fastoptim bench`` and ``fastoptim demo``.
 
 Only argparse is imported here; NumPy, Numba, rich, torch and matplotlib load
-inside the command that needs them, so ``fastoptim --help`` is instant.
+inside the command that needs them, so ``fastoptim --help`` is instant. The
+commands themselves are ``fastoptim.bench.command`` and ``fastoptim.demo``.
 Exit codes: 0 success, 1 a failure while running, 2 a usage error (unknown
 optimizer or backend, bad size, missing optional dependency for an option).
 """
@@ -103,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --loop: compare the thread-policy alternatives (wait "
                             "policies, Numba layers, serial), each in a fresh process")
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                       help="cuda runs the GPU benchmark (fastoptim.bench_cuda) instead")
+                       help="cuda runs the GPU benchmark (fastoptim.bench.cuda) instead")
 
     parser.bench_parser = bench  # for usage errors found after parsing (unknown names)
 
@@ -135,151 +136,19 @@ def _usage_error(parser, message) -> int:
     return 2
 
 
-def _check_output_path(option, path):
-    """An output file's folder must exist and be writable: checked before the run."""
-    if path is None or path == "-":
-        return None
-    if os.path.isdir(path):
-        return f"{option} {path!r} is a directory, not a file"
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        return f"{option} {path!r}: the folder {folder!r} does not exist"
-    if not os.access(folder, os.W_OK):
-        return f"{option} {path!r}: the folder {folder!r} is not writable"
-    return None
-
-
-def _validate_bench_args(bench, args):
-    """Every usage error of ``fastoptim bench``, found before anything is measured."""
-    for option, value in (("--optimizers", args.optimizers), ("--backends", args.backends),
-                          ("--sizes", args.sizes)):
-        if value is not None and not value:
-            return f"{option} is empty: give a comma-separated list"
-    try:
-        for size in args.sizes or ():
-            bench.parse_size(size)
-        if args.many != "default":
-            bench.parse_many(args.many)
-    except bench.BenchError as exc:
-        return str(exc)
-    if args.json_path == "-" and args.plot_path == "-":
-        return "--plot needs a file name"
-    return _check_output_path("--json", args.json_path) or _check_output_path("--plot", args.plot_path)
-
-
 def _bench(parser, args) -> int:
-    bench_parser = parser.bench_parser
     try:
         from rich.console import Console
     except ImportError:
         print("fastoptim bench: the tables need the 'rich' package, which is not installed "
               "(pip install rich, or reinstall fastoptim, which depends on it)", file=sys.stderr)
         return 2
-    from fastoptim import bench
-
-    problem = _validate_bench_args(bench, args)
-    if problem:
-        return _usage_error(bench_parser, problem)
-    if args.plot_path:  # fail before a long run, not after it
-        try:
-            bench.require_matplotlib()
-        except ImportError as exc:
-            return _usage_error(bench_parser, str(exc))
+    from fastoptim.bench import command
 
     console = Console(stderr=args.json_path == "-")
     if not console.is_terminal and "COLUMNS" not in os.environ:  # a log file: room for the tables
         console = Console(stderr=args.json_path == "-", width=100)
-    try:
-        if args.device == "cuda":
-            return _bench_cuda(bench, args, console)
-        if args.loop:
-            return _bench_loop(args, console)
-        report = bench.run(
-            optimizers=args.optimizers or bench.DEFAULT_OPTIMIZERS, backends=args.backends,
-            sizes=args.sizes, many=args.many, dtype=args.dtype or "float32",
-            threads=args.threads, repeat=args.repeat, peers=args.peers, quick=args.quick,
-            latency=args.latency,
-            crossover=args.crossover, console=console,
-            loop=False if args.no_loop else None)
-    except bench.BenchError as exc:
-        return _usage_error(bench_parser, str(exc))
-    except KeyboardInterrupt:
-        console.print("[red]interrupted[/red]")
-        return 130
-    if args.json_path:
-        report.write_json(args.json_path)
-        if args.json_path != "-":
-            console.print(f"wrote {args.json_path}")
-    if args.plot_path:
-        bench.plot(report, args.plot_path)
-        console.print(f"wrote {args.plot_path}")
-    return 0
-
-
-def _bench_loop(args, console) -> int:
-    import json
-
-    from fastoptim import bench, bench_loop
-
-    dtypes = [args.dtype] if args.dtype else list(bench_loop.DEFAULT_DTYPES)
-    threads = bench.check_threads(args.threads)
-    dispatch = bench_loop.DISPATCH_SWEEP if args.loop_dispatch else ()
-    if args.policies:
-        rows = bench_loop.run_policies(models=args.loop_models or bench_loop.DEFAULT_MODELS,
-                                       console=console)
-        if args.json_path:
-            with open(args.json_path, "w") as f:
-                json.dump({"schema": "fastoptim-bench-policies/1",
-                           "machine": bench.machine_info(threads), "policies": rows}, f, indent=2)
-        return 0
-    try:
-        with bench._Threads(threads, bench._import_torch() if args.peers else None):
-            doc = bench_loop.run(models=args.loop_models or bench_loop.DEFAULT_MODELS,
-                                 dtypes=dtypes, backends=args.backends, peers=args.peers,
-                                 repeat=args.repeat or bench_loop.DEFAULT_REPEAT,
-                                 dispatch=dispatch, console=console)
-    except ValueError as exc:
-        raise bench.BenchError(str(exc)) from None
-    if args.json_path:
-        doc = {"schema": "fastoptim-bench-loop/1", "machine": bench.machine_info(threads), **doc}
-        text = json.dumps(doc, indent=2, default=bench._json_default)
-        if args.json_path == "-":
-            sys.stdout.write(text + "\n")
-        else:
-            with open(args.json_path, "w") as f:
-                f.write(text + "\n")
-            console.print(f"wrote {args.json_path}")
-    return 0
-
-
-def _bench_cuda(bench, args, console) -> int:
-    try:
-        result, passed = bench.run_device(
-            "cuda", console=console, optimizers=args.optimizers or list(bench.DEFAULT_OPTIMIZERS),
-            backends=args.backends, sizes=args.sizes, many=args.many, dtype=args.dtype or "float32",
-            threads=args.threads, repeat=args.repeat, quick=args.quick, peers=args.peers,
-            json_path=args.json_path, plot_path=args.plot_path)
-    except bench.BenchError as exc:
-        print(f"fastoptim bench --device cuda: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:  # no GPU benchmark, no GPU, or a bad argument (ValueError too)
-        print(f"fastoptim bench --device cuda: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, ValueError) else 1
-    if args.plot_path and "plot_path" not in passed:
-        print("fastoptim bench --device cuda: --plot is not supported by the CUDA benchmark",
-              file=sys.stderr)
-    if args.json_path and "json_path" not in passed and result is not None:
-        import json
-
-        doc = {"schema": "fastoptim-bench-cuda/1", "machine": bench.machine_info(args.threads),
-               "cuda": result}
-        text = json.dumps(doc, indent=2, default=str)
-        if args.json_path == "-":
-            print(text)
-        else:
-            with open(args.json_path, "w") as f:
-                f.write(text + "\n")
-    return 0 if not isinstance(result, int) else result
+    return command.main(args, console, lambda message: _usage_error(parser.bench_parser, message))
 
 
 def _demo(argv) -> int:

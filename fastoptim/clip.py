@@ -50,8 +50,8 @@ NumPy arrays, or C-contiguous complex64/complex128 ones, read and scaled as thei
 pairs of reals (``TypeError`` otherwise, naming the argument); the clipping
 functions update them in place, so read-only arrays raise ``ValueError``. CUDA
 device arrays (anything with ``__cuda_array_interface__``) are reduced and
-scaled on the device (``_cuda_reduce``: sums in the gradient's dtype, as torch,
-in a fixed order, so norms are bit-reproducible); these functions return a
+scaled on the device (``backends/_reduce_cuda.py``: sums in the gradient's dtype,
+as torch, in a fixed order, so norms are bit-reproducible); these functions return a
 Python float, so they copy the per-block partial sums back (one wait for the
 GPU). An optimizer's ``max_grad_norm`` keeps the norm on the device instead.
 
@@ -60,12 +60,16 @@ norm_type, error_if_nonfinite, foreach)``, ``get_total_norm(grads, norm_type,
 error_if_nonfinite, foreach)``); ``foreach`` (None, False or True) changes nothing
 here, and ``backend`` is keyword-only.
 
-Backends: ``"numba"`` (parallel reductions with float64 accumulators, compiled
-with the options of ``backends/_jit.py`` plus ``fastmath={"reassoc"}`` for the sums), ``"numpy"``
-(the reference), ``"auto"`` (numba if it loads, else numpy; ``"cuda"`` for
-device arrays). ``"c"`` has no reduction kernels of its own and uses numba (or
-numpy when numba cannot load), so an optimizer's ``backend`` can be passed
-through unchanged.
+Backends: this module holds torch's semantics only (arguments, the per-array
+and total norms' rounding and roots, the coefficient, ``error_if_nonfinite``);
+the reductions, the non-finite check, the scaling and the clamp are the
+backend's operations (``norm_stats``, ``all_finite``, ``scale_``, ``clamp_``,
+see ``fastoptim/backends/__init__.py``), picked by ``backends.resolve`` as for
+an optimizer step: ``"auto"`` (numba, else c, else numpy; ``"cuda"`` for device
+arrays), ``"numba"`` (float64 sums over fixed blocks, in parallel for large
+arrays, bit-identical for any thread count), ``"numpy"`` (the reference) or
+``"c"`` (numba's operations, numpy's without numba: there are no C reduction
+kernels), so an optimizer's ``backend`` can be passed through unchanged.
 """
 from __future__ import annotations
 
@@ -76,8 +80,9 @@ import numpy as np
 
 from . import _validation as V
 from . import backends
-from ._devices import is_device_array, note_parallel, parallel_guard, serial_only
-from .flat import FlatGradDict, FlatGrads
+from .arrays import FlatGradDict, FlatGrads, is_device_array
+from .backends._clip_math import COUNT, MIN_ABS, SUM_ABS, SUM_POW, SUM_SQ
+from .backends._clip_math import mode as _mode
 
 __all__ = [
     "total_norm", "get_total_norm", "norm_and_finite", "clip_grad_norm_",
@@ -85,7 +90,6 @@ __all__ = [
 ]
 
 EPS = 1e-6  # torch's clip_grad_norm_ adds this to the norm before dividing
-PARALLEL_MIN = 65536  # below this a serial loop beats waking the thread pool
 
 _NONFINITE_MESSAGE = (
     "The total norm of order {} for gradients from `parameters` is non-finite, so it cannot "
@@ -93,25 +97,8 @@ _NONFINITE_MESSAGE = (
     "set `error_if_nonfinite=False`"
 )
 
-# reduction modes
-_SUM_SQ, _SUM_ABS, _SUM_POW, _MAX_ABS, _MIN_ABS, _COUNT = range(6)
-
 
 # --------------------------------------------------------------------------- arguments
-def _mode(p):
-    if p == 2.0:
-        return _SUM_SQ
-    if p == 1.0:
-        return _SUM_ABS
-    if p == math.inf:
-        return _MAX_ABS
-    if p == -math.inf:
-        return _MIN_ABS
-    if p == 0.0:
-        return _COUNT
-    return _SUM_POW
-
-
 def _norm_type(norm_type) -> float:
     if isinstance(norm_type, (bool, np.bool_)):
         raise TypeError("norm_type must be a real number or 'inf', but got bool")
@@ -171,7 +158,7 @@ class _Grads:
         if any(f != self.on_device for f in flags):
             raise ValueError(f"{argname} mixes host NumPy arrays and CUDA device arrays")
         if self.on_device:
-            from . import _cuda
+            from .arrays import device as _cuda
 
             for name, g in items:
                 d = _cuda._desc(g)
@@ -216,237 +203,20 @@ class _Grads:
         return np.dtype(np.float32)
 
 
-def _kernel_backend(backend, on_device) -> str:
-    """'numpy', 'numba' or 'cuda': which code reduces and scales."""
-    if not isinstance(backend, str):
-        raise TypeError(f"backend must be a str, but got {type(backend).__name__}")
-    if backend == "auto":
-        if on_device:
-            return "cuda"
-        return "numba" if backends.is_available("numba") else "numpy"
-    if backend in backends.ALL_BACKENDS and on_device != (backend == "cuda"):
+def _backend(backend, on_device):
+    """The backend module whose operations (``norm_stats``, ``all_finite``, ``scale_``,
+    ``clamp_``: see ``backends/__init__``) reduce and scale these gradients."""
+    if isinstance(backend, str) and backend in backends.ALL_BACKENDS and (
+            on_device != (backend == "cuda")):
         raise ValueError(
             f"backend {backend!r} cannot handle "
             + ("CUDA device arrays" if on_device else "host NumPy arrays")
         )
-    backends.load(backend)  # ValueError if unknown, RuntimeError if not available here
-    if backend == "c":  # no C reduction kernels: numba's, or numpy's without numba
-        return "numba" if backends.is_available("numba") else "numpy"
-    return backend
+    return backends.load(backends.resolve(backend, on_device))
 
 
-# ------------------------------------------------------------------ numpy reference
 def _quiet():
     return np.errstate(all="ignore")
-
-
-def _reduce_numpy(x, mode, p):
-    """Per-array statistic: float64 sum of the terms (sum modes), max/min |x|, or the count."""
-    with _quiet():
-        if mode == _SUM_SQ:
-            return float(np.sum(np.square(x), dtype=np.float64))
-        if mode == _SUM_ABS:
-            return float(np.sum(np.abs(x), dtype=np.float64))
-        if mode == _SUM_POW:
-            return float(np.sum(np.abs(x) ** x.dtype.type(p), dtype=np.float64))
-        if mode == _MAX_ABS:
-            return float(np.max(np.abs(x))) if x.size else 0.0
-        if mode == _MIN_ABS:
-            return float(np.min(np.abs(x)))
-        return float(np.count_nonzero(x))
-
-
-def _finite_numpy(x):
-    return bool(np.isfinite(x).all())
-
-
-# ----------------------------------------------------------------------- numba kernels
-_numba = None
-numba = None  # imported on first use, by _numba_kernels (the kernels below resolve it then)
-
-
-# Plain functions at module level (so Numba's disk cache can find them), compiled
-# on first use; prange is a plain range in the serial builds.
-def _nb_sum_sq(x):
-    s = 0.0
-    for i in numba.prange(x.shape[0]):
-        v = x[i]
-        s += v * v  # the square in x's dtype (overflows as torch's), the sum in float64
-    return s
-
-
-def _nb_sum_abs(x):
-    s = 0.0
-    for i in numba.prange(x.shape[0]):
-        s += abs(x[i])
-    return s
-
-
-def _nb_sum_pow(x, p):  # p has x's dtype: the power is taken in x's precision, as torch
-    s = 0.0
-    for i in numba.prange(x.shape[0]):
-        s += abs(x[i]) ** p
-    return s
-
-
-def _nb_max_abs(x):
-    m = 0.0
-    nans = 0
-    for i in numba.prange(x.shape[0]):
-        v = abs(x[i])
-        m = max(m, v)
-        nans += v != v  # max() would drop NaNs: count them instead
-    return m if nans == 0 else math.nan
-
-
-def _nb_scale(x, c):
-    for i in numba.prange(x.shape[0]):
-        x[i] *= c
-
-
-def _nb_clamp(x, lo, hi):
-    for i in numba.prange(x.shape[0]):
-        v = x[i]
-        if v < lo:
-            v = lo
-        if v > hi:
-            v = hi
-        x[i] = v  # NaN stays NaN; lo > hi gives hi everywhere, as torch.clamp
-
-
-def _numba_kernels():
-    """Compile (or load from Numba's disk cache) the CPU kernels, serial and parallel."""
-    global _numba, numba
-    if _numba is not None:
-        return _numba
-    import numba as numba_module
-
-    from .backends._jit import PARALLEL, SERIAL, _renamed
-
-    numba = numba_module
-    # Reassociation lets LLVM vectorize the float64 sums (several partial sums, ~5x
-    # faster for float32): it changes their rounding only, not NaN/Inf behaviour
-    # (no nnan/ninf flags), and the result stays deterministic for a thread count.
-    sums = dict(fastmath={"reassoc"})
-
-    def both(fn, extra=None):
-        # Numba's disk cache keys a function on its qualified name, not on its options:
-        # the serial and the parallel build need names of their own, or one loads the
-        # other's machine code (a "serial" kernel that starts the thread pool).
-        extra = extra or {}
-        return (numba.njit(**dict(SERIAL, **extra))(_renamed(fn, "__serial")),
-                numba.njit(**dict(PARALLEL, **extra))(_renamed(fn, "__parallel")))
-
-    _numba = {
-        _SUM_SQ: both(_nb_sum_sq, sums),
-        _SUM_ABS: both(_nb_sum_abs, sums),
-        _SUM_POW: both(_nb_sum_pow, sums),
-        _MAX_ABS: both(_nb_max_abs),
-        "scale": both(_nb_scale),
-        "clamp": both(_nb_clamp),
-    }
-    return _numba
-
-
-def _pick(pair, n):
-    if n >= PARALLEL_MIN and not serial_only():  # serial in a child forked after a parallel step
-        note_parallel("numba")
-        return pair[1]
-    return pair[0]
-
-
-def _flat_host(x):
-    """A 1-D contiguous view (or, for a non-contiguous array, a copy) for reading."""
-    if type(x) is not np.ndarray:
-        x = x.view(np.ndarray)  # np.matrix keeps 2-D under reshape
-    if not (x.flags.c_contiguous and x.flags.aligned):
-        x = np.ascontiguousarray(x)
-    return x.reshape(-1)
-
-
-def _reduce_numba(x, mode, p):
-    if mode in (_MIN_ABS, _COUNT) or x.size == 0:
-        return _reduce_numpy(x, mode, p)
-    kernels = _numba_kernels()
-    flat = _flat_host(x)
-    kernel = _pick(kernels[mode], flat.shape[0])
-    with parallel_guard():
-        if mode == _SUM_POW:
-            return float(kernel(flat, x.dtype.type(p)))
-        return float(kernel(flat))
-
-
-# ------------------------------------------------------------------- CUDA kernels
-_cuda_kernels = None
-# (the statistics kernels are fastoptim/_cuda_reduce.py: fixed-order, no atomics)
-cuda = None  # numba.cuda, imported on first use by _device()
-
-
-def _cu_scale(x, c):
-    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
-        x[i] *= c
-
-
-def _cu_clamp(x, lo, hi):
-    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
-        v = x[i]
-        if v < lo:
-            v = lo
-        if v > hi:
-            v = hi
-        x[i] = v
-
-
-def _device():
-    """``fastoptim._cuda`` and this module's CUDA kernels (numba.cuda is imported only here)."""
-    global _cuda_kernels, cuda
-    from . import _cuda
-
-    if _cuda_kernels is not None:
-        return _cuda, _cuda_kernels
-    _cuda._require()
-    cuda = _cuda.cuda
-    jit = cuda.jit(cache=not _cuda.SIMULATOR)
-    _cuda_kernels = dict(scale=jit(_cu_scale), clamp=jit(_cu_clamp))
-    return _cuda, _cuda_kernels
-
-
-def _device_stats(arrays, mode, p, want_finite):
-    """Per-array statistics of device arrays: one kernel per array writes per-block
-    partials (in the array's dtype, fixed order, no atomics), one copy back per dtype."""
-    _device()
-    from . import _cuda_reduce
-
-    device_mode = {_SUM_SQ: 0, _SUM_ABS: 1, _SUM_POW: 2}.get(mode, 3)
-    host = _cuda_reduce.host_stats(arrays, device_mode, p)
-    nan = host[:, 3] > 0
-    if mode in (_SUM_SQ, _SUM_ABS, _SUM_POW):
-        stats = host[:, 0]
-    elif mode == _MAX_ABS:
-        stats = np.where(nan, np.nan, host[:, 1])
-    elif mode == _MIN_ABS:
-        stats = np.where(nan, np.nan, host[:, 2])
-    else:
-        stats = host[:, 5]
-    return np.ascontiguousarray(stats), bool((host[:, 4] == 0).all())
-
-
-def _device_scale(x, c):
-    _cuda, k = _device()
-    flat = _cuda.DeviceArrays.ravel(x)
-    if flat.shape[0]:
-        _cuda.configured(k["scale"], flat.shape[0])(flat, c)
-
-
-def _device_clamp(x, lo, hi):
-    _cuda, k = _device()
-    flat = _cuda.DeviceArrays.ravel(x)
-    if not flat.shape[0]:
-        return
-    if math.isnan(lo) or math.isnan(hi):
-        _cuda.fill(flat, math.nan)  # torch.clamp with a NaN bound gives NaN
-    else:
-        _cuda.configured(k["clamp"], flat.shape[0])(flat, lo, hi)
 
 
 # ----------------------------------------------------------------------- the norm
@@ -455,36 +225,22 @@ def _root(s, p, mode, dtype):
     t = dtype.type
     with _quiet():
         s = np.asarray(s, dtype=np.float64).astype(dtype)
-        if mode == _SUM_SQ:
+        if mode == SUM_SQ:
             return np.sqrt(s)
-        if mode == _SUM_ABS:
+        if mode == SUM_ABS:
             return s
-        if mode == _SUM_POW:
+        if mode == SUM_POW:
             return s ** t(1.0 / p)
         return s  # max/min abs and counts are exact in the dtype
 
 
-def _stats(g: _Grads, mode, p, kernel_backend, want_finite):
+def _stats(g: _Grads, mode, p, ops, want_finite):
     """Per-array statistics (float64 array) and whether every element is finite."""
-    n = len(g.arrays)
-    if kernel_backend == "cuda":
-        if mode in (_MIN_ABS, _SUM_POW) and p < 0:
-            for i, x in enumerate(g.arrays):
-                if _size(x) == 0:
-                    raise ValueError(_empty_message(p, g.labels[i]))
-        return _device_stats(g.arrays, mode, p, want_finite)
-    reduce = _reduce_numba if kernel_backend == "numba" else _reduce_numpy
-    stats = np.empty(n, dtype=np.float64)
-    finite = True
-    for i, x in enumerate(g.arrays):
-        if x.size == 0 and mode in (_MIN_ABS, _SUM_POW) and p < 0:
-            raise ValueError(_empty_message(p, g.labels[i]))
-        stats[i] = s = reduce(x, mode, p)
-        if want_finite and finite:
-            # for p > 0 (and max abs) a finite statistic proves every element finite
-            if not (p > 0 and math.isfinite(s)):
-                finite = _finite_numpy(x)
-    return stats, finite
+    if mode == MIN_ABS or (mode == SUM_POW and p < 0):
+        for i, x in enumerate(g.arrays):
+            if _size(x) == 0:  # torch: min has no identity
+                raise ValueError(_empty_message(p, g.labels[i]))
+    return ops.norm_stats(g.arrays, p, want_finite)
 
 
 def _empty_message(p, label):
@@ -492,18 +248,18 @@ def _empty_message(p, label):
             "does not have an identity")
 
 
-def _total(g: _Grads, p, kernel_backend, want_finite):
+def _total(g: _Grads, p, ops, want_finite):
     """(total norm as a float, its dtype, all elements finite)."""
     if not g.arrays:
         return 0.0, np.dtype(np.float32), True
     mode = _mode(p)
-    if g.views is not None and (p <= 0 or mode == _MIN_ABS):
+    if g.views is not None and (p <= 0 or mode == MIN_ABS):
         # FlatParams.grads: these norms depend on the per-parameter split
         per_view = _Grads.__new__(_Grads)
         per_view.arrays, per_view.views, per_view.on_device = g.views, None, g.on_device
         per_view.labels = [f"{g.labels[0]}[{i}]" for i in range(len(g.views))]
-        return _total(per_view, p, kernel_backend, want_finite)
-    stats, finite = _stats(g, mode, p, kernel_backend, want_finite)
+        return _total(per_view, p, ops, want_finite)
+    stats, finite = _stats(g, mode, p, ops, want_finite)
     result = g.result_dtype()
     # per-array norms, each rounded to its array's dtype, as torch's per-tensor norms
     dtypes = [g.dtype(i) for i in range(len(g.arrays))]
@@ -512,8 +268,8 @@ def _total(g: _Grads, p, kernel_backend, want_finite):
         sel = np.fromiter((d == dtype for d in dtypes), dtype=bool, count=len(dtypes))
         norms[sel] = _root(stats[sel], p, mode, dtype)
     # the norm of the vector of norms, in the result dtype (torch.stack + vector_norm)
-    total = _root(_reduce_numpy(norms, mode, p), p, mode, result)
-    if mode == _COUNT:
+    total = _root(backends.load("numpy").norm_stats([norms], p)[0][0], p, mode, result)
+    if mode == COUNT:
         total = result.type(total)
     return float(total), result, finite
 
@@ -551,7 +307,7 @@ def total_norm(grads, norm_type=2.0, error_if_nonfinite=False, foreach=None, *,
     V._flag("error_if_nonfinite", error_if_nonfinite)
     _check_foreach(foreach)
     g = _Grads(grads, writable=False)
-    norm, _, _ = _total(g, p, _kernel_backend(backend, g.on_device), False)
+    norm, _, _ = _total(g, p, _backend(backend, g.on_device), False)
     if error_if_nonfinite and not math.isfinite(norm):
         raise RuntimeError(_NONFINITE_MESSAGE.format(p))
     return norm
@@ -570,7 +326,7 @@ def norm_and_finite(grads, norm_type=2.0, backend="auto"):
     """
     p = _norm_type(norm_type)
     g = _Grads(grads, writable=False)
-    norm, _, finite = _total(g, p, _kernel_backend(backend, g.on_device), True)
+    norm, _, finite = _total(g, p, _backend(backend, g.on_device), True)
     return norm, finite
 
 
@@ -588,24 +344,13 @@ def clip_coef(max_norm, total_norm, dtype=np.float32):
     return coef if not coef > 1 else t(1.0)  # torch.clamp(max=1) keeps NaN
 
 
-def _scale(g: _Grads, coef, kernel_backend):
-    if kernel_backend == "cuda":
-        for x in g.arrays:
-            _device_scale(x, np.dtype(x.dtype).type(coef))
-        return
-    for x in g.arrays:
-        c = x.dtype.type(coef)
-        if kernel_backend == "numba" and x.size and x.flags.c_contiguous and x.flags.aligned:
-            flat = x.view(np.ndarray).reshape(-1)
-            with parallel_guard():
-                _pick(_numba_kernels()["scale"], flat.shape[0])(flat, c)
-        else:
-            with _quiet():
-                np.multiply(x, c, out=x)
+def _scale(g: _Grads, coef, ops):
+    for x in g.arrays:  # the coefficient rounded to each gradient's dtype, as torch
+        ops.scale_(x, np.dtype(x.dtype).type(coef))
 
 
 def _check_no_overlap(g: _Grads):
-    from ._devices import device_support
+    from .arrays import device_support
 
     try:
         device_support(g.arrays).check_no_overlap(list(zip(g.labels, g.arrays)))
@@ -623,13 +368,13 @@ def clip_grads_with_norm_(grads, max_norm, total_norm, foreach=None, *, backend=
     max_norm = _real("max_norm", max_norm)
     total_norm_ = _real("total_norm", total_norm)
     g = _Grads(grads, writable=True)
-    kernel_backend = _kernel_backend(backend, g.on_device)
+    ops = _backend(backend, g.on_device)
     if not g.arrays:
         return
     _check_no_overlap(g)
     coef = clip_coef(max_norm, total_norm_, g.result_dtype())
     if coef != 1:  # multiplying by exactly 1 changes no bit: skip the pass
-        _scale(g, coef, kernel_backend)
+        _scale(g, coef, ops)
 
 
 def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False, foreach=None, *,
@@ -659,16 +404,16 @@ def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False, fo
     p = _norm_type(norm_type)
     V._flag("error_if_nonfinite", error_if_nonfinite)
     g = _Grads(grads, writable=True)
-    kernel_backend = _kernel_backend(backend, g.on_device)
+    ops = _backend(backend, g.on_device)
     if not g.arrays:
         return 0.0
     _check_no_overlap(g)
-    norm, result, _ = _total(g, p, kernel_backend, False)
+    norm, result, _ = _total(g, p, ops, False)
     if error_if_nonfinite and not math.isfinite(norm):
         raise RuntimeError(_NONFINITE_MESSAGE.format(p))
     coef = clip_coef(max_norm, norm, result)
     if coef != 1:
-        _scale(g, coef, kernel_backend)
+        _scale(g, coef, ops)
     return norm
 
 
@@ -682,18 +427,7 @@ def clip_grad_value_(grads, clip_value, foreach=None, *, backend="auto") -> None
     _check_foreach(foreach)
     clip_value = _real("clip_value", clip_value)
     g = _Grads(grads, writable=True)
-    kernel_backend = _kernel_backend(backend, g.on_device)
+    ops = _backend(backend, g.on_device)
     for x in g.arrays:
         t = np.dtype(x.dtype).type
-        lo, hi = t(-clip_value), t(clip_value)
-        if kernel_backend == "cuda":
-            _device_clamp(x, lo, hi)
-        elif math.isnan(clip_value):
-            x[...] = np.nan
-        elif kernel_backend == "numba" and x.size and x.flags.c_contiguous and x.flags.aligned:
-            flat = x.view(np.ndarray).reshape(-1)
-            with parallel_guard():
-                _pick(_numba_kernels()["clamp"], flat.shape[0])(flat, lo, hi)
-        else:  # x < lo ? lo : x, then x > hi ? hi : x (NaN stays, -0.0 stays), as torch
-            np.copyto(x, lo, where=x < lo)
-            np.copyto(x, hi, where=x > hi)
+        ops.clamp_(x, t(-clip_value), t(clip_value))

@@ -22,7 +22,8 @@ import importlib
 
 from . import _validation as V
 from . import backends
-from ._devices import check_backend_fits, device_support, is_array, note_parallel, parallel_guard
+from ._parallel import note_parallel, parallel_guard
+from .arrays import check_backend_fits, device_support, is_array
 
 
 class StepArgs:

@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _validation as V
-from .flat import FlatParams
+from .arrays import FlatParams
 
 __all__ = ["param_groups_with_decay_mask", "decay_groups", "grads_in_group_order",
            "flat_param_groups_with_decay_mask", "FlatDecayGroups"]

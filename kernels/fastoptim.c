@@ -11,22 +11,21 @@
 #define omp_get_num_threads() 1
 #define omp_get_thread_num() 0
 #endif
+#include "fo_constants.h" /* generated from fastoptim/backends/_constants.py */
 #include "fastoptim.h"
 
 /* Dispatch, set from Python by fastoptim/backends/_threads.py (fo_set_dispatch), the one
  * place the thread policy lives: below fo_parallel_min elements one thread runs the loop
  * (no wake-up); up to a footprint of fo_blocked_max_bytes (the last-level cache)
  * each thread updates one contiguous, cache-line aligned block with the plain vectorized
- * loop; above it, the chunked loop prefetching ahead. The defaults equal _threads.py's. */
-static int64_t fo_parallel_min = 65536;
-static int64_t fo_blocked_max_bytes = 32 << 20;
+ * loop; above it, the chunked loop prefetching ahead. The defaults are _constants.py's. */
+static int64_t fo_parallel_min = FO_PARALLEL_MIN;
+static int64_t fo_blocked_max_bytes = FO_BLOCKED_MAX_BYTES_DEFAULT;
 /* The chunked parallel loop works in chunks of FO_CHUNK_BYTES per array and, before each
- * chunk, prefetches the same span FO_AHEAD_BYTES further on: with it the Adam loop (two
- * divisions and a square root per element) keeps the memory bus as busy as a plain copy;
- * without it, 0.89-0.93 of that (fastoptim bench). Same constants as backends/_jit.py. */
-#define FO_LINE_BYTES 64
-#define FO_CHUNK_BYTES (4 * FO_LINE_BYTES)
-#define FO_AHEAD_BYTES 2048
+ * chunk, prefetches the same span FO_PREFETCH_AHEAD_BYTES further on: with it the Adam loop
+ * (two divisions and a square root per element) keeps the memory bus as busy as a plain
+ * copy; without it, 0.89-0.93 of that (fastoptim bench). backends/_jit.py's loop uses the
+ * same constants (fo_constants.h). */
 
 static inline int fo_threads(void)
 {
@@ -56,7 +55,7 @@ static inline int fo_threads(void)
             }                                                                              \
         } else {                                                                           \
             const int64_t chunk_ = FO_CHUNK_BYTES / (int64_t)sizeof(T);                    \
-            const int64_t ahead_ = FO_AHEAD_BYTES / (int64_t)sizeof(T);                    \
+            const int64_t ahead_ = FO_PREFETCH_AHEAD_BYTES / (int64_t)sizeof(T);           \
             const int64_t chunks_ = ((n) + chunk_ - 1) / chunk_;                           \
             _Pragma("omp parallel for schedule(static)")                                   \
             for (int64_t c_ = 0; c_ < chunks_; c_++) {                                     \
@@ -70,9 +69,6 @@ static inline int fo_threads(void)
         }                                                                                  \
     } while (0)
 #define FO_UNPACK(a, b, c, d, e) a, b, c, d, e
-#define FO_DECAY_NONE 0
-#define FO_DECAY_L2 1
-#define FO_DECAY_DECOUPLED 2
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(FO_NO_CLONES)
 #define FO_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))

@@ -5,7 +5,9 @@
  * computed once by the caller (fastoptim/backends/_scalars.py) and passed
  * in already rounded to the parameter's precision, as torch does.
  * grad_scale multiplies every gradient first (gradient clipping; 1 = off).
- * Flags are ints (0/1) passed at run time.
+ * Flags are ints (0/1) passed at run time. The argument order is defined once, by
+ * fastoptim/backends/_scalars.py (arrays, n, the fields of SGDScalars / AdamScalars, then
+ * SGD_FLAGS / ADAM_FLAGS); tests/test_abi.py checks these declarations against it.
  * The arrays passed to one call must not overlap.
  */
 #include <stdint.h>

@@ -26,10 +26,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* keep in sync with fastoptim/backends/_multi_table.py */
-enum { COL_N, COL_DTYPE, COL_PARAM, COL_GRAD, COL_STATE0, COL_STEP = COL_STATE0 + 3, NCOL };
-#define MAX_KEYS 3
-#define SKIPPED (-1)
+/* the table's layout (fastoptim/backends/_multi_table.py), generated from _constants.py */
+#include "fo_constants.h"
+enum { COL_N = FO_COL_N, COL_DTYPE = FO_COL_DTYPE, COL_PARAM = FO_COL_PARAM, COL_GRAD = FO_COL_GRAD,
+       COL_STATE0 = FO_COL_STATE0, COL_STEP = FO_COL_STEP, NCOL = FO_NCOL };
+#define MAX_KEYS FO_MAX_KEYS
+#define SKIPPED FO_SKIPPED
 
 typedef struct { uintptr_t lo, hi; } span_t;
 

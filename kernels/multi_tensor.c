@@ -4,11 +4,13 @@
  * tensor. The rows are small (the caller runs big tensors through the parallel
  * single-array kernels), so each runs serially; the blocks run one per thread. */
 #include <stdint.h>
+#include "fo_constants.h" /* generated from fastoptim/backends/_constants.py */
 #include "fastoptim.h"
 #include "multi_tensor.h"
 
-/* keep in sync with fastoptim/backends/_multi_table.py */
-enum { COL_N, COL_DTYPE, COL_PARAM, COL_GRAD, COL_STATE0, COL_STEP = COL_STATE0 + 3, NCOL };
+/* the table's columns (fastoptim/backends/_multi_table.py) */
+enum { COL_N = FO_COL_N, COL_PARAM = FO_COL_PARAM, COL_GRAD = FO_COL_GRAD,
+       COL_STATE0 = FO_COL_STATE0, NCOL = FO_NCOL };
 
 int fo_multi_table_ncol(void) { return NCOL; }
 

@@ -14,6 +14,22 @@ os.environ.pop("NUMBA_ENABLE_CUDASIM", None)
 CCS = ((8, 0), (9, 0))
 
 
+def bench_targets():
+    """The benchmark's floor and busy-wait kernels (fastoptim/bench/cuda.py), as
+    ``compile_targets`` lists the library's (the library does not import the benchmark)."""
+    from numba import cuda
+    from numba import types as T
+
+    from fastoptim.bench import cuda as bench_cuda
+
+    bench_cuda.cuda = cuda
+    targets = [(f"bench_floor{reads}_float32", fn, (T.float32[::1],) * reads, True)
+               for reads, fn in ((2, bench_cuda._r2w1), (3, bench_cuda._r3w2),
+                                 (4, bench_cuda._r4w3), (5, bench_cuda._r5w4))]
+    targets.append(("bench_spin", bench_cuda._spin, (T.int64,), True))
+    return targets
+
+
 def main():
     import importlib.util
 
@@ -34,7 +50,7 @@ def main():
     from fastoptim.backends import cuda_backend
 
     results = []
-    for name, fn, sig, is_f32 in cuda_backend.compile_targets():
+    for name, fn, sig, is_f32 in cuda_backend.compile_targets() + bench_targets():
         for cc in CCS:
             entry = {"name": name, "cc": f"sm_{cc[0]}{cc[1]}", "float32": is_f32,
                      "f64": None, "error": None}

@@ -486,7 +486,7 @@ def test_safe_training_doc_examples_run(tmp_path, monkeypatch):
 
 def test_cuda_optimizer_round_trips(tmp_path):
     """Device parameters and state are saved as host arrays and copied back onto the device."""
-    from fastoptim import _cuda
+    from fastoptim.arrays import device as _cuda
 
     if not _cuda.is_available() or "cuda" not in fastoptim.available_backends():
         pytest.skip("no CUDA (or simulator) here")

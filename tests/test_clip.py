@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastoptim
-from fastoptim import clip
+from fastoptim.backends import _threads
 from fastoptim.clip import (clip_coef, clip_grad_norm_, clip_grad_value_, clip_grads_with_norm_,
                             norm_and_finite, total_norm)
 
@@ -313,7 +313,7 @@ def test_non_contiguous_and_unaligned_grads(backend):
 def test_parallel_numba_path_agrees_with_numpy(dtype, p):
     if "numba" not in CPU:
         pytest.skip("numba backend unavailable")
-    n = clip.PARALLEL_MIN * 3 + 17
+    n = _threads.PARALLEL_MIN * 3 + 17
     x = np.random.default_rng(2).standard_normal(n).astype(dtype)
     small = x[:100].copy()
     assert_norm_close(total_norm([x, small], p, backend="numba"),
@@ -439,7 +439,7 @@ def test_hyperparameters_accept_numpy_scalars_and_follow_torch():
 
 # ------------------------------------------------------------------ CUDA (GPU or simulator)
 def _cuda_or_skip():
-    from fastoptim import _cuda
+    from fastoptim.arrays import device as _cuda
 
     if not _cuda.is_available():
         pytest.skip("numba.cuda unavailable")
@@ -504,3 +504,30 @@ def test_torch_positional_order_and_foreach():
     clip_grad_value_(g, 1.0, None)
     np.testing.assert_array_equal(g[0], [1.0, -1.0])
     clip_grads_with_norm_(g, 1.0, 2.0, True)
+
+
+def test_the_backend_comes_from_backends_resolve(monkeypatch):
+    """clip has no backend choice of its own: "auto" (or any name) goes through
+    backends.resolve, and the operations of the module it names do the work."""
+    from fastoptim import backends
+
+    calls = []
+    real = backends.resolve
+
+    def resolve(name, on_device=False):
+        calls.append((name, on_device))
+        return "numpy"  # whatever the registry says is what runs
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a backend other than the resolved one ran")
+
+    monkeypatch.setattr(backends, "resolve", resolve)
+    for other in CPU[1:]:
+        for op in ("norm_stats", "scale_", "clamp_"):
+            monkeypatch.setattr(backends.load(other), op, refuse)
+    g = [np.array([3.0, 4.0], np.float32)]
+    assert clip_grad_norm_(g, 1.0) == 5.0
+    clip_grad_value_(g, 0.5, backend="numba" if "numba" in CPU else "numpy")
+    np.testing.assert_allclose(g[0], [0.5, 0.5])
+    assert calls == [("auto", False), ("numba" if "numba" in CPU else "numpy", False)]
+    assert real("auto") in CPU

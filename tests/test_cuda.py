@@ -22,8 +22,10 @@ from numba import cuda  # noqa: E402
 
 import fastoptim  # noqa: E402
 import fastoptim.functional as F  # noqa: E402
-from fastoptim import _cuda, backends  # noqa: E402
-from fastoptim.backends import _scalars, cuda_backend  # noqa: E402
+from fastoptim import backends  # noqa: E402
+from fastoptim.arrays import cuda_runtime  # noqa: E402
+from fastoptim.arrays import device as _cuda  # noqa: E402  (the CUDA side's one namespace)
+from fastoptim.backends import _cuda_multi, _scalars, cuda_backend  # noqa: E402
 
 SIZES = [(), (1,), (7,), (3, 11), (257,)]
 DTYPES = [np.float32, np.float64]
@@ -120,17 +122,17 @@ def test_cuda_is_an_available_backend():
 def test_usable_compiles_and_runs_a_kernel(monkeypatch):
     """usable() is True only after a test kernel compiled and ran; a failure says why."""
     calls = []
-    original = _cuda._run_probe
-    monkeypatch.setattr(_cuda, "_run_probe", lambda: calls.append(1) or original())
-    monkeypatch.setattr(_cuda, "_probe_result", None)
+    original = cuda_runtime._run_probe
+    monkeypatch.setattr(cuda_runtime, "_run_probe", lambda: calls.append(1) or original())
+    monkeypatch.setattr(cuda_runtime, "_probe_result", None)
     assert cuda_backend.usable() and calls == [1]
     assert cuda_backend.usable() and calls == [1]  # once per process
 
     def no_nvvm():
         raise OSError("libNVVM cannot be found")
 
-    monkeypatch.setattr(_cuda, "_run_probe", no_nvvm)
-    monkeypatch.setattr(_cuda, "_probe_result", None)
+    monkeypatch.setattr(cuda_runtime, "_run_probe", no_nvvm)
+    monkeypatch.setattr(cuda_runtime, "_probe_result", None)
     assert not cuda_backend.usable()
     reason = cuda_backend.why_unusable()
     assert "could not compile and run a test kernel" in reason and "libNVVM" in reason
@@ -147,10 +149,10 @@ def test_kernels_take_the_scalars_in_order():
     assert names[5:] == list(_scalars.SGDScalars._fields) + ["first_step", "nesterov", "maximize",
                                                              "track_first"]
     # the pointer-table kernels: (table, total, ctrl), then the same scalars and flags
-    names = list(inspect.signature(cuda_backend._adam_multi).parameters)
+    names = list(inspect.signature(_cuda_multi._adam_multi).parameters)
     assert names[3:] == list(_scalars.AdamScalars._fields) + ["amsgrad", "maximize", "attempted",
                                                               "lr"]
-    names = list(inspect.signature(cuda_backend._sgd_multi).parameters)
+    names = list(inspect.signature(_cuda_multi._sgd_multi).parameters)
     assert names[3:] == list(_scalars.SGDScalars._fields) + ["first_step", "nesterov", "maximize",
                                                              "track_first"]
 
@@ -177,7 +179,7 @@ def test_two_param_groups():
 
 
 def test_grid_stride_loop_covers_more_elements_than_threads(monkeypatch):
-    monkeypatch.setattr(_cuda, "GRID_LIMIT", 1)  # one block: every thread loops
+    monkeypatch.setattr(cuda_runtime, "GRID_LIMIT", 1)  # one block: every thread loops
     n = 1000
     assert _cuda.grid(n)[0] == 1 and _cuda.grid(n)[1] < n
     run_pair(lambda ps, b: fastoptim.SGD(ps, lr=0.1, momentum=0.9, backend=b), [(n,)],
@@ -189,6 +191,29 @@ def test_launch_configurations_are_cached():
     assert _cuda.configured(cuda_backend._adam_kernel, 1000, 0) is a
     assert _cuda.configured(cuda_backend._adam_kernel, 1001, 0) is a  # the same size bucket
     assert _cuda.configured(cuda_backend._sgd_kernel, 1000, 0) is not a
+
+
+# ------------------------------------------------------------ arrays.device
+def test_one_is_device_array_for_host_and_device_code():
+    """Host code asks arrays.is_device_array without numba.cuda; the device side uses the same one."""
+    from fastoptim.arrays import host as host_arrays
+    from fastoptim.arrays import is_device_array
+
+    class Interface:  # a CuPy array or a torch CUDA tensor, as far as fastoptim looks
+        __cuda_array_interface__ = {"shape": (3,), "typestr": "<f4", "data": (256, False),
+                                    "version": 3}
+
+    assert _cuda.is_device_array is is_device_array is host_arrays.is_device_array
+    assert is_device_array(dev(np.ones(3, np.float32))) and is_device_array(Interface())
+    assert not is_device_array(np.ones(3, np.float32)) and not is_device_array([1.0])
+    assert not is_device_array(np.ones(3, np.float32).view(np.matrix))
+
+
+def test_device_reaches_the_runtime_names():
+    assert _cuda.configured is cuda_runtime.configured and _cuda.use_stream is cuda_runtime.use_stream
+    assert _cuda.SIMULATOR == cuda_runtime.SIMULATOR and _cuda.cuda is cuda
+    with pytest.raises(AttributeError, match="no_such_name"):
+        _cuda.no_such_name  # noqa: B018
 
 
 # -------------------------------------------------------------- one-launch mode
@@ -459,7 +484,7 @@ def test_streams():
 # ---------------------------------------------------------------- benchmark
 @pytest.mark.filterwarnings("ignore:Simulator timings are bogus")
 def test_benchmark_smoke():
-    from fastoptim import bench_cuda as bench
+    from fastoptim.bench import cuda as bench
 
     rows = bench.run_cuda_bench(sizes=[100], repeat=1, many=(3, 32), optimizers=["adam", "sgd"],
                                 peers=False, allow_simulator=True)
@@ -507,7 +532,7 @@ def test_skip_nonfinite_and_max_grad_norm_on_device(flat):
 
 
 # ------------------------------------------ device-side max_grad_norm / skip_nonfinite
-from fastoptim import _cuda_reduce  # noqa: E402
+from fastoptim.backends import _reduce_cuda as _cuda_reduce  # noqa: E402
 
 
 @pytest.fixture
@@ -788,18 +813,18 @@ def test_multi_functions_match_the_per_tensor_kernels():
 
 
 def test_pointer_table_is_rebuilt_only_when_the_tensors_change():
-    cuda_backend._tables.clear()
+    _cuda_multi.tables.clear()
     arrays = [dev(np.arange(n, dtype=np.float32)) for n in (3, 5)]
     grads = [dev(np.zeros(n, np.float32)) for n in (3, 5)]
-    t1, total = cuda_backend._table((arrays, grads), [3, 5])
+    t1, total = _cuda_multi.table((arrays, grads), [3, 5])
     assert total == 8
     rows = host(t1)
     assert list(rows[:, 0]) == [_cuda._desc(a).ptr for a in arrays]
     assert list(rows[:, 1]) == [_cuda._desc(g).ptr for g in grads]
     assert list(rows[:, 5]) == [3, 5] and list(rows[:, 6]) == [0, 3]
-    assert cuda_backend._table((list(arrays), list(grads)), [3, 5])[0] is t1  # same tensors
+    assert _cuda_multi.table((list(arrays), list(grads)), [3, 5])[0] is t1  # same tensors
     new_grads = [grads[0], dev(np.zeros(5, np.float32))]
-    t2, _ = cuda_backend._table((arrays, new_grads), [3, 5])
+    t2, _ = _cuda_multi.table((arrays, new_grads), [3, 5])
     assert t2 is not t1 and host(t2)[1, 1] == _cuda._desc(new_grads[1]).ptr
 
 
@@ -871,9 +896,9 @@ def test_external_streams_are_cached_by_handle(monkeypatch):
         def __init__(self, handle):
             self.cuda_stream = handle
 
-    monkeypatch.setattr(_cuda, "SIMULATOR", False)
-    monkeypatch.setattr(_cuda.cuda, "external_stream", FakeStream, raising=False)
-    monkeypatch.setattr(_cuda, "_external_streams", {})
+    monkeypatch.setattr(cuda_runtime, "SIMULATOR", False)
+    monkeypatch.setattr(cuda_runtime.cuda, "external_stream", FakeStream, raising=False)
+    monkeypatch.setattr(cuda_runtime, "_external_streams", {})
     a = _cuda._as_stream(TorchStream(1234))
     assert _cuda._as_stream(TorchStream(1234)) is a and _cuda._as_stream(1234) is a
     assert _cuda._as_stream(TorchStream(99)) is not a and made == [1234, 99]

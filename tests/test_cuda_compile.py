@@ -40,6 +40,8 @@ def test_every_kernel_compiles_for_sm80_and_sm90(compiled):
     for kind in ("sgd", "adam", "sgd_multi", "adam_multi", "stats", "stats_chunks", "finalize"):
         assert {f"{kind}_float32", f"{kind}_float64"} <= names
     assert "fill_int64" in names  # SGD's "first step pending" cells
+    assert {"clip_scale_float32", "clip_clamp_float64", "bench_floor5_float32",
+            "bench_spin"} <= names
     assert {r["cc"] for r in compiled} == {"sm_80", "sm_90"}
 
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import fastoptim
-from fastoptim.flat import find_segment
+from fastoptim.arrays import find_segment
 
 
 def test_flat_params_copy_and_view():

@@ -476,6 +476,8 @@ def test_bench_shows_the_plain_list_next_to_flatparams():
     from rich.console import Console
 
     from fastoptim import bench
+    from fastoptim.bench.rendering import ratio
+    from fastoptim.bench.specs import format_time
 
     console = Console(file=io.StringIO(), width=160, color_system=None)
     report = bench.run(optimizers=["adam"], sizes=[4096], many=(4, 256), repeat=2, quick=True,
@@ -496,8 +498,7 @@ def test_bench_shows_the_plain_list_next_to_flatparams():
     for backend in TABLE_BACKENDS:
         for mode, label in (("list", "plain list"), ("flat", "FlatParams")):
             time_s = rows[(backend, mode)].time_s
-            expected[f"{backend}, {label}"] = [bench._format_time(time_s),
-                                               bench._ratio(time_s / best_list)]
+            expected[f"{backend}, {label}"] = [format_time(time_s), ratio(time_s / best_list)]
     assert table == expected
 
 

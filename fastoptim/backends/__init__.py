@@ -11,6 +11,28 @@ folded into the update; 1.0 is an exact no-op).
 Arrays are 1-D, contiguous, aligned, non-overlapping and of the parameter's dtype
 (the callers in ``functional`` and ``optimizers`` check this before any kernel
 runs); ``momentum_buffer`` / ``max_exp_avg_sq`` may be None when unused.
+
+The gradient operations of ``fastoptim.clip`` (and of ``max_grad_norm`` /
+``skip_nonfinite``) have one signature too:
+
+    norm_stats(arrays, norm_type, check_finite=False) -> (stats, finite)
+    all_finite(arrays) -> bool
+    scale_(x, factor)
+    clamp_(x, lo, hi)
+
+``norm_stats``: per array, the statistic of torch's ``vector_norm`` before its
+root (``_clip_math.mode``): the sum of ``x * x`` (norm_type 2), of ``|x|`` (1)
+or of ``|x| ** p`` (other p), the terms in the array's dtype; ``max |x|``
+(inf; 0 for an empty array), ``min |x|`` (-inf); the count of non-zeros (0).
+NaN propagates into max and min. ``stats`` is a float64 NumPy array, one
+entry per array; ``finite`` is whether every element of every array is
+finite when ``check_finite``, else None. Sums are float64 on the CPU, in the
+array's dtype on CUDA (as torch's). ``scale_`` multiplies ``x`` in place by
+``factor`` (of x's dtype); ``clamp_`` is ``torch.clamp(x, lo, hi)`` in place
+(NaN in x or a bound gives NaN, lo > hi gives hi). Host arrays may have any
+shape and layout (the fast kernels read contiguous 1-D views); device arrays
+are contiguous. The caller (``clip.py``) checks dtypes, writability, overlap
+and empty arrays for the norms without an identity (min, negative p).
 Backends are imported lazily, so ``import fastoptim`` stays cheap and a backend
 that cannot load (no compiled C module, no GPU) is simply not available.
 """

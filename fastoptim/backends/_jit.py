@@ -21,11 +21,13 @@ it, at the floor (measured with ``fastoptim bench``, see docs/benchmarks.md).
 
 Numba's on-disk cache keys each function on its qualified name and the source
 file that defines it, not on its decorator options, its globals or the code of
-the functions it calls. Every wrapper is therefore a renamed copy of one
-template with its own globals, and its name carries a digest of the template's
-and the range kernel's code, so editing either gives it a new cache entry. The
-per-element updates in ``_math.py`` are not in that digest: after editing only
-``_math.py``, clear ``__pycache__``.
+the functions it calls. Every kernel compiled here is therefore a renamed copy
+whose name carries a digest (``code_digest``) of its code and of everything
+that code reaches: the jitted functions it calls, recursively (the per-element
+updates of ``_math.py``), and the constants it reads (``_constants.py``). The
+wrappers are copies of one template with their own globals, and their digest
+covers the template and the range kernel. Editing any of these gives the kernel
+a new cache entry; nothing needs clearing by hand.
 """
 import hashlib
 import types
@@ -37,12 +39,14 @@ from llvmlite import ir
 from numba.core import types as nbtypes
 from numba.extending import intrinsic
 
+from ._constants import CHUNK_LINES, LINE_BYTES, PREFETCH_AHEAD_BYTES
+
 SERIAL = dict(cache=True, error_model="numpy", nogil=True)
 PARALLEL = dict(SERIAL, parallel=True)
 
-LINE_BYTES = 64  # one prefetch per cache line
-CHUNK_LINES = 4  # per array, one parallel task's work (256 bytes) between two prefetch bursts
-PREFETCH_AHEAD_BYTES = 2048  # how far ahead of the chunk being updated data is fetched
+# The chunked loop's LINE_BYTES (one prefetch per cache line), CHUNK_LINES (per array, one
+# parallel task's work between two prefetch bursts) and PREFETCH_AHEAD_BYTES (how far ahead
+# of the chunk being updated data is fetched) are the C kernels' too: see _constants.py.
 PLAIN_CHUNK = 4096  # elements per block of the plain (non-prefetching) parallel loop
 _ZERO = np.uint64(0)
 
@@ -126,14 +130,72 @@ def _renamed(func, suffix, **extra_globals):
     return copy
 
 
-def _code_digest(*funcs) -> str:
-    """A short digest of the functions' bytecode, constants and names."""
+_LITERALS = (bool, int, float, complex, str, bytes)
+
+
+def code_digest(*funcs) -> str:
+    """A short digest of the functions' bytecode, constants and names, and of what they
+    reach through their globals and closures (a module's attributes included): the code
+    of every jitted or plain function called (its ``py_func``), recursively, and the
+    value of every literal global read (Numba compiles those in as constants)."""
     h = hashlib.blake2b(digest_size=5)
-    for func in funcs:
-        code = func.__code__
+    seen = set()
+
+    def add_code(code, namespace):
+        consts = []
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType):  # a nested function or comprehension
+                add_code(const, namespace)
+            else:
+                consts.append(const)
         h.update(code.co_code)
-        h.update(repr((code.co_consts, code.co_names)).encode())
+        h.update(repr((consts, code.co_names)).encode())
+        for name in code.co_names:
+            if name in namespace:
+                add_value(name, namespace[name], code.co_names)
+
+    def add_value(name, value, names):
+        if isinstance(value, types.ModuleType):  # module.NAME: the names read from it
+            for attribute in names:
+                if attribute in vars(value) and not isinstance(vars(value)[attribute],
+                                                               types.ModuleType):
+                    add_value(attribute, vars(value)[attribute], ())
+            return
+        func = getattr(value, "py_func", value)  # a Numba or CUDA dispatcher: its function
+        if isinstance(func, types.FunctionType):
+            add_function(func)
+        elif isinstance(value, _LITERALS):
+            h.update(repr((name, value)).encode())
+
+    def add_function(func):
+        if id(func) in seen:
+            return
+        seen.add(id(func))
+        add_code(func.__code__, func.__globals__)
+        for name, cell in zip(func.__code__.co_freevars, func.__closure__ or ()):
+            try:
+                add_value(name, cell.cell_contents, func.__code__.co_names)
+            except ValueError:  # an empty cell
+                pass
+
+    for func in funcs:
+        add_function(func)
     return h.hexdigest()
+
+
+def cache_named(func):
+    """A copy of ``func`` whose name, Numba's cache key, ends in its ``code_digest``."""
+    return _renamed(func, f"__{code_digest(func)}")
+
+
+def njit_serial(func):
+    """``func`` compiled with ``SERIAL`` under its digest-carrying name (``cache_named``)."""
+    return numba.njit(**SERIAL)(cache_named(func))
+
+
+def njit_parallel(func):
+    """``func`` compiled with ``PARALLEL`` under its digest-carrying name (``cache_named``)."""
+    return numba.njit(**PARALLEL)(cache_named(func))
 
 
 class KernelPair(NamedTuple):
@@ -161,9 +223,9 @@ def kernel_pair(range_kernel, prefetching=True) -> KernelPair:
     static schedule hands each thread one contiguous run of blocks, as OpenMP's
     ``schedule(static)`` does (the benchmark's floor kernels measure both).
     """
-    serial = numba.njit(**SERIAL)(range_kernel)
+    serial = njit_serial(range_kernel)
     wrappers = []
     for template in (_chunked_template if prefetching else _plain_template, _blocked_template):
-        suffix = f"__{range_kernel.__name__}_{_code_digest(template, range_kernel)}"
+        suffix = f"__{range_kernel.__name__}_{code_digest(template, range_kernel)}"
         wrappers.append(numba.njit(**PARALLEL)(_renamed(template, suffix, KERNEL=serial)))
     return KernelPair(serial, *wrappers)

@@ -5,11 +5,13 @@ with ``@njit`` (called from ``prange`` loops; LLVM inlines them) and ``cuda_back
 very same functions as CUDA device functions, so the CPU and GPU kernels
 cannot drift apart. All scalar arguments arrive already rounded to the
 parameter's precision (``_scalars.py``); flags are run-time arguments, so one
-compiled kernel serves every combination of them.
+compiled kernel serves every combination of them. The arguments follow the one
+order defined in ``_scalars.py`` (tests/test_abi.py); the kernels that call these
+functions are cached under a digest of this file's code too (``_jit.code_digest``).
 """
 import math
 
-DECAY_L2, DECAY_DECOUPLED = 1, 2  # mirrors _scalars (kept literal for the compilers)
+from ._constants import DECAY_DECOUPLED, DECAY_L2  # module globals: literals to the compilers
 
 
 def sgd_update(p, g, buf, grad_scale, neg_lr, weight_decay, momentum, one_minus_dampening,

@@ -23,12 +23,12 @@ from numba import types as nbtypes
 from numba.extending import intrinsic
 
 from . import _math
-from ._jit import PARALLEL, SERIAL
+from ._jit import njit_parallel, njit_serial  # cached under digests of code and callees
 from ._multi_table import COL_GRAD, COL_N, COL_PARAM, COL_STATE0
 from ._scalars import adam_scalars, sgd_scalars
 
-_sgd_update = numba.njit(**SERIAL)(_math.sgd_update)
-_adam_update = numba.njit(**SERIAL)(_math.adam_update)
+_sgd_update = njit_serial(_math.sgd_update)
+_adam_update = njit_serial(_math.adam_update)
 _ZERO = np.uint64(0)
 
 
@@ -44,12 +44,12 @@ def _pointer(typingctx, address, like):
     return nbtypes.CPointer(like)(address, like), codegen
 
 
-@numba.njit(**SERIAL)
+@njit_serial
 def _view(rows, r, column, n, like):
     return numba.carray(_pointer(rows[r, column], like), n)
 
 
-@numba.njit(**SERIAL)
+@njit_serial
 def _sgd_rows(rows, lo, hi, grad_scale, neg_lr, weight_decay, momentum, one_minus_dampening,
               has_weight_decay, has_momentum, first_step, nesterov, maximize):
     for r in range(lo, hi):
@@ -72,7 +72,7 @@ def _sgd_rows(rows, lo, hi, grad_scale, neg_lr, weight_decay, momentum, one_minu
                                           has_weight_decay, False, False, nesterov, maximize)
 
 
-@numba.njit(**SERIAL)
+@njit_serial
 def _adam_rows(rows, lo, hi, grad_scale, lerp_weight, lerp_complement, lerp_from_start, beta2,
                one_minus_beta2, bias_correction2_sqrt, eps, neg_step_size, weight_decay,
                decay_factor, weight_decay_mode, amsgrad, maximize):
@@ -101,13 +101,13 @@ def _adam_rows(rows, lo, hi, grad_scale, lerp_weight, lerp_complement, lerp_from
                     weight_decay_mode, False, maximize)
 
 
-@numba.njit(**PARALLEL)
+@njit_parallel
 def _sgd_blocks(rows, bounds, scalars):
     for b in numba.prange(bounds.shape[0] - 1):
         _sgd_rows(rows, bounds[b], bounds[b + 1], *scalars)
 
 
-@numba.njit(**PARALLEL)
+@njit_parallel
 def _adam_blocks(rows, bounds, scalars):
     for b in numba.prange(bounds.shape[0] - 1):
         _adam_rows(rows, bounds[b], bounds[b + 1], *scalars)

@@ -53,11 +53,8 @@ try:
 except ImportError:  # not built (no compiler at install time): the Python filler
     _compiled = None
 
-COL_N, COL_DTYPE, COL_PARAM, COL_GRAD, COL_STATE0 = 0, 1, 2, 3, 4
-MAX_KEYS = 3
-COL_STEP = COL_STATE0 + MAX_KEYS
-NCOL = COL_STEP + 1
-SKIPPED = -1
+from ._constants import (COL_DTYPE, COL_GRAD, COL_N, COL_PARAM, COL_STATE0,  # noqa: F401
+                         COL_STEP, MAX_KEYS, NCOL, SKIPPED)  # the layout, shared with C
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # index = the DTYPE column
 STEP_KEY = "step"
 

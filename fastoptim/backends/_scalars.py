@@ -1,5 +1,12 @@
 """Per-step scalars, computed once per call and rounded to the parameter's precision.
 
+The kernels' argument order is defined here, once: every kernel, in every
+language, takes its arrays, then the fields of ``SGDScalars`` / ``AdamScalars``
+in field order, then the run-time flags ``SGD_FLAGS`` / ``ADAM_FLAGS`` in that
+order (minus any flag a kernel fixes by being the variant it is), so the
+backends can pass ``*scalars, *flags`` positionally. tests/test_abi.py pins the
+Numba, C (headers and definitions) and CUDA signatures to these definitions.
+
 torch evaluates ``1 - beta1``, ``lr / bias_correction1`` and friends in Python
 (double precision) and each tensor op then rounds its scalar to the tensor's
 dtype. Every backend calls these helpers so that all of them round the same
@@ -12,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-DECAY_NONE, DECAY_L2, DECAY_DECOUPLED = 0, 1, 2
+from ._constants import DECAY_DECOUPLED, DECAY_L2, DECAY_NONE
 
 
 class SGDScalars(NamedTuple):
@@ -38,6 +45,11 @@ class AdamScalars(NamedTuple):
     weight_decay: np.floating
     decay_factor: np.floating  # 1 - lr * weight_decay (AdamW's decoupled decay)
     weight_decay_mode: int  # DECAY_NONE, DECAY_L2 or DECAY_DECOUPLED
+
+
+# The run-time flags that follow the scalars in every kernel's arguments, in order.
+SGD_FLAGS = ("first_step", "nesterov", "maximize")
+ADAM_FLAGS = ("amsgrad", "maximize")
 
 
 # Cached: a step over many tensors asks for the same scalars once per tensor.

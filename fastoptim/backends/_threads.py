@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import os
 
+from ._constants import BLOCKED_MAX_BYTES_DEFAULT, PARALLEL_MIN  # elements: below, one thread
+
 # libgomp's spin count after a parallel region before a worker sleeps. Its default
 # (no OMP_WAIT_POLICY) is 300000 iterations, milliseconds here, which starved
 # OpenBLAS between steps; 0 (OMP_WAIT_POLICY=passive) makes every kernel pay a full
@@ -43,7 +45,7 @@ USER_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 
 
-def _last_level_cache_bytes(default=32 * 2**20) -> int:
+def _last_level_cache_bytes(default=BLOCKED_MAX_BYTES_DEFAULT) -> int:
     """The largest CPU cache's size (Linux sysfs), clipped to 4-64 MiB; ``default`` elsewhere."""
     best = 0
     try:
@@ -59,7 +61,6 @@ def _last_level_cache_bytes(default=32 * 2**20) -> int:
     return min(max(best, 4 * 2**20), 64 * 2**20) if best else default
 
 
-PARALLEL_MIN = 65536  # elements: below, one thread (serial loop)
 # footprint (elements x itemsize x arrays) up to which each thread takes one block: the
 # last-level cache (32 MiB here: Adam fp32 up to 2M elements, fp64 up to 1M)
 BLOCKED_MAX_BYTES = _last_level_cache_bytes()

@@ -11,10 +11,22 @@ import numpy as np
 
 from fastoptim._ckernels import ffi, lib  # ImportError when not compiled
 
-from . import _threads
+from . import _constants, _threads
 from ._scalars import adam_scalars, sgd_scalars
 
 name = "c"
+
+
+def stale_constants() -> list:
+    """The shared constants (``_constants.py``) whose value in the compiled C kernels
+    (``lib.FO_<NAME>``, from the generated ``kernels/fo_constants.h``) is not Python's."""
+    return [key for key, value in vars(_constants).items()
+            if key.isupper() and type(value) is int and getattr(lib, "FO_" + key, None) != value]
+
+
+if stale_constants():  # built before _constants.py was edited: the kernels would disagree
+    raise ImportError(f"stale C build: its {', '.join(stale_constants())} differ from "
+                      "fastoptim/backends/_constants.py; rebuild it (pip install .)")
 lib.fo_set_dispatch(_threads.PARALLEL_MIN, _threads.BLOCKED_MAX_BYTES)  # the one thread policy
 
 _C = {
@@ -56,3 +68,8 @@ def set_dispatch(parallel_min: int, blocked_max_bytes: int) -> None:
 
 def max_threads() -> int:
     return lib.fo_openmp_max_threads()
+
+
+# gradient norms and clipping (clip.py's operations, see backends/__init__): numba's, or
+# numpy's without numba (no C kernels of their own; _reduce_c.py)
+from ._reduce_c import all_finite, clamp_, norm_stats, scale_  # noqa: E402,F401

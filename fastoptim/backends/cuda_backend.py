@@ -6,14 +6,16 @@ functions: the CPU and GPU backends cannot drift apart. Kernels are grid-stride
 loops over 1-D contiguous device arrays, compiled once per dtype (float32,
 float64) on first use (and cached on disk); every flag is a run-time argument.
 As on the CPU, the loop is split on the flags that decide which arrays are
-read and written (momentum, first step, amsgrad).
+read and written (momentum, first step, amsgrad). A list of tensors steps in
+one launch through a pointer table (``_cuda_multi.py``); the gradient norms,
+the device clip factor and the clip operations are ``_reduce_cuda.py``'s.
 
 No host-device synchronization happens inside a step: the per-step scalars
 (bias corrections, ...) come from ``_scalars`` on the host and travel as kernel
 arguments; the step counter counts launches on the host (and, under
 ``skip_nonfinite``, skipped steps on the device: ``_cuda.DeviceStep``). The launch configuration
 ``kernel[blocks, threads, stream]`` is built once per (size bucket, stream) and
-cached (``fastoptim._cuda.configured``).
+cached (``fastoptim.arrays.cuda_runtime.configured``).
 
 Streams
 -------
@@ -39,8 +41,10 @@ import weakref
 
 import numpy as np
 
-from .. import _cuda, _cuda_reduce as _reduce
-from . import _math
+from ..arrays import device as _cuda
+from . import _cuda_multi as _multi
+from . import _reduce_cuda as _reduce
+from ._cuda_multi import POINTER_KERNELS
 from ._scalars import adam_scalars, sgd_scalars
 
 if _cuda.cuda is None:  # the registry reports this backend as unavailable
@@ -62,18 +66,11 @@ def why_unusable() -> str:
     return _cuda.why_unavailable()
 
 
-def _true_step_scalars_py(step, lerp_weight, one_minus_beta2, lr):
-    """(-lr / (1 - beta1**step), sqrt(1 - beta2**step)) on the device, in the parameter's
-    dtype, as 1 - beta**t = -expm1(t * log1p(-(1 - beta))) (accurate for small 1 - beta)."""
-    bias_correction1 = -math.expm1(step * math.log1p(-lerp_weight))
-    bias_correction2 = -math.expm1(step * math.log1p(-one_minus_beta2))
-    return -(lr / bias_correction1), math.sqrt(bias_correction2)
 
-
-_true_step_scalars = cuda.jit(device=True, inline=True)(_true_step_scalars_py)
-_sgd_update = cuda.jit(device=True, inline=True)(_math.sgd_update)
-_adam_update = cuda.jit(device=True, inline=True)(_math.adam_update)
-
+# the per-element math (_math's), as the device functions every update kernel shares
+_sgd_update, _adam_update = _multi.sgd_update, _multi.adam_update
+_true_step_scalars = _multi.true_step_scalars
+_address, _table, _nonempty = _multi.address, _multi.table, _multi.nonempty
 _CACHE = not _cuda.SIMULATOR
 
 
@@ -377,48 +374,8 @@ def _skips_on_device(opt):
 
 
 # -------------------------------------------------------- one launch for a list
-# Raw-pointer kernels: a device table holds, per tensor, the addresses of its
-# param, grad and state arrays, its length and its offset in the flat index
-# space; each thread walks that space with a grid stride and follows the table.
-# The simulator cannot dereference raw device addresses, so there (and only
-# there) the *_multi functions launch the per-tensor kernels instead.
-TABLE_COLUMNS = 8  # param, grad, state a, state b, state c, length, start offset, step cell
-_tables: dict = {}  # key (addresses and lengths) -> device table
-TABLE_CACHE = 16
-
-
-def _address(x):
-    """The device address of array ``x`` (torch, CuPy, Numba or any CAI object)."""
-    data_ptr = getattr(x, "data_ptr", None)
-    if callable(data_ptr):  # torch
-        return int(data_ptr())
-    if isinstance(x, _cuda._NativeArray) and not _cuda.SIMULATOR:
-        return int(x.device_ctypes_pointer.value or 0)
-    return _cuda._desc(x).ptr
-
-
-def _table(columns, lengths):
-    """The device table for these arrays, rebuilt only when an address or a length changes."""
-    key = (tuple(tuple(_address(a) if a is not None else 0 for a in col) for col in columns),
-           tuple(lengths))
-    hit = _tables.get(key)
-    if hit is None:
-        rows = np.zeros((len(lengths), TABLE_COLUMNS), dtype=np.int64)
-        for c, col in enumerate(columns):
-            rows[:, c if c < 5 else c + 2] = key[0][c]  # (a 6th column: the step cells)
-        rows[:, 5] = lengths
-        rows[:, 6] = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if lengths else []
-        if len(_tables) >= TABLE_CACHE:
-            _tables.pop(next(iter(_tables)))
-        hit = _tables[key] = (_cuda.cuda.to_device(rows, stream=_cuda.get_stream()),
-                              int(sum(lengths)))
-    return hit
-
-
-def _nonempty(arrays):
-    return [i for i, a in enumerate(arrays) if math.prod(a.shape) > 0]
-
-
+# The pointer table and its kernels are _cuda_multi.py's; here the scalars, the
+# control buffers and the cells of each launch are prepared as for one array.
 def sgd_multi(params, grads, momentum_buffers, *, lr, momentum, dampening, weight_decay,
               nesterov, maximize, first_step, grad_scale=1.0):
     """``sgd`` over lists of same-dtype, checked, contiguous device arrays in one launch.
@@ -454,8 +411,8 @@ def sgd_multi(params, grads, momentum_buffers, *, lr, momentum, dampening, weigh
     # column 3: each buffer's "first step pending" cell; row 0, column 4: the launch's
     # count of blocks done (the last one clears the cells it found pending)
     table, total = _table((ps, gs, bs, cells), [math.prod(p.shape) for p in ps])
-    _configured(_sgd_multi_kernel, total)(table, total, ctrl, *s, bool(first_step),
-                                          bool(nesterov), bool(maximize), track)
+    _configured(_multi.sgd_multi_kernel, total)(table, total, ctrl, *s, bool(first_step),
+                                                bool(nesterov), bool(maximize), track)
 
 
 def adam_multi(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, step, lr, beta1,
@@ -496,8 +453,8 @@ def adam_multi(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, step, l
     ws = [vmaxes[i] if vmaxes[i] is not None else exp_avg_sqs[i] for i in keep]
     table, total = _table((*pick, ws, cells), [math.prod(p.shape) for p in pick[0]])
     t = dtype.type
-    _configured(_adam_multi_kernel, total)(table, total, ctrl, *s, bool(amsgrad),
-                                           bool(maximize), t(count), t(lr))
+    _configured(_multi.adam_multi_kernel, total)(table, total, ctrl, *s, bool(amsgrad),
+                                                 bool(maximize), t(count), t(lr))
 
 
 def step_list(opt, group, work, grad_scale):
@@ -562,128 +519,6 @@ def step_list(opt, group, work, grad_scale):
     return True
 
 
-POINTER_KERNELS = _cuda.POINTER_KERNELS
-_ptr = _cuda.raw_pointer
-
-
-def _sgd_multi(table, total, ctrl, grad_scale, neg_lr, weight_decay, momentum,
-               one_minus_dampening, has_weight_decay, has_momentum, first_step, nesterov,
-               maximize, track_first):
-    if ctrl[1] != 0:
-        if track_first and first_step and cuda.grid(1) == 0:
-            for r in range(table.shape[0]):  # no first step yet: the next real one is it
-                cell = _ptr(table[r, 3], total)
-                cell[0] = 1
-        return
-    grad_scale = grad_scale * ctrl[0]
-    start = cuda.grid(1)
-    stride = cuda.gridsize(1)
-    t = 0
-    lo = table[0, 6]
-    hi = lo + table[0, 5]
-    p = _ptr(table[0, 0], neg_lr)
-    g = _ptr(table[0, 1], neg_lr)
-    b = _ptr(table[0, 2], neg_lr)
-    first = first_step
-    if track_first and not first_step:
-        first = _ptr(table[0, 3], total)[0] != 0
-    for i in range(start, total, stride):
-        if i >= hi:
-            while i >= hi:
-                t += 1
-                lo = table[t, 6]
-                hi = lo + table[t, 5]
-            p = _ptr(table[t, 0], neg_lr)
-            g = _ptr(table[t, 1], neg_lr)
-            b = _ptr(table[t, 2], neg_lr)
-            if track_first and not first_step:
-                first = _ptr(table[t, 3], total)[0] != 0
-        j = i - lo
-        x = p[j]
-        if has_momentum and not first:
-            p[j], b[j] = _sgd_update(x, g[j], b[j], grad_scale, neg_lr, weight_decay, momentum,
-                                     one_minus_dampening, has_weight_decay, True, False,
-                                     nesterov, maximize)
-        elif has_momentum:
-            p[j], b[j] = _sgd_update(x, g[j], x, grad_scale, neg_lr, weight_decay, momentum,
-                                     one_minus_dampening, has_weight_decay, True, True,
-                                     nesterov, maximize)
-        else:
-            p[j], _ = _sgd_update(x, g[j], x, grad_scale, neg_lr, weight_decay, momentum,
-                                  one_minus_dampening, has_weight_decay, False, False,
-                                  nesterov, maximize)
-    if track_first and not first_step:  # the last block done clears the pending cells
-        cuda.syncthreads()  # every thread of this block is past its reads of the cells
-        if cuda.threadIdx.x == 0:
-            if cuda.atomic.add(table, (0, 4), 1) == cuda.gridDim.x - 1:
-                for r in range(table.shape[0]):
-                    cell = _ptr(table[r, 3], total)
-                    if cell[0] != 0:
-                        cell[0] = 0
-                table[0, 4] = 0
-
-
-def _adam_multi(table, total, ctrl, grad_scale, lerp_weight, lerp_complement, lerp_from_start,
-                beta2, one_minus_beta2, bias_correction2_sqrt, eps, neg_step_size, weight_decay,
-                decay_factor, weight_decay_mode, amsgrad, maximize, attempted, lr):
-    if ctrl[1] != 0:  # skipped on the device: count it in every tensor's step cell
-        if cuda.grid(1) == 0:
-            for r in range(table.shape[0]):
-                cell = _ptr(table[r, 7], eps)
-                cell[0] += 1
-        return
-    grad_scale = grad_scale * ctrl[0]
-    start = cuda.grid(1)
-    stride = cuda.gridsize(1)
-    t = 0
-    lo = table[0, 6]
-    hi = lo + table[0, 5]
-    p = _ptr(table[0, 0], eps)
-    g = _ptr(table[0, 1], eps)
-    m = _ptr(table[0, 2], eps)
-    v = _ptr(table[0, 3], eps)
-    w = _ptr(table[0, 4], eps)
-    nss = neg_step_size
-    bc2 = bias_correction2_sqrt
-    cell = _ptr(table[0, 7], eps)
-    if cell[0] != 0:
-        nss, bc2 = _true_step_scalars(attempted - cell[0], lerp_weight, one_minus_beta2, lr)
-    for i in range(start, total, stride):
-        if i >= hi:
-            while i >= hi:
-                t += 1
-                lo = table[t, 6]
-                hi = lo + table[t, 5]
-            p = _ptr(table[t, 0], eps)
-            g = _ptr(table[t, 1], eps)
-            m = _ptr(table[t, 2], eps)
-            v = _ptr(table[t, 3], eps)
-            w = _ptr(table[t, 4], eps)
-            nss = neg_step_size
-            bc2 = bias_correction2_sqrt
-            cell = _ptr(table[t, 7], eps)
-            if cell[0] != 0:
-                nss, bc2 = _true_step_scalars(attempted - cell[0], lerp_weight,
-                                              one_minus_beta2, lr)
-        j = i - lo
-        if amsgrad:
-            p[j], m[j], v[j], w[j] = _adam_update(
-                p[j], g[j], m[j], v[j], w[j], grad_scale, lerp_weight, lerp_complement,
-                lerp_from_start, beta2, one_minus_beta2, bc2, eps,
-                nss, weight_decay, decay_factor, weight_decay_mode, True, maximize)
-        else:
-            vj = v[j]
-            p[j], m[j], v[j], _ = _adam_update(
-                p[j], g[j], m[j], vj, vj, grad_scale, lerp_weight, lerp_complement,
-                lerp_from_start, beta2, one_minus_beta2, bc2, eps,
-                nss, weight_decay, decay_factor, weight_decay_mode, False, maximize)
-
-
-if POINTER_KERNELS:
-    _sgd_multi_kernel = cuda.jit(cache=_CACHE)(_sgd_multi)
-    _adam_multi_kernel = cuda.jit(cache=_CACHE)(_adam_multi)
-
-
 # ------------------------------------------------------------- CI compile check
 def compile_targets():
     """(name, Python function, argument types, float32?) of every kernel fastoptim launches.
@@ -694,10 +529,6 @@ def compile_targets():
     """
     from numba import types as T
 
-    from .. import clip
-
-    if clip.cuda is None:  # clip's kernels resolve ``cuda`` in their module
-        clip.cuda = cuda
     targets = []
     for dt in (T.float32, T.float64):
         f32 = dt == T.float32
@@ -710,8 +541,8 @@ def compile_targets():
         targets += [
             (f"sgd_{dt}", _sgd_kernel.py_func, sgd_sig, f32),
             (f"adam_{dt}", _adam_kernel.py_func, adam_sig, f32),
-            (f"sgd_multi_{dt}", _sgd_multi, (table, T.int64, ctrl) + sgd_sig[5:], f32),
-            (f"adam_multi_{dt}", _adam_multi, (table, T.int64) + adam_sig[5:6] + adam_sig[7:],
+            (f"sgd_multi_{dt}", _multi._sgd_multi, (table, T.int64, ctrl) + sgd_sig[5:], f32),
+            (f"adam_multi_{dt}", _multi._adam_multi, (table, T.int64) + adam_sig[5:6] + adam_sig[7:],
              f32),
             (f"fill_{dt}", _cuda._fill_kernel.py_func, (arr, dt), f32),
         ]
@@ -732,15 +563,12 @@ def compile_targets():
             else:
                 sig = (arr, arr)
             targets.append((name, fn, sig, f32))
-        targets += [(f"clip_scale_{dt}", clip._cu_scale, (arr, dt), f32),
-                    (f"clip_clamp_{dt}", clip._cu_clamp, (arr, dt, dt), f32)]
+        targets += [(f"clip_scale_{dt}", _reduce._scale_grid, (arr, dt), f32),
+                    (f"clip_clamp_{dt}", _reduce._clamp_grid, (arr, dt, dt), f32)]
     targets.append(("probe_float32", _cuda._probe_kernel.py_func, (T.float32[::1], T.float32),
                     True))
-    from .. import bench_cuda  # the benchmark's floor and busy-wait kernels
+    return targets  # (the benchmark's kernels: tests/cuda_compile_check.py adds them)
 
-    bench_cuda.cuda = cuda
-    for reads, fn in ((2, bench_cuda._r2w1), (3, bench_cuda._r3w2), (4, bench_cuda._r4w3),
-                      (5, bench_cuda._r5w4)):
-        targets.append((f"bench_floor{reads}_float32", fn, (T.float32[::1],) * reads, True))
-    targets.append(("bench_spin", bench_cuda._spin, (T.int64,), True))
-    return targets
+
+# gradient norms and clipping (clip.py's operations, see backends/__init__): _reduce_cuda.py
+from ._reduce_cuda import all_finite, clamp_, norm_stats, scale_  # noqa: E402,F401

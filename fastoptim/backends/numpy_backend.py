@@ -79,3 +79,7 @@ def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, beta1, b
     # param += (-step_size * exp_avg) / denom
     np.divide(s.neg_step_size * exp_avg, scratch, out=scratch)
     param += scratch
+
+
+# gradient norms and clipping (clip.py's operations, see backends/__init__): _reduce_numpy.py
+from ._reduce_numpy import all_finite, clamp_, norm_stats, scale_  # noqa: E402,F401

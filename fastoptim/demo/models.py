@@ -13,8 +13,10 @@ returns the batch's mean softmax cross-entropy and writes its gradient into
 mode (batch norm uses its running statistics there).
 
 The functions :func:`init_mlp`, :func:`forward`, :func:`backward` and
-:func:`loss_and_grads` are the MLP without batch norm as plain functions of a
-parameter dict; :class:`MLP` computes exactly the same thing.
+:func:`loss_and_grads` are the MLP as plain functions of a parameter dict, and
+the only code of its layers: :class:`MLP` calls them (inserting its batch norm
+through their ``norm`` hooks), ``examples/mlp.py`` trains :class:`MLP`, and the
+training-loop benchmark (``fastoptim.bench.loop``) runs them on its own models.
 """
 from __future__ import annotations
 
@@ -40,8 +42,11 @@ def init_mlp(sizes=DEFAULT_SIZES, seed=0, dtype=np.float32):
     return params
 
 
-def forward(params, X):
-    """Return the logits and the activations ``[X, h1, ..., logits]`` the backward pass needs."""
+def forward(params, X, norm=None):
+    """Return the logits and the activations ``[X, h1, ..., logits]`` the backward pass needs.
+
+    ``norm(i, h) -> h``, when given, normalizes hidden layer ``i``'s pre-activation before
+    its ReLU (the batch-norm MLP's hook)."""
     n_layers = sum(1 for k in params if k.startswith("W"))
     acts = [X]
     h = X
@@ -49,6 +54,8 @@ def forward(params, X):
         h = h @ params[f"W{i}"]
         h += params[f"b{i}"]
         if i < n_layers:
+            if norm is not None:
+                h = norm(i, h)
             np.maximum(h, 0, out=h)  # ReLU
         acts.append(h)
     return h, acts
@@ -67,8 +74,11 @@ def cross_entropy(logits, y):
     return loss, dlogits
 
 
-def backward(params, acts, dlogits, grads):
-    """Write d(loss)/d(param) for every parameter into ``grads`` (a dict of arrays)."""
+def backward(params, acts, dlogits, grads, norm_backward=None):
+    """Write d(loss)/d(param) for every parameter into ``grads`` (a dict of arrays).
+
+    ``norm_backward(i, d) -> d``, when given, takes the gradient back through hidden layer
+    ``i``'s normalization (the inverse of ``forward``'s ``norm``)."""
     n_layers = sum(1 for k in params if k.startswith("W"))
     d = dlogits
     for i in range(n_layers, 0, -1):
@@ -77,6 +87,8 @@ def backward(params, acts, dlogits, grads):
         if i > 1:
             d = d @ params[f"W{i}"].T
             d *= acts[i - 1] > 0  # ReLU passes the gradient where its output was positive
+            if norm_backward is not None:
+                d = norm_backward(i - 1, d)
     return grads
 
 
@@ -187,34 +199,24 @@ class MLP(_Model):
 
     def forward(self, x, train=True):
         """Logits; in training mode keeps what the backward pass needs."""
-        p = self.params
-        self._inputs, self._bn = [], {}
-        for i in range(1, self.n_layers + 1):
-            self._inputs.append(x)
-            h = x @ p[f"W{i}"]
-            h += p[f"b{i}"]
-            if i < self.n_layers:
-                if self.batch_norm:
-                    h, self._bn[i] = batch_norm_forward(h, p[f"gamma{i}"], p[f"beta{i}"],
-                                                        *self.running[i], train)
-                np.maximum(h, 0, out=h)  # ReLU
-            x = h
-        return x
+        self._bn = {}
+
+        def norm(i, h):
+            h, self._bn[i] = batch_norm_forward(h, self.params[f"gamma{i}"],
+                                                self.params[f"beta{i}"], *self.running[i], train)
+            return h
+
+        logits, self._acts = forward(self.params, x, norm if self.batch_norm else None)
+        return logits
 
     def backward(self, dlogits):
         p, g = self.params, self.grads
-        d = dlogits
-        for i in range(self.n_layers, 0, -1):
-            layer_input = self._inputs[i - 1]
-            np.matmul(layer_input.T, d, out=g[f"W{i}"])
-            d.sum(axis=0, out=g[f"b{i}"])
-            if i > 1:
-                # through W, then through the ReLU: zero where its output was zero
-                d = d @ p[f"W{i}"].T
-                d *= layer_input > 0
-                if self.batch_norm:
-                    d = batch_norm_backward(d, p[f"gamma{i - 1}"], self._bn[i - 1],
-                                            g[f"gamma{i - 1}"], g[f"beta{i - 1}"])
+
+        def norm_backward(i, d):
+            return batch_norm_backward(d, p[f"gamma{i}"], self._bn[i], g[f"gamma{i}"],
+                                       g[f"beta{i}"])
+
+        backward(p, self._acts, dlogits, g, norm_backward if self.batch_norm else None)
 
 
 def _window_index(length, kernel, stride, pad):

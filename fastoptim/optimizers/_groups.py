@@ -6,7 +6,7 @@ import operator
 import numpy as np
 
 from .. import backends
-from .._devices import check_backend_fits, device_support, is_array
+from ..arrays import check_backend_fits, device_support, is_array
 from ._segments import _new_segment
 
 _NOOP_FLAGS = {  # torch's implementation switches: the values that change nothing here

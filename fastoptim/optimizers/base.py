@@ -27,9 +27,9 @@ from .. import _plain_list
 from .. import _validation as V
 from .. import backends
 from .. import functional as F
-from .._devices import is_array, note_parallel, parallel_guard
-from ..flat import copy_keeping_views, owner_of
-from ..flat import _root as _host_root
+from .._parallel import note_parallel, parallel_guard
+from ..arrays import copy_keeping_views, is_array, owner_of
+from ..arrays import root_of as _host_root
 from ._checks import _StepChecksMixin
 from ._groups import _GroupsMixin, _typename
 from ._load import _LoadMixin

@@ -1,4 +1,6 @@
-"""Gradient statistics on the GPU, in a fixed order, and the optimizer's device-side clip factor.
+"""Gradient statistics on the GPU, in a fixed order, the optimizer's device-side clip
+factor, and the CUDA backend's gradient operations (``norm_stats``, ``all_finite``,
+``scale_``, ``clamp_``: see ``backends/__init__``; ``cuda_backend`` exports them).
 
 Two passes, no atomics, so every result is bit-reproducible run to run on one
 device (the order depends only on the array sizes and the launch geometry,
@@ -11,8 +13,8 @@ which are fixed):
    dtype: the float32 kernel has no float64 instruction (the CI compile test
    checks its PTX), as torch's float32 norms accumulate in float32.
 2. Either the host reads the partials back and finishes the norm as
-   ``clip.py`` does on the CPU (``clip.total_norm`` and friends, which return
-   a Python float and so wait for the GPU once), or ``finalize`` (one block)
+   ``clip.py`` does on the CPU (``norm_stats`` below, behind ``clip.total_norm``
+   and friends, which return a Python float and so wait for the GPU once), or ``finalize`` (one block)
    finishes the 2-norm on the device for an optimizer step with
    ``max_grad_norm`` / ``skip_nonfinite``: it writes the norm, torch's clip
    factor and the skip flag into a small persistent device buffer, and the
@@ -25,7 +27,10 @@ import math
 
 import numpy as np
 
-from . import _cuda
+from ..arrays import device as _cuda
+from . import _clip_math
+from ._cuda_multi import address
+from ._clip_math import MAX_ABS, MIN_ABS, SUM_ABS, SUM_POW, SUM_SQ
 
 cuda = _cuda.cuda
 
@@ -37,6 +42,12 @@ if _cuda.SIMULATOR:  # the simulator runs a Python thread per CUDA thread
 _SHARED = 256  # shared-array length (>= any block size used)
 MODE_SUM_SQ, MODE_SUM_ABS, MODE_SUM_POW, MODE_OTHER = 0, 1, 2, 3
 EPS = 1e-6  # torch's clip_grad_norm_ epsilon (clip.EPS)
+
+# the per-element math shared with the Numba CPU kernels (_clip_math), as device functions
+_square = cuda.jit(device=True, inline=True)(_clip_math.square)
+_abs_power = cuda.jit(device=True, inline=True)(_clip_math.abs_power)
+_scale = cuda.jit(device=True, inline=True)(_clip_math.scale)
+_clamp = cuda.jit(device=True, inline=True)(_clip_math.clamp)
 
 
 def stat_blocks(n: int) -> int:
@@ -67,11 +78,11 @@ def _make_stats(dt):
             v = x[i]
             a = abs(v)
             if mode == 0:
-                acc += v * v
+                acc += _square(v)
             elif mode == 1:
                 acc += a
             elif mode == 2:
-                acc += a ** p
+                acc += _abs_power(v, p)
             if a != a:
                 nans += one
             else:
@@ -208,7 +219,7 @@ def _make_stats_chunks(dt):
             bad = dt(0)
             for i in range(tid, count, threads):
                 v = x[start + i]
-                acc += v * v
+                acc += _square(v)
                 if not abs(v) < inf:
                     bad += dt(1)
             s_sum[tid] = acc
@@ -379,18 +390,16 @@ class GradControl:
 
     def _chunks(self, flats, dtype):
         """The device chunk table of this dtype's arrays, cached by their addresses."""
-        from .backends.cuda_backend import _address
-
         picked = [(f, row) for f, row in zip(flats, self.rows) if row[0] == dtype and row[2]]
-        key = tuple(_address(f) for f, _ in picked)
+        key = tuple(address(f) for f, _ in picked)
         hit = self._chunk_tables.get(key)
         if hit is None:
             rows = []
-            for (f, (_, base, b)), address in zip(picked, key):
+            for (f, (_, base, b)), ptr in zip(picked, key):
                 n = int(f.shape[0])
                 for c in range(b):
                     start = c * CHUNK
-                    rows.append((address, start, min(CHUNK, n - start)))
+                    rows.append((ptr, start, min(CHUNK, n - start)))
             if len(self._chunk_tables) > 8:
                 self._chunk_tables.clear()
             host = np.array(rows, dtype=np.int64).reshape(-1, 3)
@@ -463,3 +472,55 @@ def no_control(dtype):
     if hit is None:
         hit = _constants[key] = cuda.to_device(np.array([1, 0], dtype=np.dtype(dtype)))
     return hit
+
+
+# ------------------------------------------------- the gradient operations (clip.py)
+def _scale_grid(x, factor):
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        x[i] = _scale(x[i], factor)
+
+
+def _clamp_grid(x, lo, hi):
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        x[i] = _clamp(x[i], lo, hi)
+
+
+_scale_kernel = cuda.jit(cache=_CACHE)(_scale_grid)
+_clamp_kernel = cuda.jit(cache=_CACHE)(_clamp_grid)
+_DEVICE_MODES = {SUM_SQ: MODE_SUM_SQ, SUM_ABS: MODE_SUM_ABS, SUM_POW: MODE_SUM_POW}
+
+
+def norm_stats(arrays, norm_type, check_finite=False):
+    """One stats launch per array, one copy back per dtype (a wait for the GPU); the
+    sums in each array's dtype, in a fixed order. Finiteness comes with the same pass."""
+    m = _clip_math.mode(norm_type)
+    host = host_stats(arrays, _DEVICE_MODES.get(m, MODE_OTHER), norm_type)
+    nan = host[:, 3] > 0
+    if m in _DEVICE_MODES:
+        stats = host[:, 0]
+    elif m == MAX_ABS:
+        stats = np.where(nan, np.nan, host[:, 1])
+    elif m == MIN_ABS:
+        stats = np.where(nan, np.nan, host[:, 2])
+    else:
+        stats = host[:, 5]
+    finite = bool((host[:, 4] == 0).all()) if check_finite else None
+    return np.ascontiguousarray(stats, dtype=np.float64), finite
+
+
+def all_finite(arrays):
+    return bool((host_stats(arrays, MODE_OTHER, 2.0)[:, 4] == 0).all())
+
+
+def _in_place(kern, x, *scalars):
+    flat = _cuda.DeviceArrays.ravel(x)
+    if flat.shape[0]:
+        _cuda.configured(kern, flat.shape[0])(flat, *scalars)
+
+
+def scale_(x, factor):
+    _in_place(_scale_kernel, x, factor)
+
+
+def clamp_(x, lo, hi):
+    _in_place(_clamp_kernel, x, lo, hi)

@@ -40,6 +40,12 @@ import fastoptim
 from fastoptim import backends as _backends
 from fastoptim.backends import _threads
 
+from fastoptim.demo.models import backward, forward, init_mlp
+
+from .contestants import import_torch
+from .rendering import progress_bar
+from .specs import format_size, format_time
+
 # name -> (layer widths, batch)
 MODELS = {
     "100K": ((128, 256, 256, 10), 64),  # 101,386 parameters
@@ -63,15 +69,13 @@ DISPATCH_SWEEP = (16 * 2**10, 256 * 2**10, 2**20, None)
 
 # --------------------------------------------------------------------------- the model
 class MLP:
-    """A NumPy MLP: weights and gradients as lists of contiguous arrays (W1, b1, W2, ...)."""
+    """The demo's NumPy MLP with fixed data: weights and gradients as lists of contiguous
+    arrays (W1, b1, W2, ...), the way the contestants step them."""
 
     def __init__(self, widths, batch, dtype, seed=0):
         self.widths, self.batch, self.dtype = tuple(widths), batch, np.dtype(dtype)
-        rng = np.random.default_rng(seed)
-        self.init = []
-        for fan_in, fan_out in zip(widths[:-1], widths[1:]):
-            w = rng.standard_normal((fan_in, fan_out)) * math.sqrt(2.0 / fan_in)
-            self.init += [w.astype(self.dtype), np.zeros(fan_out, self.dtype)]
+        self.init = list(init_mlp(widths, seed, self.dtype).values())  # W1, b1, W2, ...
+        rng = np.random.default_rng(seed + 1)  # the data: a linear teacher's labels
         teacher = rng.standard_normal((widths[0], widths[-1]))
         self.batches = []
         for _ in range(BATCHES):
@@ -87,37 +91,27 @@ class MLP:
 
     def fresh(self):
         """(params, grads, step): new copies of the initial weights, gradient buffers and a
-        function ``step(k)`` that runs forward and backward on batch ``k``, filling grads."""
+        function ``step(k)`` that runs forward and backward on batch ``k``, filling grads.
+
+        The layers are the demo's MLP (``fastoptim.demo.models.forward`` and ``backward``)
+        on ``W1, b1, ...`` views of these lists; the loss gradient (softmax cross-entropy)
+        is computed in place."""
         params = [w.copy() for w in self.init]
         grads = [np.zeros_like(w) for w in self.init]
-        layers = len(self.widths) - 1
-        acts = [None] * (layers + 1)
+        names = [f"{kind}{i}" for i in range(1, len(self.widths)) for kind in "Wb"]
+        named_params, named_grads = dict(zip(names, params)), dict(zip(names, grads))
         scale = self.dtype.type(1.0 / self.batch)
 
         def forward_backward(k):
             x, onehot = self.batches[k % BATCHES]
-            acts[0] = x
-            h = x
-            for i in range(layers):
-                z = h @ params[2 * i]
-                z += params[2 * i + 1]
-                if i < layers - 1:
-                    np.maximum(z, 0, out=z)
-                acts[i + 1] = h = z
-            logits = h
+            logits, acts = forward(named_params, x)
             logits -= logits.max(axis=1, keepdims=True)
             np.exp(logits, out=logits)
             logits /= logits.sum(axis=1, keepdims=True)
             delta = logits
             delta -= onehot
             delta *= scale  # d(mean cross-entropy)/d(logits)
-            for i in reversed(range(layers)):
-                np.matmul(acts[i].T, delta, out=grads[2 * i])
-                np.sum(delta, axis=0, out=grads[2 * i + 1])
-                if i:
-                    d = delta @ params[2 * i].T
-                    d *= acts[i] > 0  # ReLU
-                    delta = d
+            backward(named_params, acts, delta, named_grads)
 
         return params, grads, forward_backward
 
@@ -212,8 +206,8 @@ def contestants(backends=None, torch=None, inplace=True, dispatch=()) -> list:
     out.append(Contestant("auto", f"auto ({resolved})", "fastoptim", _fastoptim_maker("auto")))
     for parallel_min in dispatch:
         label = ("auto, always serial" if parallel_min is None
-                 else f"auto, parallel from {_size(parallel_min)}")
-        key = "auto@serial" if parallel_min is None else f"auto@{_size(parallel_min)}"
+                 else f"auto, parallel from {format_size(parallel_min)}")
+        key = "auto@serial" if parallel_min is None else f"auto@{format_size(parallel_min)}"
         out.append(Contestant(key, label, "dispatch", _fastoptim_maker("auto"),
                               lambda m=parallel_min: _Dispatch(2**62 if m is None else m)))
     if torch is not None:
@@ -223,13 +217,6 @@ def contestants(backends=None, torch=None, inplace=True, dispatch=()) -> list:
         out.append(Contestant(INPLACE, "NumPy in-place Adam (hand-written)", "peer",
                               _inplace_maker))
     return out
-
-
-def _size(n):
-    for suffix, unit in (("M", 2**20), ("K", 2**10)):
-        if n >= unit and n % unit == 0:
-            return f"{n // unit}{suffix}"
-    return str(n)
 
 
 class _Null:
@@ -393,17 +380,15 @@ def run(models=DEFAULT_MODELS, dtypes=DEFAULT_DTYPES, backends=None, steps=DEFAU
         repeat=DEFAULT_REPEAT, peers=True, inplace=True, dispatch=(), console=None,
         progress=True) -> dict:
     """Every model x dtype; returns ``{"settings", "results", "goals"}`` (JSON-ready)."""
-    from fastoptim.bench import _import_torch, _progress
-
     for m in models:
         if m not in MODELS:
             raise ValueError(f"unknown loop model {m!r}; expected one of {', '.join(MODELS)}")
-    torch = _import_torch() if peers else None
+    torch = import_torch() if peers else None
     if torch is not None:
         torch.set_num_threads(_threads.parallel_threads())
     started = time.perf_counter()
     results = []
-    with _progress(console if progress else None) as bar:
+    with progress_bar(console if progress else None) as bar:
         task = bar.add_task("training loop", total=len(models) * len(dtypes)) if bar else None
 
         def say(text):
@@ -468,12 +453,6 @@ def goals(results) -> list:
 
 
 # --------------------------------------------------------------------------- output
-def _ms(s):
-    from fastoptim.bench import _format_time
-
-    return _format_time(s)
-
-
 def loop_table(rows):
     from rich.table import Table
 
@@ -497,13 +476,13 @@ def loop_table(rows):
         check = {"bit-exact": "[green]bit-exact[/green]", "close": "[green]close[/green]",
                  "mismatch": "[bold red]MISMATCH[/bold red]",
                  "error": "[bold red]error[/bold red]"}.get(r.check, r.check)
-        loop = _ms(r.loop_s) if r.timed else "not timed"
+        loop = format_time(r.loop_s) if r.timed else "not timed"
         if r.timed and r.loop_s == fastest:
             loop = f"[bold green]{loop}[/bold green]"
         table.add_row(
             r.label, check, loop,
             "-" if r.loop_vs_numpy is None else f"{r.loop_vs_numpy:.2f}x",
-            _ms(r.optimizer_s) if r.timed else "-",
+            format_time(r.optimizer_s) if r.timed else "-",
             "-" if r.optimizer_share is None else f"{100 * r.optimizer_share:.0f}%",
             "-" if r.optimizer_speedup is None else f"{r.optimizer_speedup:.2f}x",
             style={"peer": "italic", "dispatch": "dim"}.get(r.kind, ""))
@@ -538,96 +517,4 @@ def goals_table(goal_rows):
         table.add_row(g["model"], g["dtype"], f"{g['auto_loop_vs_numpy']:.2f}x",
                       f"{g['auto_optimizer_speedup']:.2f}x", "-" if vt is None else f"{vt:.2f}x",
                       f"{g['auto_vs_fastest']:.2f}x ({g['fastest_backend']})", verdict)
-    return table
-
-
-# --------------------------------------------------------------------------- policies
-# The thread-policy alternatives, each in a fresh process (libgomp reads its variables
-# once, when it loads): the loop's short form and the in-cache Adam kernels, so one
-# table shows what each choice does to both sides.
-POLICIES = (
-    ("fastoptim default", {}, None),
-    ("libgomp's default spin (GOMP_SPINCOUNT=300000)", {"GOMP_SPINCOUNT": "300000"}, None),
-    ("OMP_WAIT_POLICY=passive", {"OMP_WAIT_POLICY": "passive"}, None),
-    ("GOMP_SPINCOUNT=1000", {"GOMP_SPINCOUNT": "1000"}, None),
-    ("GOMP_SPINCOUNT=100000", {"GOMP_SPINCOUNT": "100000"}, None),
-    ("Numba workqueue layer (its own pthread pool)", {"NUMBA_THREADING_LAYER": "workqueue"},
-     None),
-    ("serial dispatch (set_num_threads(1))", {}, 1),
-)
-
-_POLICY_CHILD = r"""
-import json, sys
-threads = json.loads(sys.argv[1])
-import fastoptim
-from fastoptim import bench, bench_loop
-if threads:
-    fastoptim.set_num_threads(threads)
-loop = bench_loop.run(models=json.loads(sys.argv[2]), dtypes=["float32"], steps=10, repeat=3,
-                      peers=False, inplace=False, console=None, progress=False)
-report = bench.run(optimizers=["adam"], sizes=[256 * 1024, 1024 * 1024], many=None, repeat=5,
-                   peers=False, latency=False, loop=False, in_cache=False, console=None,
-                   progress=False)
-kernels = {f"{e['case']}": {"of_floor": e["of_floor"], "floor_s": e["floor_s"]}
-           for e in bench.kernel_goals(report)}
-print(json.dumps({"loop": loop["goals"], "kernels": kernels,
-                  "threading_layer": fastoptim.thread_info()["numba_threading_layer"],
-                  "spin_policy": fastoptim.thread_info()["spin_policy"]}))
-"""
-
-
-def run_policies(models=DEFAULT_MODELS, console=None) -> list:
-    """Each thread-policy alternative in its own process: auto's loop against the
-    reference and the in-cache Adam kernels against their floor."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    rows = []
-    for label, env_extra, threads in POLICIES:
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "NUMBA_THREADING_LAYER")}
-        env.update(env_extra)
-        if console is not None:
-            console.print(f"[dim]policy: {label}[/dim]")
-        proc = subprocess.run([sys.executable, "-c", _POLICY_CHILD, json.dumps(threads),
-                               json.dumps(list(models))], env=env, capture_output=True,
-                              text=True, timeout=900)
-        row = dict(policy=label, env=env_extra, threads=threads)
-        if proc.returncode != 0:
-            row["error"] = (proc.stderr.strip().splitlines() or ["failed"])[-1]
-        else:
-            row.update(json.loads(proc.stdout.strip().splitlines()[-1]))
-        rows.append(row)
-    if console is not None:
-        console.print(policies_table(rows))
-    return rows
-
-
-def policies_table(rows):
-    from rich.table import Table
-
-    models = [g["model"] for g in next((r["loop"] for r in rows if "loop" in r), [])]
-    table = Table(title="Thread-policy alternatives (each in a fresh process, float32)",
-                  title_justify="left",
-                  caption="loop: backend='auto' whole-loop time / the NumPy reference's (lower "
-                          "is better); kernels: Adam's fraction of the floor, numba / c",
-                  caption_justify="left")
-    table.add_column("policy")
-    for m in models:
-        table.add_column(f"loop {m}", justify="right")
-    table.add_column("Adam 256K", justify="right")
-    table.add_column("Adam 1M", justify="right")
-    for r in rows:
-        if "error" in r:
-            table.add_row(r["policy"], *["-"] * (len(models) + 2))
-            continue
-        loops = {g["model"]: g.get("auto_loop_vs_numpy") for g in r["loop"]}
-        cells = [f"{loops[m]:.2f}x" if loops.get(m) else "-" for m in models]
-        for case in ("256K", "1M"):
-            of = r["kernels"].get(case, {}).get("of_floor", {})
-            cells.append(" / ".join(f"{100 * of[b]:.0f}%" for b in ("numba", "c") if b in of)
-                         or "-")
-        table.add_row(r["policy"], *cells)
     return table

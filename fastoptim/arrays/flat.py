@@ -28,7 +28,8 @@ import weakref
 
 import numpy as np
 
-from ._validation import FLOAT_DTYPES
+from .._validation import FLOAT_DTYPES
+from .host import is_device_array, root_of
 
 
 class FlatGrads(list):
@@ -94,7 +95,7 @@ def copy_keeping_views(a, memo):
     stay aliased, as torch's deepcopy keeps views of one storage aliased."""
     if id(a) in memo or not isinstance(a, np.ndarray):
         return copy.deepcopy(a, memo)
-    root = _root(a)
+    root = root_of(a)
     if root is a or not root.flags.c_contiguous:
         return copy.deepcopy(a, memo)
     new_root = copy.deepcopy(root, memo)
@@ -150,12 +151,12 @@ class FlatParams:
         for view, value in zip(params, values):
             view[...] = value
         if self.device == "cuda":
-            from . import _cuda
+            from . import cuda_runtime, device  # loads numba.cuda: only for device="cuda"
 
-            _cuda._require()
-            self.buffer = _cuda.to_device(self.buffer)
-            self.grad_buffer = _cuda.zeros(total, dtype)
-            _cuda.register_flat_buffer(self.buffer)  # views of it are one segment
+            cuda_runtime._require()
+            self.buffer = cuda_runtime.to_device(self.buffer)
+            self.grad_buffer = cuda_runtime.zeros(total, dtype)
+            device.register_flat_buffer(self.buffer)  # views of it are one segment
             params = self._views(self.buffer)
         else:
             self.grad_buffer = np.zeros(total, dtype=dtype)
@@ -219,53 +220,17 @@ class FlatParams:
                 list.extend(self.grads, self._grad_views)
             self.grads.rebound = False
         if self.device == "cuda":
-            from . import _cuda
+            from . import cuda_runtime
 
-            _cuda.fill(self.grad_buffer, 0)
+            cuda_runtime.fill(self.grad_buffer, 0)
         else:
             self.grad_buffer[...] = 0
 
 
 def _host_copy(a):
     """``a`` as a NumPy array; device arrays (CUDA Array Interface) are copied to the host."""
-    if not isinstance(a, np.ndarray) and (
-            hasattr(a, "__cuda_array_interface__") or getattr(type(a), "__cuda_ndarray__", False)):
-        from . import _cuda
+    if is_device_array(a):
+        from . import device
 
-        return _cuda.DeviceArrays.to_host(a)
+        return device.DeviceArrays.to_host(a)
     return np.asarray(a)
-
-
-def _root(a):
-    while isinstance(a.base, np.ndarray):
-        a = a.base
-    return a
-
-
-def find_segment(params):
-    """If ``params`` tile one C-contiguous buffer in order, return (root, start, flat_view).
-
-    ``root`` is the base array they view, ``start`` the element offset of the
-    first one in it, and ``flat_view`` a 1-D view over all of them. Returns None
-    when they do not (different buffers, gaps, other dtypes, non-contiguous).
-    """
-    if not params or not all(isinstance(p, np.ndarray) for p in params):
-        return None
-    params = [p if type(p) is np.ndarray else p.view(np.ndarray) for p in params]
-    dtype = params[0].dtype
-    root = _root(params[0])
-    if not root.flags.c_contiguous:
-        return None
-    root_addr = root.__array_interface__["data"][0]
-    expected = params[0].__array_interface__["data"][0]
-    first = expected
-    for p in params:
-        if (p.dtype != dtype or not p.flags.c_contiguous or _root(p) is not root
-                or p.__array_interface__["data"][0] != expected):
-            return None
-        expected += p.nbytes
-    start_byte = first - root_addr
-    if start_byte % dtype.itemsize:
-        return None
-    flat = root.view(np.ndarray).reshape(-1).view(np.uint8)[start_byte:expected - root_addr].view(dtype)
-    return root, start_byte // dtype.itemsize, flat

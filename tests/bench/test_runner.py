@@ -1,13 +1,14 @@
-"""fastoptim.bench through its Python API, on tiny sizes (the whole file runs in seconds)."""
+"""fastoptim.bench.run: every case checked, timed and rendered, on tiny sizes (seconds)."""
 import io
 import json
 import sys
-import types
 
 import numpy as np
 import pytest
 
 from fastoptim import backends, bench
+from fastoptim.bench import floor, rendering, runner, specs
+from fastoptim.bench import report as report_module
 
 TINY = dict(sizes=[4096], many=(4, 256), repeat=2, quick=True, latency=False)
 FAST = [b for b in backends.available_backends() if b not in (backends.REFERENCE, "cuda")]
@@ -25,29 +26,6 @@ def _timed_rows_are_sane(report):
             assert row.time_s > 0 and row.repeats == 2 and len(row.times_s) == 2, row
             assert row.inner >= 1 and row.gb_per_s > 0
             assert all(t > 0 for t in row.times_s)
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("4096", 4096), ("4K", 4096), ("4k", 4096), ("256K", 262144), ("16M", 16 * 2**20),
-    ("1.5K", 1536), (" 2M ", 2 * 2**20), (7, 7),
-])
-def test_parse_size(text, expected):
-    assert bench.parse_size(text) == expected
-
-
-@pytest.mark.parametrize("text", ["", "12Q", "-4", "0", "K", "1e6"])
-def test_parse_size_rejects(text):
-    with pytest.raises(bench.BenchError, match="bad size"):
-        bench.parse_size(text)
-
-
-def test_parse_many_and_format_size():
-    assert bench.parse_many("1000x1K") == (1000, 1024)
-    assert bench.parse_many("none") is None
-    with pytest.raises(bench.BenchError):
-        bench.parse_many("1000")
-    assert [bench.format_size(n) for n in (1000, 1024, 262144, 16 * 2**20)] == \
-        ["1000", "1K", "256K", "16M"]
 
 
 def test_run_prints_tables_and_fills_every_result():
@@ -89,7 +67,7 @@ def test_json_document(tmp_path):
     assert doc["settings"]["repeat"] == 2 and doc["settings"]["dtype"] == "float32"
     timed = [r for r in doc["results"] if r["time_s"] is not None]
     # three floors per case (4K, 4x256), each backend in three modes (single, flat, list)
-    floors_per_case = len(bench.FLOOR_VARIANTS)
+    floors_per_case = len(floor.FLOOR_VARIANTS)
     assert len(timed) == len(doc["results"]) == 2 * floors_per_case + 3 * len(["numpy"] + FAST)
     assert all(r["time_s"] > 0 and r["gb_per_s"] > 0 for r in timed)
     for case in ("4K", "4x256"):
@@ -99,21 +77,6 @@ def test_json_document(tmp_path):
         # "of floor" divides by the fastest floor kernel: it is 1 there, <= 1 on the others
         assert max(r["fraction_of_floor"] for r in floors) == 1.0
         assert all(0 < r["fraction_of_floor"] <= 1.0 for r in floors)
-
-
-@pytest.mark.parametrize("variant", list(bench.FLOOR_VARIANTS))
-@pytest.mark.parametrize("arrays", [2, 3, 4, 5])
-@pytest.mark.parametrize("n", [7, 40000])  # serial and parallel dispatch
-def test_floor_kernels_move_every_array(variant, arrays, n):
-    """The floor adds grad to every other array, over every element, both dispatches."""
-    rng = np.random.default_rng(n)
-    data = [rng.random(n, dtype=np.float32) for _ in range(arrays)]
-    before = [a.copy() for a in data]
-    bench.floor_kernel(arrays, n, variant)(*data)
-    grad = before[1]
-    np.testing.assert_array_equal(data[1], grad)
-    for got, old in zip(data[:1] + data[2:], before[:1] + before[2:]):
-        np.testing.assert_array_equal(got, old + grad)
 
 
 @pytest.mark.skipif(not FAST, reason="no fast backend to break")
@@ -159,7 +122,7 @@ def test_a_backend_that_raises_is_reported(monkeypatch):
 
 
 def test_sequential_schedule_when_memory_is_short(monkeypatch):
-    monkeypatch.setattr(bench, "_physical_memory", lambda: 1)
+    monkeypatch.setattr(runner, "physical_memory", lambda: 1)
     report = bench.run(optimizers=["sgd"], sizes=[2048], many=None, repeat=2, peers=False,
                        latency=False, quick=True, console=None)
     assert {r.schedule for r in report.results} == {"sequential"}
@@ -202,22 +165,6 @@ def test_torch_peers_are_labelled_and_compared():
     assert fast and all(r.speedup_vs_best_torch > 0 for r in fast)
 
 
-@pytest.mark.skipif("numba" not in FAST, reason="numba backend unavailable")
-def test_crossover_reports_serial_and_parallel_times():
-    console = _console()
-    result = bench.run_crossover(sizes=[1024, 65536], repeat=2, console=console)
-    entry = result["kernels"]["numba"]
-    assert [p["elements"] for p in entry["points"]] == [1024, 65536]
-    assert all(p["serial_s"] > 0 and p["parallel_s"] > 0 for p in entry["points"])
-    assert "Serial vs parallel, numba Adam kernel" in console.file.getvalue()
-
-
-def test_crossover_point():
-    assert bench._crossover_point([(1, 1, 2), (2, 2, 1), (4, 4, 2)]) == 2
-    assert bench._crossover_point([(1, 1, 2), (2, 2, 1), (4, 2, 4)]) is None
-    assert bench._crossover_point([(1, 2, 1), (2, 2, 1)]) == 1
-
-
 def test_plot_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
     report = bench.run(optimizers=["sgd", "adam"], sizes=[1024, 4096], many=None, repeat=2,
@@ -230,30 +177,7 @@ def test_plot_writes_a_png(tmp_path):
 def test_plot_without_matplotlib_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match=r'pip install "fastoptim\[plot\]"'):
-        bench.require_matplotlib()
-
-
-def test_device_cuda_without_the_module(monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "fastoptim.bench_cuda", None)
-    with pytest.raises(RuntimeError, match="CUDA benchmark could not be loaded"):
-        bench.run_device("cuda", sizes=["4K"])
-
-
-def test_device_cuda_passes_only_the_options_it_accepts(monkeypatch):
-    seen = {}
-
-    def run_cuda_bench(sizes, dtype, console=None):
-        seen.update(sizes=sizes, dtype=dtype, console=console)
-        return {"ok": True}
-
-    fake = types.ModuleType("fastoptim.bench_cuda")
-    fake.run_cuda_bench = run_cuda_bench
-    monkeypatch.setitem(sys.modules, "fastoptim.bench_cuda", fake)
-    result, passed = bench.run_device("cuda", sizes=["4K"], dtype="float32", repeat=3)
-    assert result == {"ok": True} and set(passed) == {"sizes", "dtype", "console"}
-    assert seen["sizes"] == ["4K"]
-    with pytest.raises(bench.BenchError, match="unknown device"):
-        bench.run_device("tpu")
+        rendering.require_matplotlib()
 
 
 def test_print_report_renders_a_finished_report():
@@ -266,36 +190,20 @@ def test_print_report_renders_a_finished_report():
 
 
 def test_a_slow_contestant_stops_after_its_time_budget(monkeypatch):
-    monkeypatch.setattr(bench, "QUICK_CONTESTANT_BUDGET_S", 0.0)
+    monkeypatch.setattr(runner, "QUICK_CONTESTANT_BUDGET_S", 0.0)
     report = bench.run(optimizers=["sgd"], sizes=[1024], many=None, repeat=6, peers=False,
                        latency=False, quick=True, console=None)
-    assert {r.repeats for r in report.results} == {bench.MIN_REPEATS}
-    assert report.settings["min_repeats"] == bench.MIN_REPEATS
-
-
-def test_cpu_meter_subtracts_this_process_and_divides_by_wall_time(monkeypatch):
-    """The meter's arithmetic with the clocks replaced: (system busy - own CPU) / wall."""
-    clocks = {"wall": 100.0, "busy": 50.0, "own": 3.0}
-    monkeypatch.setattr(bench.time, "perf_counter", lambda: clocks["wall"])
-    monkeypatch.setattr(bench.time, "process_time", lambda: clocks["own"])
-    monkeypatch.setattr(bench, "_system_busy_seconds", lambda: clocks["busy"])
-    meter = bench.CpuMeter().start()
-    clocks.update(wall=102.0, busy=55.0, own=4.0)  # 5 s busy, 1 s of it ours, over 2 s
-    assert meter.stop() == 2.0
-    meter = bench.CpuMeter().start()
-    clocks.update(wall=103.0, busy=55.5, own=4.5)  # only our own work: nobody else
-    assert meter.stop() == 0.0
-    monkeypatch.setattr(bench, "_system_busy_seconds", lambda: None)  # no /proc/stat
-    assert bench.CpuMeter().start().stop() is None
+    assert {r.repeats for r in report.results} == {specs.MIN_REPEATS}
+    assert report.settings["min_repeats"] == specs.MIN_REPEATS
 
 
 def test_in_cache_pass_bound_and_goals(monkeypatch):
     """The in-cache extras: a float64 pass, a FlatParams case, Adam's compute bound next to
     the floor, and a goals entry per case judged against the thresholds."""
-    monkeypatch.setattr(bench, "IN_CACHE_F64_SIZES", (4096,))
-    monkeypatch.setattr(bench, "IN_CACHE_FLAT", (4, 256))
-    goals = dict(bench.KERNEL_GOALS, of_floor={("float32", 4096): 0.0, ("float64", 4096): 2.0})
-    monkeypatch.setattr(bench, "KERNEL_GOALS", goals)
+    monkeypatch.setattr(runner, "IN_CACHE_F64_SIZES", (4096,))
+    monkeypatch.setattr(runner, "IN_CACHE_FLAT", (4, 256))
+    goals = dict(report_module.KERNEL_GOALS, of_floor={("float32", 4096): 0.0, ("float64", 4096): 2.0})
+    monkeypatch.setattr(report_module, "KERNEL_GOALS", goals)
     console = _console()
     report = bench.run(optimizers=["adam"], sizes=[4096], many=None, repeat=2, peers=False,
                        latency=False, console=console, in_cache=True, loop=False)

@@ -43,19 +43,20 @@ CASE_COLUMNS = ["contestant", "check", "time/step", "GB/s", "of floor", "vs NumP
 
 def _expected_case_rows(results, case, mode):
     """The cells bench prints for one case from the JSON report's numbers."""
-    from fastoptim import bench
+    from fastoptim.bench import rendering, specs
 
     rows = [r for r in results if r["case"] == case and r["mode"] in ("floor", mode)]
     numpy_time = next(r["time_s"] for r in rows if r["kind"] == "reference")
-    return [[r["label"], r["check"], bench._format_time(r["time_s"]), f"{r['gb_per_s']:.1f}",
-             f"{100 * r['fraction_of_floor']:.0f}%", bench._ratio(numpy_time / r["time_s"]), "-"]
+    return [[r["label"], r["check"], specs.format_time(r["time_s"]), f"{r['gb_per_s']:.1f}",
+             f"{100 * r['fraction_of_floor']:.0f}%", rendering.ratio(numpy_time / r["time_s"]), "-"]
             for r in rows]
 
 
 def test_python_m_fastoptim_bench_prints_tables_and_writes_json(tmp_path):
     """The tables on stdout show the numbers of the JSON report: one table per case and
     mode, one row per contestant, and a summary naming each case's fastest backend."""
-    from fastoptim import backends, bench
+    from fastoptim import backends
+    from fastoptim.bench import specs
 
     path = tmp_path / "out.json"
     proc = _python("-m", "fastoptim", *TINY, "--optimizers", "adam", "--json", str(path))
@@ -87,7 +88,7 @@ def test_python_m_fastoptim_bench_prints_tables_and_writes_json(tmp_path):
         rows = [r for r in results if r["case"] == case and r["mode"] == mode
                 and r["kind"] == "fastoptim"]
         winner = min(rows, key=lambda r: r["time_s"]) if rows else None
-        best.append([winner["contestant"], bench._format_time(winner["time_s"])]
+        best.append([winner["contestant"], specs.format_time(winner["time_s"])]
                     if winner else ["-", "-"])
     assert [row[2:4] for row in summary] == best
 
@@ -163,19 +164,17 @@ def test_plot_without_matplotlib_fails_before_running(monkeypatch, capsys, tmp_p
 
 
 def test_device_cuda_without_a_gpu_benchmark(monkeypatch, capsys, tmp_path):
-    from fastoptim import bench
-
-    monkeypatch.setitem(sys.modules, "fastoptim.bench_cuda", None)
+    monkeypatch.setitem(sys.modules, "fastoptim.bench.cuda", None)
     assert cli.main(["bench", "--device", "cuda"]) == 1
     assert "CUDA benchmark could not be loaded" in capsys.readouterr().err
 
 
 def test_device_cuda_calls_run_cuda_bench(monkeypatch, tmp_path):
     calls = []
-    fake = types.ModuleType("fastoptim.bench_cuda")
+    fake = types.ModuleType("fastoptim.bench.cuda")
     fake.run_cuda_bench = lambda sizes=None, optimizers=None, quick=False, console=None: \
         calls.append((sizes, optimizers, quick)) or [{"impl": "fake", "ms": 1.0}]
-    monkeypatch.setitem(sys.modules, "fastoptim.bench_cuda", fake)
+    monkeypatch.setitem(sys.modules, "fastoptim.bench.cuda", fake)
     path = tmp_path / "cuda.json"
     assert cli.main(["bench", "--device", "cuda", "--quick", "--sizes", "1M",
                      "--optimizers", "adam", "--json", str(path)]) == 0
@@ -209,12 +208,12 @@ def test_demo_missing_is_a_clear_error(monkeypatch, capsys):
     (["--plot", "/nonexistent-dir-for-fastoptim/out.png"], "does not exist"),
 ])
 def test_usage_errors_are_found_before_anything_runs(argv, message, capsys, monkeypatch):
-    from fastoptim import bench
+    from fastoptim.bench import runner
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("bench.run was called")
 
-    monkeypatch.setattr(bench, "run", must_not_run)
+    monkeypatch.setattr(runner, "run", must_not_run)
     assert cli.main(["bench", *argv]) == 2
     assert message in capsys.readouterr().err
 

@@ -1,10 +1,11 @@
-"""The training-loop benchmark (fastoptim.bench_loop): checked contestants, interleaved
+"""The training-loop benchmark (fastoptim.bench.loop): checked contestants, interleaved
 timing, ratios to the reference, the goals, and its place in `fastoptim bench`."""
 import numpy as np
 import pytest
 
 import fastoptim
-from fastoptim import bench, bench_loop, cli
+from fastoptim import bench, cli
+from fastoptim.bench import loop as bench_loop
 
 FAST = [b for b in fastoptim.available_backends() if b not in ("numpy", "cuda")]
 
@@ -38,6 +39,25 @@ def test_mlp_gradients_match_finite_differences():
             down = loss()
             flat[j] = old
             assert abs((up - down) / 2e-6 - gflat[j]) < 1e-6, (i, j)
+
+
+def test_the_loop_trains_the_demo_mlp():
+    """One model: the loop's MLP starts from the demo's He initialization and its gradients
+    are the demo's (``loss_and_grads``) for the same weights and batch."""
+    from fastoptim.demo import models
+
+    mlp = bench_loop.MLP((5, 7, 3), 4, np.float64, seed=3)
+    for a, b in zip(mlp.init, models.init_mlp((5, 7, 3), 3, np.float64).values()):
+        np.testing.assert_array_equal(a, b)
+    params, grads, forward_backward = mlp.fresh()
+    params[1][...] = 0.1  # nonzero biases: their gradient path counts too
+    forward_backward(2)
+    x, onehot = mlp.batches[2]
+    named = dict(zip(["W1", "b1", "W2", "b2"], params))
+    _, expected = models.loss_and_grads(named, x, onehot.argmax(axis=1))
+    for got, name in zip(grads, named):
+        assert np.abs(got).max() > 0
+        np.testing.assert_allclose(got, expected[name], rtol=1e-12, atol=1e-15, err_msg=name)
 
 
 def test_inplace_adam_is_close_to_the_reference():
@@ -109,6 +129,33 @@ def test_default_bench_run_has_the_loop_short_form(tiny_models, monkeypatch):
     assert report.loop["settings"]["steps"] == 1
     assert report.goals["loop"] == report.loop["goals"]
     assert report.to_dict()["loop"]["results"]
+
+
+def test_print_report_renders_the_loop_tables(tiny_models):
+    """A finished report with a loop prints one loop table per model and dtype, then its
+    goals, each row's loop ratio the one in the report."""
+    import io
+
+    from rich.console import Console
+
+    loop_doc = bench_loop.run(models=tiny_models, dtypes=["float32", "float64"], steps=1,
+                              repeat=1, peers=False, inplace=False, console=None,
+                              progress=False)
+    report = bench.run(optimizers=["sgd"], sizes=[1024], many=None, repeat=1, peers=False,
+                       latency=False, console=None, loop=False)
+    report.loop = loop_doc
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    bench.print_report(report, console)
+    out = console.file.getvalue()
+    for dtype in ("float32", "float64"):
+        assert f"Training loop, tiny model (8-16-4, 212 parameters, batch 8), {dtype}" in out
+    assert "Training-loop goals" in out
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines()
+            if line.startswith("│ numba ")]
+    ratios = [cells[3] for cells in rows if cells[1] == "bit-exact"]  # the loop tables' rows
+    expected = [f"{r['loop_vs_numpy']:.2f}x" for r in loop_doc["results"]
+                if r["contestant"] == "numba"]
+    assert ratios == expected
 
 
 def test_cli_loop_writes_json(tiny_models, tmp_path, monkeypatch):

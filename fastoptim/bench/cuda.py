@@ -1,7 +1,7 @@
 """GPU benchmark of fastoptim's cuda backend against hardware references and torch.
 
     fastoptim bench --device cuda                      # SGD, Adam, AdamW fp32 at 1e8 and 1e9
-    python -m fastoptim.bench_cuda --sizes 1e8 --repeat 50 --many 100x1024
+    python -m fastoptim.bench.cuda --sizes 1e8 --repeat 50 --many 100x1024
 
 What is timed (CUDA events on the stream the work runs on, median of ``repeat``):
 
@@ -35,6 +35,8 @@ import time
 
 import numpy as np
 
+from .specs import OPTIMIZERS  # the CPU run's table: same classes, arguments and bytes
+
 DEFAULT_SIZES = (10**8, 10**9)
 QUICK_SIZES = (10**7,)
 DEFAULT_MANY = (100, 1024)
@@ -44,16 +46,6 @@ DEFAULT_REPEAT = 20
 QUICK_REPEAT = 5
 WARMUP = 3
 MEMORY_FRACTION = 0.8  # at most this share of the free memory for one case (and its peers)
-
-# optimizer name -> (fastoptim class, kwargs, arrays read, arrays written)
-OPTIMIZERS = {
-    "adam": ("Adam", {}, 4, 3),
-    "adamw": ("AdamW", {}, 4, 3),
-    "amsgrad": ("Adam", {"amsgrad": True}, 5, 4),
-    "sgd": ("SGD", {"momentum": 0.9}, 3, 2),
-    "sgd-plain": ("SGD", {}, 2, 1),
-}
-
 
 class CudaUnavailable(RuntimeError):
     """No GPU to benchmark on (the message says why)."""
@@ -95,7 +87,7 @@ def parse_many(many):
 
 
 def _cuda_modules(allow_simulator):
-    from fastoptim import _cuda
+    from fastoptim.arrays import device as _cuda
 
     if not _cuda.is_available():
         raise CudaUnavailable(_cuda.why_unavailable())
@@ -299,7 +291,8 @@ def run_cuda_bench(sizes=None, repeat=None, many="default", optimizers=("adam",)
     optimizers = [optimizers] if isinstance(optimizers, str) else list(optimizers)
     for name in optimizers:
         if name not in OPTIMIZERS:
-            raise BenchInputError(f"unknown optimizer {name!r}: expected one of {', '.join(OPTIMIZERS)}")
+            raise BenchInputError(f"unknown optimizer {name!r}: "
+                                  f"expected one of {', '.join(OPTIMIZERS)}")
     torch = _torch_cuda() if peers else None
     floors = _floor_kernels(cuda)
     stream = _cuda.get_stream()
@@ -307,9 +300,10 @@ def run_cuda_bench(sizes=None, repeat=None, many="default", optimizers=("adam",)
     results = []
 
     for opt_name in optimizers:
-        cls_name, kwargs, reads, writes = OPTIMIZERS[opt_name]
-        bpe = (reads + writes) * itemsize
-        cls = getattr(fastoptim, cls_name)
+        spec = OPTIMIZERS[opt_name]
+        kwargs, reads = spec.kwargs, spec.arrays
+        bpe = spec.streams * itemsize
+        cls = getattr(fastoptim, spec.cls)
         for requested in sizes:
             free = _free_bytes(_cuda, cuda)
             # the floor's arrays (params, grads, state) plus the optimizer's own state
@@ -320,7 +314,7 @@ def run_cuda_bench(sizes=None, repeat=None, many="default", optimizers=("adam",)
             arrays = [_cuda.zeros((n,), dtype) for _ in range(reads)]
             p, g = arrays[0], arrays[1]
             _cuda.fill(g, 1e-3)
-            opt = cls([p], lr=1e-3, backend="cuda", **kwargs)
+            opt = cls([p], backend="cuda", **kwargs)
             ms, wall = _time_events(cuda, stream, lambda: opt.step([g]), repeat)
             floor_kernel = floors[reads]
             launcher = _cuda.configured(floor_kernel, n, stream)
@@ -363,7 +357,7 @@ def _many_rows(_cuda, cuda_backend, cuda, fastoptim, cls, opt_name, kwargs, many
     grads = [_cuda.zeros((size,), dtype) for _ in range(count)]
     for g in grads:
         _cuda.fill(g, 1e-3)
-    opt = cls(params, lr=1e-3, backend="cuda", **kwargs)
+    opt = cls(params, backend="cuda", **kwargs)
     ms, wall = _time_events(cuda, stream, lambda: opt.step(grads), repeat)
     waited = _waited(_cuda, cuda, stream, lambda: opt.step(grads))
     rows.append(_row(case, "fastoptim cuda, plain list (optimizer)", n, count, ms, bpe, None,
@@ -379,7 +373,7 @@ def _many_rows(_cuda, cuda_backend, cuda, fastoptim, cls, opt_name, kwargs, many
     host = [np.zeros(size, dtype) for _ in range(count)]
     flat = fastoptim.FlatParams(host, device="cuda")
     _cuda.fill(flat.grad_buffer, 1e-3)
-    opt = cls(flat.params, lr=1e-3, backend="cuda", **kwargs)
+    opt = cls(flat.params, backend="cuda", **kwargs)
     ms, wall = _time_events(cuda, stream, lambda: opt.step(flat.grads), repeat)
     waited = _waited(_cuda, cuda, stream, lambda: opt.step(flat.grads))
     state = [flat.buffer, flat.grad_buffer] + [_cuda.zeros((n,), dtype) for _ in range(reads - 2)]
@@ -405,20 +399,20 @@ def _multi_call(cuda_backend, opt_name, kwargs, params, grads, opt):
         m = [s["exp_avg"] for s in state]
         v = [s["exp_avg_sq"] for s in state]
         w = [s["max_exp_avg_sq"] for s in state] if amsgrad else None
-        kw = dict(step=10.0, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-                  weight_decay=0.01 if opt_name == "adamw" else 0.0, amsgrad=amsgrad,
+        kw = dict(step=10.0, lr=kwargs["lr"], beta1=0.9, beta2=0.999, eps=1e-8,
+                  weight_decay=kwargs.get("weight_decay", 0.0), amsgrad=amsgrad,
                   maximize=False, decoupled_weight_decay=opt_name == "adamw")
         return lambda: cuda_backend.adam_multi(params, grads, m, v, w, **kw)
     momentum = kwargs.get("momentum", 0)
     bufs = [s["momentum_buffer"] for s in state] if momentum else None
-    return lambda: cuda_backend.sgd_multi(params, grads, bufs, lr=1e-3, momentum=momentum,
-                                          dampening=0, weight_decay=0, nesterov=False,
-                                          maximize=False, first_step=False)
+    return lambda: cuda_backend.sgd_multi(params, grads, bufs, lr=kwargs["lr"],
+                                          momentum=momentum, dampening=0, weight_decay=0,
+                                          nesterov=False, maximize=False, first_step=False)
 
 
 def _torch_rows(torch, case, opt_name, size, count, dtype, bpe, floor_ms, repeat, note,
                 copy=None):
-    cls_name, kwargs, _, _ = OPTIMIZERS[opt_name]
+    spec = OPTIMIZERS[opt_name]
     tdtype = torch.float32 if dtype == np.float32 else torch.float64
     params = [torch.zeros(size, dtype=tdtype, device="cuda") for _ in range(count)]
     for p in params:
@@ -426,7 +420,7 @@ def _torch_rows(torch, case, opt_name, size, count, dtype, bpe, floor_ms, repeat
     rows = []
     for mode in ("fused", "foreach"):
         try:
-            opt = getattr(torch.optim, cls_name)(params, lr=1e-3, **{mode: True}, **kwargs)
+            opt = getattr(torch.optim, spec.cls)(params, **{mode: True}, **spec.kwargs)
             ms, wall = _time_torch(torch, opt.step, repeat)
         except Exception as exc:  # an old torch without fused SGD, say
             rows.append(_row(case, f"torch {mode}", size * count, count, float("nan"), bpe,
