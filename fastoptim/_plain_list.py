@@ -7,8 +7,8 @@ buffer (that is the FlatParams path), and neither ``skip_nonfinite`` nor
 checked in compiled code and written into a table of data addresses
 (``backends/_multi_table.py`` lists the checks, which run on every step), and
 one table kernel per group updates every tensor (``backends/_multi_numba.py``,
-``backends/_multi_c.py``): the same per-element math as one kernel call per
-tensor, bit for bit.
+``backends/_multi_c.py``, reached through ``functional.TableKernels`` like every
+kernel): the same per-element math as one kernel call per tensor, bit for bit.
 
 When anything is unusual (the first step, before the state exists; a strided,
 read-only, resized or rebound array; overlapping memory; edited param groups),
@@ -18,12 +18,12 @@ per-tensor path runs: it accepts such input or refuses it with a clear error.
 """
 from __future__ import annotations
 
-import importlib
 import threading
 
 import numpy as np
 
 from . import _parallel as _devices, backends
+from . import functional as F
 from .arrays import HostArrays
 from .backends import _multi_table as T
 from .backends import _threads
@@ -35,50 +35,8 @@ enabled = True  # False: always the general per-tensor path (for comparisons)
 # Without the compiled filler, plain lists take the general per-tensor path.
 filler = "compiled" if T.compiled_available() else None
 
-_TABLE_MODULES = {
-    "numba": "fastoptim.backends._multi_numba",
-    "c": "fastoptim.backends._multi_c",
-}
-_table_modules: dict = {}
-
-
-def table_module(backend):
-    """The table kernels of ``backend``, or None when it has none (or they cannot load)."""
-    if backend not in _table_modules:
-        module = None
-        if backend in _TABLE_MODULES:
-            try:
-                module = importlib.import_module(_TABLE_MODULES[backend])
-            except ImportError:
-                module = None
-        _table_modules[backend] = module
-    return _table_modules[backend]
-
-
-class _Rows:
-    """What ``Optimizer._update`` passes as its ``param``: blocks of rows of a table."""
-
-    __slots__ = ("rows", "bounds", "dtype")
-
-    def __init__(self, rows, bounds, dtype):
-        self.rows, self.bounds, self.dtype = rows, bounds, dtype
-
-
-class _TableKernels:
-    """The backend signature (``sgd``/``adam``, see ``fastoptim.backends``) over table rows,
-    so that ``Optimizer._update`` turns a group's hyperparameters into kernel arguments
-    the same way for one tensor and for a table of them."""
-
-    __slots__ = ("module",)
-
-    def __init__(self, module):
-        self.module = module
-
-    def sgd(self, param, grad, momentum_buffer, **kwargs):
-        self.module.sgd(param.rows, param.bounds, param.dtype, **kwargs)
-
-    def adam(self, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, **kwargs):
-        self.module.adam(param.rows, param.bounds, param.dtype, **kwargs)
+# The table kernels of a backend (``functional.TableKernels``), or None when it has none.
+table_module = F.table_kernels
 
 
 def _grads_list(opt, grads):
@@ -216,7 +174,6 @@ def _run(opt, module, table, grads, plan, uniform):
         if rows[i, T.COL_N] >= parallel_min:
             _step_one(opt, kernels, groups, i, grads[i], steps[i])
             rows[i, T.COL_N] = T.SKIPPED
-    table_kernels = _TableKernels(module)
     for group, (start, stop, keys, _) in zip(opt.param_groups, groups):
         stepped = np.flatnonzero(rows[start:stop, T.COL_N] != T.SKIPPED)
         if not stepped.size:
@@ -229,8 +186,8 @@ def _run(opt, module, table, grads, plan, uniform):
             bounds = plan.bounds.get(where)
             if bounds is None:
                 bounds = plan.bounds[where] = _blocks(rows, start, stop, parallel_min, threads)
-            opt._update(table_kernels, group, _Rows(rows, bounds, dtype), None, state,
-                        {"step": steps[first]}, False, 1.0)
+            opt._update(group, F.StepArgs(module, F.Rows(rows, bounds, dtype), None, state,
+                                          float(steps[first]) if opt._uses_step else None))
             continue
         # rows of several dtypes or step counts: one call per kind, over a compact copy
         chosen = start + stepped
@@ -239,8 +196,8 @@ def _run(opt, module, table, grads, plan, uniform):
             sub = np.ascontiguousarray(rows[chosen[kinds == kind]])
             dtype = T.DTYPES[int(kind[0])]
             bounds = _blocks(sub, 0, len(sub), parallel_min, threads)
-            opt._update(table_kernels, group, _Rows(sub, bounds, dtype), None, state,
-                        {"step": float(kind[1])}, False, 1.0)
+            opt._update(group, F.StepArgs(module, F.Rows(sub, bounds, dtype), None, state,
+                                          float(kind[1]) if opt._uses_step else None))
 
 
 def _step_one(opt, kernels, groups, index, grad, step):
@@ -248,7 +205,7 @@ def _step_one(opt, kernels, groups, index, grad, step):
     for group, (start, stop, keys, _) in zip(opt.param_groups, groups):
         if start <= index < stop:
             break
-    entry = dict.get(opt.state, index)
+    entry = opt._state._get(index)
     arrays = {key: entry[key].reshape(-1) for key in keys}
-    opt._update(kernels, group, opt._params[index].reshape(-1), grad.reshape(-1), arrays,
-                {"step": step}, False, 1.0)
+    opt._update(group, F.StepArgs(kernels, opt._params[index].reshape(-1), grad.reshape(-1),
+                                  arrays, float(step) if opt._uses_step else None))

@@ -420,6 +420,10 @@ def _check_arrays_match(path, what, targets, shapes, dtypes):
 
 
 def _plan_optimizer(path, meta, arrays, optimizer):
+    """The optimizer's load, checked: the archive's own promises here (the optimizer's
+    class, the saved parameters' shapes and dtypes, every entry present, state arrays
+    of their parameter's dtype: a resumed run is exact), everything else by the
+    optimizer's own check phase (``_check_load``). Returns what ``_apply_load`` takes."""
     saved = meta["optimizer"]
     if saved is None:
         raise ValueError(f"checkpoint {path!r} has no optimizer state")
@@ -430,53 +434,57 @@ def _plan_optimizer(path, meta, arrays, optimizer):
         groups = _decode(saved["param_groups"], arrays, "optimizer param_groups")
         state_keys = saved["state"]
         shapes, dtypes = saved["shapes"], saved["dtypes"]
+        state_keys = [(int(index), [str(k) for k in keys]) for index, keys in state_keys]
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"checkpoint {path!r}: bad optimizer metadata ({exc})") from exc
-    if not isinstance(groups, list) or len(groups) != len(optimizer.param_groups):
-        raise ValueError(
-            f"checkpoint {path!r}: the optimizer was saved with {len(groups)} param groups, "
-            f"this one has {len(optimizer.param_groups)}"
-        )
-    current = optimizer.state_dict()["param_groups"]
-    for i, (group, now) in enumerate(zip(groups, current)):
-        if not isinstance(group, dict) or not isinstance(group.get("params"), list):
-            raise ValueError(f"checkpoint {path!r}: bad param group {i}")
-        if len(group["params"]) != len(now["params"]):
-            raise ValueError(
-                f"checkpoint {path!r}: param group {i} was saved with {len(group['params'])} "
-                f"parameters, this optimizer's has {len(now['params'])}"
-            )
+    if not isinstance(groups, list) or not all(
+            isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups):
+        raise ValueError(f"checkpoint {path!r}: bad optimizer param groups")
+    params, _ = _optimizer_params(optimizer)
+    _check_arrays_match(path, "optimizer", params, shapes, dtypes)
+    for i, (group, now) in enumerate(zip(groups, optimizer.param_groups)):
         if "param_names" in group and "param_names" in now and group["param_names"] != now["param_names"]:
             raise ValueError(f"checkpoint {path!r}: param group {i} has parameters "
                              f"{group['param_names']}, this optimizer's {now['param_names']}")
-    params, _ = _optimizer_params(optimizer)
-    _check_arrays_match(path, "optimizer", params, shapes, dtypes)
-    index_to_param = {}
-    for group, now in zip(groups, current):
-        index_to_param.update(zip(group["params"], now["params"]))
     state = {}
     for index, keys in state_keys:
-        if index not in index_to_param:
-            raise ValueError(f"checkpoint {path!r}: optimizer state for unknown parameter {index}")
-        p_shape, p_dtype = _shape_dtype(params[index_to_param[index]])
         entry = {}
         for key in keys:
             name = f"optimizer/state/{index}/{key}"
             if name not in arrays:
                 raise ValueError(f"checkpoint {path!r} has no entry {name!r}")
             value = arrays[name]
-            if key == "step":
-                if value.size != 1 or value.dtype.kind != "f":
-                    raise ValueError(f"checkpoint {path!r}: {name} is not a scalar step count")
-            elif value.shape != p_shape or value.dtype.str != p_dtype:
-                raise ValueError(
-                    f"checkpoint {path!r}: {name} has shape {value.shape} and dtype "
-                    f"{value.dtype}, but its parameter has shape {p_shape} and dtype "
-                    f"{np.dtype(p_dtype)}"
-                )
+            if key == "step" and (value.size != 1 or value.dtype.kind != "f"):
+                raise ValueError(f"checkpoint {path!r}: {name} is not a scalar step count")
             entry[key] = value
         state[index] = entry
-    return {"state": state, "param_groups": groups}
+    check = getattr(optimizer, "_check_load", None)
+    if check is None:  # not a fastoptim Optimizer: its own load_state_dict, applied first
+        return _Unchecked(optimizer.load_state_dict, {"state": state, "param_groups": groups})
+    try:
+        plan = check({"state": state, "param_groups": groups})
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"checkpoint {path!r}: the optimizer rejected the saved state: {exc}") from exc
+    index_to_param = {}
+    start = 0
+    for group in groups:  # the saved indices, group by group (the check matched the sizes)
+        index_to_param.update(zip(group["params"], range(start, start + len(group["params"]))))
+        start += len(group["params"])
+    for index, entry in state.items():
+        p_shape, p_dtype = _shape_dtype(params[index_to_param[index]])
+        for key, value in entry.items():
+            if key != "step" and value.dtype.str != p_dtype:
+                raise ValueError(
+                    f"checkpoint {path!r}: optimizer/state/{index}/{key} has dtype "
+                    f"{value.dtype}, but its parameter has dtype {np.dtype(p_dtype)}")
+    return plan
+
+
+class _Unchecked:
+    """The load of an object without a check phase (not a fastoptim optimizer or
+    scheduler): its own ``load_state_dict``, run before the checked objects are applied."""
+    def __init__(self, load, state):
+        self.load, self.state = load, state
 
 
 def _state_shape(state):
@@ -508,20 +516,13 @@ def _plan_scheduler(path, meta, arrays, scheduler):
         if isinstance(now.get(key), list) and len(state[key]) != len(now[key]):
             raise ValueError(f"checkpoint {path!r}: the scheduler was saved for "
                              f"{len(state[key])} param groups, this one has {len(now[key])}")
-    return state
-
-
-def _snapshot_scheduler(scheduler):
-    shots = [(scheduler, dict(scheduler.__dict__))]
-    for sub in getattr(scheduler, "_schedulers", None) or []:
-        shots.extend(_snapshot_scheduler(sub))
-    return shots
-
-
-def _restore(shots):
-    for obj, saved in shots:
-        obj.__dict__.clear()
-        obj.__dict__.update(saved)
+    check = getattr(scheduler, "_check_load", None)
+    if check is None:  # not a fastoptim scheduler: its own load_state_dict, applied first
+        return _Unchecked(scheduler.load_state_dict, state)
+    try:
+        return check(state)
+    except Exception as exc:
+        raise ValueError(f"checkpoint {path!r}: the scheduler rejected the saved state: {exc}") from exc
 
 
 def load_checkpoint(path, optimizer=None, scheduler=None, params=None):
@@ -531,7 +532,9 @@ def load_checkpoint(path, optimizer=None, scheduler=None, params=None):
         path: the checkpoint file.
         optimizer: load the optimizer state (and param groups) into it.
         scheduler: load the scheduler state into it (after the optimizer's, as
-            torch's recipe: the lrs live in the optimizer's param groups).
+            torch's recipe: the lrs live in the optimizer's param groups). The
+            optimizer's and the scheduler's check phases (``_check_load``) both
+            run before either is changed.
         params: arrays to copy the saved parameters into; None: the
             optimizer's parameters, when there is an optimizer and the
             checkpoint holds parameters.
@@ -571,22 +574,19 @@ def load_checkpoint(path, optimizer=None, scheduler=None, params=None):
                 raise ValueError(f"params[{i}] is read-only; the checkpoint cannot be loaded into it")
     extra = _decode(meta["extra"], arrays, "extra") if meta["has_extra"] else None
 
-    # ----- apply: the optimizer (atomic by itself), the scheduler, then the parameters
-    before = optimizer.state_dict() if optimizer is not None and scheduler is not None else None
+    # ----- apply: everything is checked; nothing below can fail
+    # (an object without a check phase, not fastoptim's, loads first by its own load)
+    for what, plan in (("optimizer", opt_plan), ("scheduler", sched_plan)):
+        if isinstance(plan, _Unchecked):
+            try:
+                plan.load(plan.state)
+            except Exception as exc:
+                raise ValueError(f"checkpoint {path!r}: the {what} rejected the saved state: {exc}") from exc
+    opt_plan, sched_plan = (None if isinstance(x, _Unchecked) else x for x in (opt_plan, sched_plan))
     if opt_plan is not None:
-        try:
-            optimizer.load_state_dict(opt_plan)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise ValueError(f"checkpoint {path!r}: the optimizer rejected the saved state: {exc}") from exc
+        optimizer._apply_load(opt_plan)
     if sched_plan is not None:
-        shots = _snapshot_scheduler(scheduler)
-        try:
-            scheduler.load_state_dict(sched_plan)
-        except Exception as exc:
-            _restore(shots)
-            if before is not None:
-                optimizer.load_state_dict(before)
-            raise ValueError(f"checkpoint {path!r}: the scheduler rejected the saved state: {exc}") from exc
+        scheduler._apply_load(sched_plan)
     if targets:
         from .arrays import device_support
 

@@ -1,8 +1,13 @@
 """Functional optimizer steps for people who keep their own state.
 
 Each function checks its arguments, picks a backend with the one dispatcher
-(``fastoptim.backends``), and updates the arrays in place. The optimizer
-classes call the same backend functions after checking their own inputs.
+(``fastoptim.backends``), and updates the arrays in place.
+
+This module is the one road to the kernels: the public functions below and the
+optimizer classes (``fastoptim.optimizers``, whose ``step`` checks its own
+inputs, plans the work and owns the state) meet in the same inner calls,
+:func:`_sgd` and :func:`_adam`, which take one :class:`StepArgs` of arrays that
+are already checked. Nothing else in fastoptim calls a backend's update kernels.
 
     >>> import numpy as np, fastoptim.functional as F
     >>> w, g = np.ones(4, np.float32), np.full(4, 0.5, np.float32)
@@ -13,12 +18,138 @@ classes call the same backend functions after checking their own inputs.
 """
 from __future__ import annotations
 
+import importlib
+
 from . import _validation as V
 from . import backends
 from ._parallel import note_parallel, parallel_guard
 from .arrays import check_backend_fits, device_support, is_array
 
 
+class StepArgs:
+    """The arrays and counters of one kernel call, already checked by the caller.
+
+    ``kernels``: a backend module (or a table adapter of the same signature,
+    see :class:`TableKernels`); ``param``, ``grad``: the arrays to update and
+    read (1-D kernel views; for table kernels, ``param`` is a :class:`Rows`);
+    ``state``: the state arrays by torch's key (``momentum_buffer``,
+    ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``), each 1-D like ``param``;
+    ``step``: Adam's step count including this one (a float, or on CUDA the
+    optimizer's ``DeviceStep``), None for SGD; ``first_step``: SGD's momentum
+    buffer is written, not read (it has just been allocated); ``grad_scale``:
+    the factor of gradient clipping (1.0, or a CUDA ``GradControl``).
+    """
+
+    __slots__ = ("kernels", "param", "grad", "state", "step", "first_step", "grad_scale")
+
+    def __init__(self, kernels, param, grad, state, step=None, first_step=False, grad_scale=1.0):
+        self.kernels, self.param, self.grad, self.state = kernels, param, grad, state
+        self.step, self.first_step, self.grad_scale = step, first_step, grad_scale
+
+
+def _sgd(args, lr, momentum, dampening, weight_decay, nesterov, maximize):
+    """One SGD kernel call over checked arrays (hyperparameters already checked too)."""
+    args.kernels.sgd(args.param, args.grad, args.state.get("momentum_buffer"), lr=lr,
+                     momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                     nesterov=nesterov, maximize=maximize, first_step=args.first_step,
+                     grad_scale=args.grad_scale)
+
+
+def _adam(args, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay):
+    """One Adam kernel call over checked arrays (hyperparameters already checked too)."""
+    state = args.state
+    args.kernels.adam(args.param, args.grad, state["exp_avg"], state["exp_avg_sq"],
+                      state.get("max_exp_avg_sq") if amsgrad else None, step=args.step, lr=lr,
+                      beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+                      amsgrad=amsgrad, maximize=maximize,
+                      decoupled_weight_decay=decoupled_weight_decay, grad_scale=args.grad_scale)
+
+
+def _lion(args, lr, beta1, beta2, weight_decay, maximize):
+    """One Lion kernel call over checked arrays (hyperparameters already checked too)."""
+    args.kernels.lion(args.param, args.grad, args.state["exp_avg"], lr=lr, beta1=beta1,
+                      beta2=beta2, weight_decay=weight_decay, maximize=maximize,
+                      grad_scale=args.grad_scale)
+
+
+def _sgd_list(args, lr, momentum, dampening, weight_decay, nesterov, maximize):
+    """CUDA: one launch (``sgd_multi``) for a :class:`StepArgs` whose ``param``, ``grad``
+    and state entries are lists of checked arrays of one dtype and first step."""
+    args.kernels.sgd_multi(args.param, args.grad, args.state.get("momentum_buffer"), lr=lr,
+                           momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                           nesterov=nesterov, maximize=maximize, first_step=args.first_step,
+                           grad_scale=args.grad_scale)
+
+
+def _adam_list(args, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize,
+               decoupled_weight_decay):
+    """CUDA: one launch (``adam_multi``) for a :class:`StepArgs` of lists of checked arrays
+    of one dtype and step count; ``step`` is the list of their counters."""
+    state = args.state
+    args.kernels.adam_multi(args.param, args.grad, state["exp_avg"], state["exp_avg_sq"],
+                            state.get("max_exp_avg_sq") if amsgrad else None, step=args.step,
+                            lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+                            amsgrad=amsgrad, maximize=maximize,
+                            decoupled_weight_decay=decoupled_weight_decay,
+                            grad_scale=args.grad_scale)
+
+
+def _device_grad_control(opt, grads):
+    """CUDA: the norm, clip factor and non-finite flag of checked gradients, on the device
+    (``cuda_backend.check_gradients``); what the kernels then take as ``grad_scale``."""
+    return backends.load("cuda").check_gradients(opt, grads)
+
+
+# ------------------------------------------------------------ table kernels
+_TABLE_MODULES = {
+    "numba": "fastoptim.backends._multi_numba",
+    "c": "fastoptim.backends._multi_c",
+}
+_table_modules: dict = {}
+
+
+def table_kernels(backend):
+    """The table kernels of ``backend`` (:class:`TableKernels`), or None when it has none
+    (or they cannot load): the plain-list path of ``Optimizer.step``."""
+    if backend not in _table_modules:
+        kernels = None
+        if backend in _TABLE_MODULES:
+            try:
+                kernels = TableKernels(importlib.import_module(_TABLE_MODULES[backend]))
+            except ImportError:
+                kernels = None
+        _table_modules[backend] = kernels
+    return _table_modules[backend]
+
+
+class Rows:
+    """What a :class:`StepArgs` holds as ``param`` for table kernels: blocks of rows of a
+    checked table (``backends._multi_table``), and their dtype."""
+
+    __slots__ = ("rows", "bounds", "dtype")
+
+    def __init__(self, rows, bounds, dtype):
+        self.rows, self.bounds, self.dtype = rows, bounds, dtype
+
+
+class TableKernels:
+    """The backend signature (``sgd``/``adam``, see ``fastoptim.backends``) over table rows,
+    so that :func:`_sgd` and :func:`_adam` turn hyperparameters into kernel arguments the
+    same way for one tensor and for a table of them."""
+
+    __slots__ = ("module",)
+
+    def __init__(self, module):
+        self.module = module
+
+    def sgd(self, param, grad, momentum_buffer, **kwargs):
+        self.module.sgd(param.rows, param.bounds, param.dtype, **kwargs)
+
+    def adam(self, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, **kwargs):
+        self.module.adam(param.rows, param.bounds, param.dtype, **kwargs)
+
+
+# ------------------------------------------------------------ public functions
 def _as_list(name, arrays):
     if arrays is None:
         return None
@@ -97,9 +228,8 @@ def sgd_step(params, grads, momentum_buffers=None, *, lr=1e-3, momentum=0, dampe
             if first_step:
                 buffers[i] = devices.alloc(p, "empty")
             p, g, buf = devices.kernel_views([p, g, buffers[i] if momentum != 0 else None])
-            kernels.sgd(p, g, buf, lr=lr, momentum=momentum,
-                        dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
-                        maximize=maximize, first_step=first_step)
+            _sgd(StepArgs(kernels, p, g, {"momentum_buffer": buf}, first_step=first_step),
+                 lr, momentum, dampening, weight_decay, nesterov, maximize)
     if isinstance(momentum_buffers, list):
         momentum_buffers[:] = buffers
 
@@ -131,10 +261,9 @@ def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, ste
             vmax = states["max_exp_avg_sqs"][i] if amsgrad else None
             p, g, m, v, vmax = devices.kernel_views(
                 [p, g, states["exp_avgs"][i], states["exp_avg_sqs"][i], vmax])
-            kernels.adam(p, g, m, v, vmax, step=step, lr=lr,
-                         beta1=betas[0], beta2=betas[1], eps=eps, weight_decay=weight_decay,
-                         amsgrad=amsgrad, maximize=maximize,
-                         decoupled_weight_decay=decoupled_weight_decay)
+            state = {"exp_avg": m, "exp_avg_sq": v, "max_exp_avg_sq": vmax}
+            _adam(StepArgs(kernels, p, g, state, step=step), lr, betas[0], betas[1], eps,
+                  weight_decay, amsgrad, maximize, decoupled_weight_decay)
 
 
 def adamw_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, lr=1e-3,
@@ -160,5 +289,5 @@ def lion_step(params, grads, exp_avgs, *, lr=1e-4, betas=(0.9, 0.99), weight_dec
     with parallel_guard(kernels.name):
         for i, (p, g) in enumerate(zip(params, grads)):
             p, g, m = devices.kernel_views([p, g, states["exp_avgs"][i]])
-            kernels.lion(p, g, m, lr=lr, beta1=betas[0], beta2=betas[1],
-                         weight_decay=weight_decay, maximize=maximize)
+            _lion(StepArgs(kernels, p, g, {"exp_avg": m}), lr, betas[0], betas[1],
+                  weight_decay, maximize)

@@ -272,8 +272,22 @@ class LRScheduler:
         return {key: value for key, value in self.__dict__.items() if key != "optimizer"}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a state returned by :meth:`state_dict`."""
-        self.__dict__.update(state_dict)
+        """Load a state returned by :meth:`state_dict` (as torch: its entries become the
+        scheduler's attributes). Checked first: on an error nothing has changed."""
+        self._apply_load(self._check_load(state_dict))
+
+    def _check_load(self, state_dict: dict[str, Any]) -> list[Callable[[], None]]:
+        """The check phase of :meth:`load_state_dict`: validate ``state_dict`` and return
+        what installs it, a list of actions that cannot fail (:meth:`_apply_load` runs
+        them). ``fastoptim.checkpoint`` checks the optimizer and the scheduler this way
+        before it changes either."""
+        return [partial(self.__dict__.update, _state_mapping(state_dict))]
+
+    @staticmethod
+    def _apply_load(actions: list[Callable[[], None]]) -> None:
+        """The apply phase of :meth:`load_state_dict`: run what :meth:`_check_load` returned."""
+        for action in actions:
+            action()
 
     def get_last_lr(self) -> list[Any]:
         """Return the learning rates last computed (one per param group)."""
@@ -307,6 +321,33 @@ class LRScheduler:
         for group, lr in zip(groups, values):
             _update_param_group_val(group, "lr", lr)
         self._last_lr = _param_groups_val_list(self.optimizer, "lr")
+
+
+def _state_mapping(state_dict: Any) -> dict[str, Any]:
+    """A scheduler state as a new dict (the caller's is never changed)."""
+    if not isinstance(state_dict, dict):
+        raise TypeError(f"state_dict must be a dict, but got {type(state_dict).__name__}")
+    if not all(isinstance(key, str) for key in state_dict):
+        raise TypeError("state_dict keys must be attribute names (str)")
+    return dict(state_dict)
+
+
+def _function_dict(fn: Any, fn_state: Any, name: str) -> dict[str, Any]:
+    """The ``__dict__`` of a callable object that a saved ``fn_state`` updates."""
+    if not isinstance(fn_state, dict):
+        raise TypeError(f"the saved state of {name} must be a dict or None, "
+                        f"but got {type(fn_state).__name__}")
+    target = getattr(fn, "__dict__", None)
+    if not isinstance(target, dict):
+        raise TypeError(f"{name} ({type(fn).__name__}) has no __dict__ to load a saved state into")
+    return target
+
+
+def _check_is_better(mode: Any, threshold_mode: Any) -> None:
+    if mode not in {"min", "max"}:
+        raise ValueError(f"mode {mode!r} is unknown! Expected 'min' or 'max'.")
+    if threshold_mode not in {"rel", "abs"}:
+        raise ValueError(f"threshold mode {threshold_mode!r} is unknown! Expected 'rel' or 'abs'.")
 
 
 class _LRScheduler(LRScheduler):
@@ -354,14 +395,19 @@ class _LambdaStateMixin:
         state["lr_lambdas"] = _function_free_state(self.lr_lambdas)
         return state
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a state; callable objects get their saved ``__dict__`` back."""
-        state = dict(state_dict)
+    def _check_load(self, state_dict: dict[str, Any]) -> list[Callable[[], None]]:
+        """A state's ``lr_lambdas``: callable objects get their saved ``__dict__`` back."""
+        state = _state_mapping(state_dict)
         lr_lambdas = state.pop("lr_lambdas", None) or []
-        self.__dict__.update(state)
+        if not isinstance(lr_lambdas, (list, tuple)) or len(lr_lambdas) > len(self.lr_lambdas):
+            raise ValueError(f"state_dict['lr_lambdas'] must be a list of at most "
+                             f"{len(self.lr_lambdas)} entries (one per param group)")
+        actions = [partial(self.__dict__.update, state)]
         for idx, fn_state in enumerate(lr_lambdas):
             if fn_state is not None:
-                self.lr_lambdas[idx].__dict__.update(fn_state)
+                actions.append(partial(_function_dict(self.lr_lambdas[idx], fn_state,
+                                                      f"lr_lambdas[{idx}]").update, fn_state))
+        return actions
 
 
 class LambdaLR(_LambdaStateMixin, LRScheduler):
@@ -863,13 +909,19 @@ class SequentialLR(LRScheduler):
         state["_schedulers"] = [s.state_dict() for s in self._schedulers]
         return state
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a state, including the sub-schedulers'."""
-        state = dict(state_dict)
+    def _check_load(self, state_dict: dict[str, Any]) -> list[Callable[[], None]]:
+        """A state including the sub-schedulers' (each checked by its own scheduler)."""
+        state = _state_mapping(state_dict)
+        if "_schedulers" not in state:
+            raise KeyError("_schedulers")  # torch's error for a state without them
         subs = state.pop("_schedulers")
-        self.__dict__.update(state)
-        for s, sub_state in zip(self._schedulers, subs):
-            s.load_state_dict(sub_state)
+        if not isinstance(subs, (list, tuple)) or len(subs) > len(self._schedulers):
+            raise ValueError(f"state_dict['_schedulers'] must be a list of at most "
+                             f"{len(self._schedulers)} scheduler states")
+        actions = [partial(self.__dict__.update, state)]
+        for scheduler, sub_state in zip(self._schedulers, subs):
+            actions.extend(scheduler._check_load(sub_state))
+        return actions
 
 
 class ChainedScheduler(LRScheduler):
@@ -904,7 +956,7 @@ class ChainedScheduler(LRScheduler):
         self._last_lr = _param_groups_val_list(self._schedulers[-1].optimizer, "lr")
 
     state_dict = SequentialLR.state_dict
-    load_state_dict = SequentialLR.load_state_dict
+    _check_load = SequentialLR._check_load
 
 
 # --------------------------------------------------------------------------
@@ -1036,19 +1088,21 @@ class ReduceLROnPlateau(LRScheduler):
         return a > best + self.threshold
 
     def _init_is_better(self, mode: str, threshold: float, threshold_mode: str) -> None:
-        if mode not in {"min", "max"}:
-            raise ValueError(f"mode {mode!r} is unknown! Expected 'min' or 'max'.")
-        if threshold_mode not in {"rel", "abs"}:
-            raise ValueError(f"threshold mode {threshold_mode!r} is unknown! Expected 'rel' or 'abs'.")
+        _check_is_better(mode, threshold_mode)
         self.mode_worse = math.inf if mode == "min" else -math.inf
         self.mode = mode
         self.threshold = threshold
         self.threshold_mode = threshold_mode
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a state returned by :meth:`state_dict`."""
-        self.__dict__.update(state_dict)
-        self._init_is_better(mode=self.mode, threshold=self.threshold, threshold_mode=self.threshold_mode)
+    def _check_load(self, state_dict: dict[str, Any]) -> list[Callable[[], None]]:
+        """A state whose ``mode`` and ``threshold_mode`` are known (as torch's load checks,
+        but before anything is changed)."""
+        state = _state_mapping(state_dict)
+        merged = {**self.__dict__, **state}
+        _check_is_better(merged.get("mode"), merged.get("threshold_mode"))
+        return [partial(self.__dict__.update, state),
+                lambda: self._init_is_better(mode=self.mode, threshold=self.threshold,
+                                             threshold_mode=self.threshold_mode)]
 
 
 # --------------------------------------------------------------------------
@@ -1212,15 +1266,18 @@ class CyclicLR(LRScheduler):
         state["_scale_fn_custom"] = _function_free_state([fn])[0]
         return state
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a state; the scale function is rebuilt from ``mode``/``gamma``."""
-        state = dict(state_dict)
+    def _check_load(self, state_dict: dict[str, Any]) -> list[Callable[[], None]]:
+        """A state whose scale function is rebuilt from ``mode``/``gamma`` (a custom one
+        gets its saved ``__dict__`` back)."""
+        state = _state_mapping(state_dict)
         fn_state = state.pop("_scale_fn_custom", None)
         state.pop("_scale_fn_ref", None)
-        super().load_state_dict(state)
+        actions = super()._check_load(state)
         if fn_state is not None and self._scale_fn_custom is not None:
-            self._scale_fn_custom.__dict__.update(fn_state)
-        self._init_scale_fn()
+            actions.append(partial(_function_dict(self._scale_fn_custom, fn_state,
+                                                  "_scale_fn_custom").update, fn_state))
+        actions.append(self._init_scale_fn)
+        return actions
 
 
 class OneCycleLR(LRScheduler):

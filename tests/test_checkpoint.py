@@ -1,5 +1,6 @@
 """fastoptim.checkpoint: atomic, validated, pickle-free checkpoints that resume bit for bit."""
 import copy
+import inspect
 import io
 import json
 import math
@@ -238,8 +239,9 @@ def victim():
 @pytest.mark.parametrize("change, message", [
     (lambda: (fastoptim.SGD(make_params(5), lr=0.1), None), "holds the state of a Adam optimizer, not of a SGD"),
     (lambda: (fastoptim.Adam([{"params": make_params(5)[:2]}, {"params": make_params(5)[2:]}]), None),
-     "saved with 1 param groups, this one has 2"),
-    (lambda: (fastoptim.Adam(make_params(5)[:3]), None), "saved with 4 parameters, this optimizer's has 3"),
+     r"the optimizer rejected the saved state: loaded state dict has a different number of "
+     r"parameter groups \(1, this optimizer has 2\)"),
+    (lambda: (fastoptim.Adam(make_params(5)[:3]), None), "it holds 4 parameters, but 3 were given"),
     (lambda: (fastoptim.Adam([np.ones((30, 40), np.float32)] + make_params(5)[1:]), None),
      r"parameter 0 was saved with shape \(40, 30\) and dtype float32, but the given one has shape \(30, 40\)"),
     (lambda: (fastoptim.Adam(make_params(5, np.float64)), None), "dtype float32, but the given one has shape .* float64"),
@@ -291,8 +293,9 @@ def test_missing_parts_and_read_only_targets(tmp_path):
         load_checkpoint(tmp_path / "nope")
 
 
-def test_scheduler_failure_rolls_back_the_optimizer(tmp_path):
-    """The scheduler is loaded after the optimizer: if it fails, the optimizer is restored."""
+def test_scheduler_failure_leaves_the_optimizer_unchanged(tmp_path):
+    """The scheduler's check runs before the optimizer is changed: a state it rejects
+    leaves both as they were."""
     params = make_params(0)
     opt = fastoptim.SGD(params, lr=0.1, momentum=0.9)
     sched = L.ReduceLROnPlateau(opt)
@@ -511,3 +514,85 @@ def test_cuda_optimizer_round_trips(tmp_path):
     with pytest.raises(ValueError, match="parameter 0 was saved with shape"):
         load_checkpoint(tmp_path / "gpu", params=[cuda.to_device(np.zeros(3, np.float32)),
                                                   params2[1]])
+
+
+def test_both_check_phases_run_before_either_apply(tmp_path, monkeypatch):
+    """load_checkpoint checks the optimizer and the scheduler, then applies both: a
+    scheduler state that fails its check never reaches the optimizer's apply phase."""
+    params, opt, sched = victim()
+    save_checkpoint(tmp_path / "good", opt, sched)
+    calls = []
+    def spy(cls, phase):
+        raw = inspect.getattr_static(cls, phase)
+        if isinstance(raw, staticmethod):
+            inner = raw.__func__
+            return staticmethod(lambda *a: calls.append((cls.__name__, phase)) or inner(*a))
+        return lambda self, *a: calls.append((cls.__name__, phase)) or raw(self, *a)
+
+    for cls in (fastoptim.Adam, L.StepLR):  # on the classes: a scheduler saves its __dict__
+        for phase in ("_check_load", "_apply_load"):
+            monkeypatch.setattr(cls, phase, spy(cls, phase))
+    load_checkpoint(tmp_path / "good", opt, sched)
+    assert calls == [("Adam", "_check_load"), ("StepLR", "_check_load"),
+                     ("Adam", "_apply_load"), ("StepLR", "_apply_load")]
+    calls.clear()
+    sched.step_size = 3
+    state = sched.state_dict()
+    save_checkpoint(tmp_path / "bad", opt, sched)
+    def refuse(self, state):
+        calls.append("check")
+        raise ValueError("no")
+
+    monkeypatch.setattr(L.StepLR, "_check_load", refuse)
+    before = snapshot(opt, sched, params)
+    with pytest.raises(ValueError, match="the scheduler rejected the saved state: no"):
+        load_checkpoint(tmp_path / "bad", opt, sched)
+    assert calls == [("Adam", "_check_load"), "check"]  # no apply of either
+    assert_unchanged(before, opt, sched, params)
+    assert sched.state_dict() == state
+
+
+def test_objects_without_a_check_phase_load_first_by_their_own_load(tmp_path):
+    """A scheduler or optimizer that is not fastoptim's (no _check_load) is loaded by its
+    own load_state_dict before the checked objects are applied: if it refuses, nothing
+    of fastoptim's has changed."""
+    class Foreign:  # a duck-typed scheduler of the same class name as the saved one
+        def __init__(self, refuse):
+            self.refuse, self.loaded = refuse, None
+
+        def state_dict(self):
+            return {"k": 1}
+
+        def load_state_dict(self, state):
+            if self.refuse:
+                raise RuntimeError("refused")
+            self.loaded = state
+
+    Foreign.__module__, Foreign.__qualname__ = "my.schedulers", "Foreign"
+    params, opt, _ = victim()
+    save_checkpoint(tmp_path / "c", opt, Foreign(False))
+    params2, opt2, _ = victim()
+    opt2.step(grads_for(params2, np.random.default_rng(1)))
+    before = snapshot(opt2, None, params2)
+    with pytest.raises(ValueError, match="the scheduler rejected the saved state: refused"):
+        load_checkpoint(tmp_path / "c", opt2, Foreign(True))
+    assert_unchanged(before, opt2, None, params2)
+    sched = Foreign(False)
+    load_checkpoint(tmp_path / "c", opt2, sched)
+    assert sched.loaded == {"k": 1}
+    assert_unchanged(snapshot(opt, None, params), opt2, None, params2)
+
+    class Adam:  # a wrapper named like the saved optimizer class, without _check_load
+        def __init__(self, inner):
+            self.inner, self.param_groups = inner, inner.param_groups
+
+        def state_dict(self):
+            return self.inner.state_dict()
+
+        def load_state_dict(self, state):
+            self.inner.load_state_dict(state)
+
+    params3, inner, _ = victim()
+    inner.step(grads_for(params3, np.random.default_rng(2)))
+    load_checkpoint(tmp_path / "c", Adam(inner))
+    assert_unchanged(snapshot(opt, None, params), inner, None, params3)

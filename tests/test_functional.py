@@ -91,3 +91,78 @@ def test_new_momentum_buffers_need_a_list_to_land_in():
     with pytest.raises(TypeError, match="must be a list"):
         F.sgd_step([p], [np.ones(3)], (None,), lr=0.1, momentum=0.9)
     np.testing.assert_array_equal(p, np.ones(3))
+
+
+# ------------------------------------------------------------ the one road to the kernels
+def _kernel_callers(monkeypatch):
+    """Wrap every update kernel of every CPU backend (and the table kernels) so that each
+    call records the module of its caller."""
+    import sys
+
+    from fastoptim import backends
+
+    callers = []
+
+    def spy(kernel):
+        def call(*args, **kwargs):
+            callers.append(sys._getframe(1).f_globals["__name__"])
+            return kernel(*args, **kwargs)
+        return call
+
+    for name in BACKENDS:
+        module = backends.load(name)
+        for kernel in ("sgd", "adam"):
+            monkeypatch.setattr(module, kernel, spy(getattr(module, kernel)))
+    for name in ("numba", "c"):
+        kernels = F.table_kernels(name)
+        if kernels is not None:
+            for kernel in ("sgd", "adam"):
+                monkeypatch.setattr(kernels.module, kernel, spy(getattr(kernels.module, kernel)))
+    return callers
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("make", ["sgd", "adam"])
+@pytest.mark.parametrize("layout", ["list", "flat", "big", "strided"])
+def test_every_optimizer_path_reaches_the_kernels_through_functional(monkeypatch, backend, make,
+                                                                     layout):
+    from fastoptim import _plain_list
+    from fastoptim.backends import _threads
+
+    callers = _kernel_callers(monkeypatch)
+    build = {"sgd": lambda p: fastoptim.SGD(p, lr=0.1, momentum=0.9, backend=backend),
+             "adam": lambda p: fastoptim.Adam(p, lr=0.1, backend=backend)}[make]
+    if layout == "flat":
+        flat = fastoptim.FlatParams([np.ones(5, np.float32), np.ones(3, np.float32)])
+        params, grads = flat.params, None
+        flat.grad_buffer[:] = 0.5
+    elif layout == "strided":
+        params = [np.ones(10, np.float32)[::2]] if backend == "numpy" else [np.ones(5, np.float32)]
+        grads = [np.full(5, 0.5, np.float32)]
+    else:
+        size = _threads.PARALLEL_MIN if layout == "big" else 7
+        params = [np.ones(size, np.float32), np.ones(3, np.float32)]
+        grads = [np.full(p.shape, 0.5, np.float32) for p in params]
+    opt = build(params)
+    for _ in range(3):  # the first step allocates the state; the later ones may take the table
+        opt.step(grads)
+    assert callers and set(callers) == {"fastoptim.functional"}, callers
+    assert params[0][0] != 1.0
+    if layout in ("list", "big") and backend != "numpy" and _plain_list.filler is not None:
+        assert opt.last_plain_list_decline is None  # the table path ran, through functional too
+
+
+def test_the_public_functions_share_the_inner_calls(monkeypatch):
+    """sgd_step / adam_step check their arguments, then make the optimizer's own inner calls."""
+    seen = []
+    for name in ("_sgd", "_adam"):
+        inner = getattr(F, name)
+        monkeypatch.setattr(F, name, lambda args, *h, _inner=inner, _name=name:
+                            seen.append((_name, args.step, args.first_step)) or _inner(args, *h))
+    w, g = np.ones(3), np.full(3, 0.5)
+    bufs = [None]
+    F.sgd_step([w], [g], bufs, lr=0.1, momentum=0.9)
+    F.adam_step([w], [g], [np.zeros(3)], [np.zeros(3)], step=2, lr=0.1)
+    assert seen == [("_sgd", None, True), ("_adam", 2.0, False)]
+    fastoptim.Adam([w], lr=0.1).step([g])
+    assert seen[-1] == ("_adam", 1.0, True)  # its state was just allocated

@@ -633,3 +633,66 @@ def test_composition_validation():
         lrs.ChainedScheduler([a, lrs.ReduceLROnPlateau(opt)])
     with pytest.raises(TypeError, match="optimizer"):
         lrs.ChainedScheduler([a, object()])
+
+
+# ------------------------------------------------------------ two-phase load_state_dict
+def _opt(groups=1):
+    import fastoptim
+
+    return fastoptim.SGD([{"params": [np.ones(2)]} for _ in range(groups)], lr=0.1)
+
+
+def test_load_state_dict_checks_before_it_changes_anything():
+    """torch updates the scheduler's attributes and then fails on a bad entry; here the
+    check phase runs first, so a rejected state leaves the scheduler as it was."""
+    class Scale:
+        def __init__(self):
+            self.k = 2
+
+        def __call__(self, epoch):
+            return self.k * 0.5
+
+    opt = _opt(2)
+    sched = lrs.LambdaLR(opt, [Scale(), Scale()])
+    sched.step()
+    good = sched.state_dict()
+    before = copy.deepcopy(sched.__dict__)
+    for bad, error in [
+            (dict(good, last_epoch=7, lr_lambdas=[{"k": 3}, 5]), TypeError),  # not a dict
+            (dict(good, last_epoch=7, lr_lambdas=[None, None, None]), ValueError),  # 3 > 2
+            ([("last_epoch", 3)], TypeError)]:
+        with pytest.raises(error):
+            sched.load_state_dict(bad)
+        assert sched.last_epoch == before["last_epoch"]
+        assert [f.k for f in sched.lr_lambdas] == [2, 2]
+    sched.load_state_dict(dict(good, last_epoch=7, lr_lambdas=[{"k": 3}, None]))
+    assert sched.last_epoch == 7 and [f.k for f in sched.lr_lambdas] == [3, 2]
+
+
+def test_reduce_on_plateau_refuses_an_unknown_mode_before_loading():
+    opt = _opt()
+    sched = lrs.ReduceLROnPlateau(opt, patience=2)
+    state = dict(sched.state_dict(), mode="sideways", patience=9)
+    with pytest.raises(ValueError, match="mode 'sideways' is unknown"):
+        sched.load_state_dict(state)
+    assert sched.mode == "min" and sched.patience == 2
+    sched.load_state_dict(dict(state, mode="max"))
+    assert sched.mode == "max" and sched.patience == 9 and sched.mode_worse == -math.inf
+
+
+def test_sequential_lr_checks_every_sub_state_first():
+    opt = _opt()
+    subs = [lrs.ConstantLR(opt, factor=0.5, total_iters=2), lrs.ExponentialLR(opt, gamma=0.9)]
+    sched = lrs.SequentialLR(opt, subs, milestones=[2])
+    state = sched.state_dict()
+    bad = dict(state, last_epoch=5, _schedulers=[dict(state["_schedulers"][0], last_epoch=4),
+                                                  "not a state"])
+    with pytest.raises(TypeError):
+        sched.load_state_dict(bad)
+    assert sched.last_epoch == 0 and subs[0].last_epoch == 0
+    with pytest.raises(KeyError):
+        sched.load_state_dict({"last_epoch": 5})
+    good = dict(state, last_epoch=5, _schedulers=[dict(state["_schedulers"][0], last_epoch=4),
+                                                   state["_schedulers"][1]])
+    sched.load_state_dict(good)
+    assert sched.last_epoch == 5 and subs[0].last_epoch == 4

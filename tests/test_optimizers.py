@@ -365,3 +365,26 @@ def test_flat_grad_buffer_aliasing_state_is_rejected():
     flat.grads.buffer = opt.state[0]["exp_avg"].base  # a (contrived) grad buffer over the state
     with pytest.raises(ValueError, match="grads.buffer shares memory with state 'exp_avg'"):
         opt.step(flat.grads)
+
+
+def test_load_checks_first_and_applies_only_a_fresh_plan():
+    """load_state_dict = _check_load (validates, changes nothing) + _apply_load."""
+    w = np.ones(3, np.float32)
+    opt = fastoptim.Adam([w], lr=0.1, backend="numpy")
+    opt.step([np.ones(3, np.float32)])
+    saved = opt.state_dict()
+    opt.step([np.ones(3, np.float32)])
+    now = opt.state_dict()
+    plan = opt._check_load(saved)
+    np.testing.assert_array_equal(opt.state[0]["exp_avg"], now["state"][0]["exp_avg"])
+    assert float(opt.state[0]["step"]) == 2.0
+    opt._apply_load(plan)
+    assert float(opt.state[0]["step"]) == 1.0
+    plan = opt._check_load(now)
+    opt.add_param_group({"params": [np.ones(2, np.float32)]})
+    with pytest.raises(ValueError, match="another optimizer or layout"):
+        opt._apply_load(plan)
+    assert float(opt.state[0]["step"]) == 1.0
+    other = fastoptim.Adam([np.ones(3, np.float32)], lr=0.1, backend="numpy")
+    with pytest.raises(ValueError, match="another optimizer or layout"):
+        other._apply_load(opt._check_load(opt.state_dict()))
