@@ -52,7 +52,6 @@ def worker(args):
     init = rng.standard_normal(args.numel).astype(np.float32)
     grads = np.random.default_rng(1 + rank).standard_normal(args.numel).astype(np.float32)
     pieces = np.array_split(np.arange(args.numel), args.tensors)
-    sizes = [len(x) for x in pieces]
     split = lambda a: [a[x[0]:x[-1] + 1].copy() for x in pieces]  # noqa: E731
     dp_flat, zero_flat = fastoptim.FlatParams(split(init)), fastoptim.FlatParams(split(init))
     del init

@@ -33,11 +33,11 @@ try:
 except ImportError:  # running from a source checkout without installing
     sys.path.insert(0, str(HERE.parent))
     import fastoptim
+from mlp import MLP
 from mpi4py import MPI
 
 from fastoptim import distributed, lr_scheduler
 from fastoptim.demo import load_dataset
-from mlp import MLP
 
 
 def train(comm, mode="zero", epochs=10, batch_size=64, lr=2e-3, weight_decay=1e-2, seed=0,

@@ -12,10 +12,10 @@ from .backends import _threads
 _threads.apply_env_defaults()  # before anything can load libgomp (see backends/_threads.py)
 
 from . import functional  # noqa: E402
+from .arrays import FlatParams  # noqa: E402
 from .backends import available_backends  # noqa: E402
 from .backends._threads import get_num_threads, set_num_threads  # noqa: E402
 from .backends._threads import info as thread_info  # noqa: E402
-from .arrays import FlatParams  # noqa: E402
 from .optimizers import SGD, Adam, AdamW, Lion, Optimizer  # noqa: E402
 
 __version__ = "0.1.0"

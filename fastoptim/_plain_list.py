@@ -22,7 +22,8 @@ import threading
 
 import numpy as np
 
-from . import _parallel as _devices, backends
+from . import _parallel as _devices
+from . import backends
 from . import functional as F
 from .arrays import HostArrays
 from .backends import _multi_table as T

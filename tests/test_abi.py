@@ -15,8 +15,14 @@ import pytest
 
 import fastoptim
 from fastoptim.backends import _math, _multi_numba, numba_backend
-from fastoptim.backends._scalars import (ADAM_FLAGS, LION_FLAGS, SGD_FLAGS, AdamScalars,
-                                         LionScalars, SGDScalars)
+from fastoptim.backends._scalars import (
+    ADAM_FLAGS,
+    LION_FLAGS,
+    SGD_FLAGS,
+    AdamScalars,
+    LionScalars,
+    SGDScalars,
+)
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 KERNELS = ROOT / "kernels"

@@ -10,8 +10,14 @@ import pytest
 
 import fastoptim
 from fastoptim.backends import _threads
-from fastoptim.clip import (clip_coef, clip_grad_norm_, clip_grad_value_, clip_grads_with_norm_,
-                            norm_and_finite, total_norm)
+from fastoptim.clip import (
+    clip_coef,
+    clip_grad_norm_,
+    clip_grad_value_,
+    clip_grads_with_norm_,
+    norm_and_finite,
+    total_norm,
+)
 
 CPU = ["numpy"] + (["numba"] if "numba" in fastoptim.available_backends() else [])
 NORMS = [2.0, 1.0, 3.0, 0.5, math.inf, -math.inf, 0.0, -1.0, -2.5]

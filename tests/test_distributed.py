@@ -29,12 +29,12 @@ import numpy as np
 import pytest
 
 pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install '.[mpi]')")
+from flag_cases import ADAM_FLAGS, SGD_FLAGS  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 
 import fastoptim  # noqa: E402
 from fastoptim import distributed as D  # noqa: E402
 from fastoptim import lr_scheduler as L  # noqa: E402
-from flag_cases import ADAM_FLAGS, SGD_FLAGS  # noqa: E402
 
 COMM = MPI.COMM_WORLD
 RANK, SIZE = COMM.Get_rank(), COMM.Get_size()

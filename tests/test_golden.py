@@ -5,11 +5,11 @@ these tests do not need torch. Tolerances: golden_cases.TOLERANCE.
 """
 import os
 
+import golden_cases as G
 import numpy as np
 import pytest
 
 import fastoptim
-import golden_cases as G
 
 DATA = np.load(os.path.join(os.path.dirname(__file__), "data", "optim_golden.npz"))
 CPU_BACKENDS = [b for b in fastoptim.available_backends() if b != "cuda"]

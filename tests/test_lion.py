@@ -10,6 +10,8 @@
 import copy
 import os
 
+import golden_cases as G
+import lion_cases as L
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -17,8 +19,6 @@ from hypothesis import strategies as st
 
 import fastoptim
 import fastoptim.functional as F
-import golden_cases as G
-import lion_cases as L
 
 DATA = np.load(os.path.join(os.path.dirname(__file__), "data", "lion_golden.npz"))
 BACKENDS = fastoptim.available_backends()

@@ -3,8 +3,12 @@ import numpy as np
 import pytest
 
 import fastoptim
-from fastoptim.param_groups import (decay_groups, flat_param_groups_with_decay_mask,
-                                    grads_in_group_order, param_groups_with_decay_mask)
+from fastoptim.param_groups import (
+    decay_groups,
+    flat_param_groups_with_decay_mask,
+    grads_in_group_order,
+    param_groups_with_decay_mask,
+)
 
 BACKENDS = [b for b in fastoptim.available_backends() if b != "cuda"]
 

@@ -16,11 +16,11 @@ import types
 
 import numpy as np
 import pytest
+from flag_cases import ADAM_FLAGS, SGD_FLAGS
 
 import fastoptim
 from fastoptim import _plain_list, backends
 from fastoptim.backends import _multi_table as T
-from flag_cases import ADAM_FLAGS, SGD_FLAGS
 
 TABLE_BACKENDS = [b for b in ("numba", "c") if backends.is_available(b)]
 FILLERS = ["compiled", "python"] if T.compiled_available() else ["python"]

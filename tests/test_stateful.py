@@ -11,7 +11,6 @@ NumPy reference, which every backend equals bit for bit). After every rule the
 optimizer's parameters and state must equal the model's exactly.
 """
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule

@@ -14,11 +14,11 @@ import os
 
 import numpy as np
 import pytest
+import tensor_hyper_cases as C
 
 import fastoptim
 import fastoptim.functional as F
 from fastoptim import backends, lr_scheduler
-import tensor_hyper_cases as C
 
 CPU = [b for b in backends.CPU_BACKENDS if backends.is_available(b)]
 GOLDEN = np.load(os.path.join(os.path.dirname(__file__), "data", "tensor_golden.npz"))

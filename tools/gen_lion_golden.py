@@ -12,10 +12,10 @@ AdamW: ``p *= 1 - lr * weight_decay``); its ``decoupled_weight_decay=True`` vari
 import json
 import os
 import sys
+from importlib.metadata import version
 
 import numpy as np
 import torch
-from importlib.metadata import version
 from lion_pytorch import Lion
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -316,11 +316,11 @@ raw_pointer = None
 if cuda is not None and not SIMULATOR:
     try:
         try:
-            from numba.cuda.extending import intrinsic as _intrinsic
             from numba.cuda import types as _types
+            from numba.cuda.extending import intrinsic as _intrinsic
         except ImportError:  # numba's built-in CUDA target
-            from numba.core.extending import intrinsic as _intrinsic
             from numba.core import types as _types
+            from numba.core.extending import intrinsic as _intrinsic
 
         @_intrinsic
         def raw_pointer(typingctx, address, like):

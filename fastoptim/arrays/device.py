@@ -26,7 +26,15 @@ import numpy as np
 
 from .._validation import FLOAT_DTYPES
 from . import cuda_runtime
-from .cuda_runtime import SIMULATOR, _NativeArray, as_device, cuda, current_device_id, fill, get_stream
+from .cuda_runtime import (
+    SIMULATOR,
+    _NativeArray,
+    as_device,
+    cuda,
+    current_device_id,
+    fill,
+    get_stream,
+)
 from .host import ArraySupport, find_segment, is_device_array
 
 __all__ = ["DeviceArrays", "DeviceStep", "device_id", "is_device_array", "register_flat_buffer"]

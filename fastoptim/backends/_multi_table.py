@@ -53,8 +53,18 @@ try:
 except ImportError:  # not built (no compiler at install time): the Python filler
     _compiled = None
 
-from ._constants import (COL_DTYPE, COL_GRAD, COL_N, COL_PARAM, COL_STATE0,  # noqa: F401
-                         COL_STEP, MAX_KEYS, NCOL, SKIPPED)  # the layout, shared with C
+from ._constants import (  # noqa: F401
+    COL_DTYPE,
+    COL_GRAD,
+    COL_N,
+    COL_PARAM,
+    COL_STATE0,
+    COL_STEP,  # the layout, shared with C
+    MAX_KEYS,
+    NCOL,
+    SKIPPED,
+)
+
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # index = the DTYPE column
 STEP_KEY = "step"
 

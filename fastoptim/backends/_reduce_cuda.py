@@ -29,8 +29,8 @@ import numpy as np
 
 from ..arrays import device as _cuda
 from . import _clip_math
-from ._cuda_multi import address
 from ._clip_math import MAX_ABS, MIN_ABS, SUM_ABS, SUM_POW, SUM_SQ
+from ._cuda_multi import address
 
 cuda = _cuda.cuda
 

@@ -25,14 +25,13 @@ import numba
 import numpy as np
 
 from .._parallel import note_parallel, parallel_guard, serial_only
-from . import _clip_math, _reduce_numpy, _threads
+from . import _clip_math, _jit, _reduce_numpy, _threads
 from ._clip_math import COUNT, MAX_ABS, MIN_ABS, SUM_ABS, SUM_POW, SUM_SQ
-from . import _jit
 from ._jit import PARALLEL, SERIAL, _renamed, kernel_pair
 
 # The digest of a kernel's code that its cache name carries (see _jit.py); the ABI work
 # renames _code_digest to code_digest (which also covers the functions a kernel calls).
-_digest = getattr(_jit, "code_digest", None) or getattr(_jit, "_code_digest")
+_digest = getattr(_jit, "code_digest", None) or _jit._code_digest
 
 BLOCK = 16384  # elements per partial statistic (a fixed order of the sums)
 _SUMS = dict(SERIAL, fastmath={"reassoc"})

@@ -43,9 +43,9 @@ import numpy as np
 
 from ..arrays import device as _cuda
 from . import _cuda_multi as _multi
+from . import _math
 from . import _reduce_cuda as _reduce
 from ._cuda_multi import POINTER_KERNELS
-from . import _math
 from ._jit import cache_named
 from ._scalars import adam_scalars, lion_scalars, sgd_scalars
 

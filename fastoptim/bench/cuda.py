@@ -330,7 +330,7 @@ def run_cuda_bench(sizes=None, repeat=None, many="default", optimizers=("adam",)
                                 bpe, floor_ms, floor_wall, dtype.name, note, copy=copy))
             results.append(_row(case, "fastoptim cuda", n, 1, ms, bpe, floor_ms, wall,
                                 dtype.name, note, copy=copy, waited=waited))
-            del opt, arrays, p, g
+            opt = arrays = p = g = None  # free the device memory (the lambdas above are done)
             _free_bytes(_cuda, cuda)  # hand Numba's memory back before torch allocates its own
             if torch is not None:
                 results.extend(_torch_rows(torch, case, opt_name, n, 1, dtype, bpe, floor_ms,
@@ -369,7 +369,7 @@ def _many_rows(_cuda, cuda_backend, cuda, fastoptim, cls, opt_name, kwargs, many
         rows.append(_row(case, "fastoptim cuda, plain list, one launch (backend call)", n, count,
                          ms, bpe, None, wall, dtype.name,
                          note="" if not _cuda.SIMULATOR else "simulator: per-tensor"))
-    del opt, params, grads
+    opt = params = grads = None  # free the device memory
     host = [np.zeros(size, dtype) for _ in range(count)]
     flat = fastoptim.FlatParams(host, device="cuda")
     _cuda.fill(flat.grad_buffer, 1e-3)
@@ -383,7 +383,7 @@ def _many_rows(_cuda, cuda_backend, cuda, fastoptim, cls, opt_name, kwargs, many
                      bpe, floor_ms, floor_wall, dtype.name))
     rows.append(_row(case, "fastoptim cuda, FlatParams (one launch)", n, count, ms,
                      bpe, floor_ms, wall, dtype.name, waited=waited))
-    del opt, flat, state
+    opt = flat = state = None  # free the device memory
     _free_bytes(_cuda, cuda)
     if torch is not None:
         rows.extend(_torch_rows(torch, case, opt_name, size, count, dtype, bpe, floor_ms,

@@ -18,7 +18,6 @@ from fastoptim.backends._jit import kernel_pair
 
 from .specs import BOUND_BLOCK_BYTES
 
-
 # Same arrays, same bytes per element as the optimizer, a trivial add instead of the
 # math (every array read is used, so nothing can be optimized away). Each is built
 # twice: a plain prange loop, and the chunked, prefetching loop the numba backend

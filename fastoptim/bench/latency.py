@@ -18,7 +18,6 @@ from .machine import check_threads
 from .rendering import progress_bar
 from .specs import DEFAULT_OPTIMIZERS, LATENCY_GOAL_S, OPTIMIZERS, check_names, format_time
 
-
 _LATENCY_CHILD = r"""
 import json, sys, time
 import numpy as np

@@ -39,7 +39,6 @@ import numpy as np
 import fastoptim
 from fastoptim import backends as _backends
 from fastoptim.backends import _threads
-
 from fastoptim.demo.models import backward, forward, init_mlp
 
 from .contestants import import_torch

@@ -8,7 +8,6 @@ import sys
 
 from .loop import DEFAULT_MODELS
 
-
 # The thread-policy alternatives, each in a fresh process (libgomp reads its variables
 # once, when it loads): the loop's short form and the in-cache Adam kernels, so one
 # table shows what each choice does to both sides.

@@ -28,8 +28,14 @@ class _NoProgress:
 def progress_bar(console):
     if console is None:
         return _NoProgress()
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,
-                               TextColumn, TimeElapsedColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     return Progress(SpinnerColumn(), TextColumn("{task.description:<44}"), BarColumn(),
                     MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True)

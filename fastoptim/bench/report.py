@@ -17,8 +17,7 @@ from . import loop as training_loop
 from .contestants import Case
 from .crossover import crossover_tables
 from .latency import latency_table
-from .rendering import (case_table, kernel_goals_table, print_header, print_many_table,
-                        summary_table)
+from .rendering import case_table, kernel_goals_table, print_header, print_many_table, summary_table
 from .specs import DEEPSPEED
 
 

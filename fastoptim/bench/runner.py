@@ -18,22 +18,61 @@ from fastoptim import backends as _backends
 from fastoptim.backends import _threads
 
 from . import loop as training_loop
-from .contestants import (BenchData, compare, deepspeed_importable, import_torch, make_cases,
-                          setup_deepspeed, setup_fastoptim, setup_torch, snapshot)
+from .contestants import (
+    BenchData,
+    compare,
+    deepspeed_importable,
+    import_torch,
+    make_cases,
+    setup_deepspeed,
+    setup_fastoptim,
+    setup_torch,
+    snapshot,
+)
 from .crossover import run_crossover
 from .floor import FLOOR_KERNELS, FLOOR_VARIANTS, adam_compute_bound, floor_kernel
 from .latency import run_latency
 from .machine import CpuMeter, Threads, busy_cpus, check_threads, machine_info, physical_memory
-from .rendering import (case_table, is_busy, kernel_goals_table, print_header, print_many_table,
-                        progress_bar, summary_table)
+from .rendering import (
+    case_table,
+    is_busy,
+    kernel_goals_table,
+    print_header,
+    print_many_table,
+    progress_bar,
+    summary_table,
+)
 from .report import Report, Result, kernel_goals
-from .specs import (CHECK_STEPS, CONTESTANT_BUDGET_S, DEEPSPEED, DEFAULT_BUDGET_S, DEFAULT_MANY,
-                    DEFAULT_OPTIMIZERS, DEFAULT_REPEAT, DEFAULT_SIZES, FULL_PEER_SIZES,
-                    IN_CACHE_F64_SIZES, IN_CACHE_FLAT, LATENCY_COST_S, MIN_REPEAT_S, MIN_REPEATS,
-                    OPTIMIZERS,
-                    QUICK_CONTESTANT_BUDGET_S, QUICK_MANY, QUICK_REPEAT, QUICK_SIZES,
-                    QUICK_WARMUP_S, RTOL, TORCH_PEERS, WARMUP_S, BenchError, check_names,
-                    parse_many, parse_size, resolve_backends)
+from .specs import (
+    CHECK_STEPS,
+    CONTESTANT_BUDGET_S,
+    DEEPSPEED,
+    DEFAULT_BUDGET_S,
+    DEFAULT_MANY,
+    DEFAULT_OPTIMIZERS,
+    DEFAULT_REPEAT,
+    DEFAULT_SIZES,
+    FULL_PEER_SIZES,
+    IN_CACHE_F64_SIZES,
+    IN_CACHE_FLAT,
+    LATENCY_COST_S,
+    MIN_REPEAT_S,
+    MIN_REPEATS,
+    OPTIMIZERS,
+    QUICK_CONTESTANT_BUDGET_S,
+    QUICK_MANY,
+    QUICK_REPEAT,
+    QUICK_SIZES,
+    QUICK_WARMUP_S,
+    RTOL,
+    TORCH_PEERS,
+    WARMUP_S,
+    BenchError,
+    check_names,
+    parse_many,
+    parse_size,
+    resolve_backends,
+)
 from .timing import NoGC, time_repeat, warm_up
 
 

@@ -34,29 +34,86 @@ CNN), ``training`` (one run), ``runner`` (worker processes and the progress
 bar), ``experiments`` (which runs), ``analysis`` (numbers from runs),
 ``verdicts`` and ``heatmap`` (the rules), ``figures``, ``report``, ``main``.
 """
-from .data import Dataset, MNIST1D_TRAIN, load_dataset, load_mnist1d, make_synthetic_digits
-from .models import (CNN1d, DEFAULT_SIZES, MLP, backward, batch_norm_backward, batch_norm_forward,
-                     cross_entropy, evaluate, forward, init_mlp, loss_and_grads)
-from .training import (EXTRA_LABELS, MODELS, OPTIMIZER_LABELS, SCHEDULE_LABELS, SCHEDULES, SGDW,
-                       WARMUP_START, RunResult, RunSpec, build_model, make_optimizer, make_scheduler,
-                       plateau_patience, train, warmup_epochs, weight_mask, zero_input_mask)
-from .verdicts import (  # the thresholds and the verdict functions
-    BORNE_OUT, COLLAPSED, CONTRADICTED, Comparison, DEFAULT_LRS, DILUTION_RATIO,
-    DIRECT_DECAY_RTOL, LOSS_FACTOR, LOSS_TARGET, MIN_ACC_EFFECT, MIN_SHRINK, NOISE_SE,
-    NOT_BORNE_OUT, NOT_TESTED, SPEEDUP, TUNING_TOLERANCE, Verdict, compare,
-    decay_by_quartile, epochs_to_target, good_lrs, pct, pp, relative_decay,
-    verdict_adam_fast, verdict_adam_little_tuning, verdict_adamw_direct, verdict_batch_norm,
-    verdict_decay_helps, verdict_decoupled_better, verdict_l2_diluted,
-    verdict_momentum_catches_up, verdict_momentum_generalizes,
-    verdict_plateau_unpredictable, verdict_regularization_decides, verdict_sgd_suits_cnns,
-    verdict_step_vs_cosine)
-from .verdicts import _threshold_text  # noqa: F401
-from .heatmap import RidgeFit, fit_line, ridge_points, ridge_slope, verdict_ridge
+from .data import MNIST1D_TRAIN, Dataset, load_dataset, load_mnist1d, make_synthetic_digits
 from .experiments import DECAY_GRID, FULL, LR_GRID, QUICK, Budget, Task
-from .figures import CNN as CNN_FIGURE, FIGURES, HEATMAP
+from .figures import CNN as CNN_FIGURE
+from .figures import FIGURES, HEATMAP
+from .heatmap import RidgeFit, fit_line, ridge_points, ridge_slope, verdict_ridge
+from .main import DEFAULT_OUT, REPORT_NAME, RESULTS_NAME, main, parse_args
+from .models import (
+                     DEFAULT_SIZES,
+                     MLP,
+                     CNN1d,
+                     backward,
+                     batch_norm_backward,
+                     batch_norm_forward,
+                     cross_entropy,
+                     evaluate,
+                     forward,
+                     init_mlp,
+                     loss_and_grads,
+)
 from .report import FIGURES_DIR, build_report
 from .runner import Job, ProgressBar, run_jobs
-from .main import DEFAULT_OUT, REPORT_NAME, RESULTS_NAME, main, parse_args
+from .training import (
+                     EXTRA_LABELS,
+                     MODELS,
+                     OPTIMIZER_LABELS,
+                     SCHEDULE_LABELS,
+                     SCHEDULES,
+                     SGDW,
+                     WARMUP_START,
+                     RunResult,
+                     RunSpec,
+                     build_model,
+                     make_optimizer,
+                     make_scheduler,
+                     plateau_patience,
+                     train,
+                     warmup_epochs,
+                     weight_mask,
+                     zero_input_mask,
+)
+from .verdicts import (  # the thresholds and the verdict functions
+                     BORNE_OUT,
+                     COLLAPSED,
+                     CONTRADICTED,
+                     DEFAULT_LRS,
+                     DILUTION_RATIO,
+                     DIRECT_DECAY_RTOL,
+                     LOSS_FACTOR,
+                     LOSS_TARGET,
+                     MIN_ACC_EFFECT,
+                     MIN_SHRINK,
+                     NOISE_SE,
+                     NOT_BORNE_OUT,
+                     NOT_TESTED,
+                     SPEEDUP,
+                     TUNING_TOLERANCE,
+                     Comparison,
+                     Verdict,
+                     _threshold_text,  # noqa: F401
+                     compare,
+                     decay_by_quartile,
+                     epochs_to_target,
+                     good_lrs,
+                     pct,
+                     pp,
+                     relative_decay,
+                     verdict_adam_fast,
+                     verdict_adam_little_tuning,
+                     verdict_adamw_direct,
+                     verdict_batch_norm,
+                     verdict_decay_helps,
+                     verdict_decoupled_better,
+                     verdict_l2_diluted,
+                     verdict_momentum_catches_up,
+                     verdict_momentum_generalizes,
+                     verdict_plateau_unpredictable,
+                     verdict_regularization_decides,
+                     verdict_sgd_suits_cnns,
+                     verdict_step_vs_cosine,
+)
 
 __all__ = [
     "BORNE_OUT",

@@ -6,8 +6,16 @@ import math
 import numpy as np
 
 from . import verdicts as V
-from .experiments import (HEAT_LABELS, HEAT_METHODS, bn_best, cnn_best, heat_best, heat_grid,
-                          seeds, task_layout)
+from .experiments import (
+    HEAT_LABELS,
+    HEAT_METHODS,
+    bn_best,
+    cnn_best,
+    heat_best,
+    heat_grid,
+    seeds,
+    task_layout,
+)
 from .heatmap import ridge_slope, verdict_ridge
 from .training import OPTIMIZER_LABELS, zero_input_mask
 

@@ -15,8 +15,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .models import DEFAULT_SIZES
-from .training import OPTIMIZER_LABELS, SCHEDULES, RunSpec, build_model, weight_mask, zero_input_mask
 from .runner import Job
+from .training import (
+    OPTIMIZER_LABELS,
+    SCHEDULES,
+    RunSpec,
+    build_model,
+    weight_mask,
+    zero_input_mask,
+)
 
 LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
 ADAMW_DEFAULT_WD = 1e-2  # AdamW runs outside the decay experiments use torch's default decay

@@ -6,9 +6,10 @@ import os
 
 import numpy as np
 
-from .training import OPTIMIZER_LABELS, SCHEDULE_LABELS, warmup_epochs, WARMUP_START
-from .verdicts import LOSS_TARGET, TUNING_TOLERANCE, good_lrs, pp
 from fastoptim import schedules
+
+from .training import OPTIMIZER_LABELS, SCHEDULE_LABELS, WARMUP_START, warmup_epochs
+from .verdicts import LOSS_TARGET, TUNING_TOLERANCE, good_lrs, pp
 
 COLORS = {"sgd": "#888888", "momentum": "#1f77b4", "adam": "#d62728", "adamw": "#2ca02c",
           "l2": "#d62728"}

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .verdicts import (BORNE_OUT, CONTRADICTED, NOISE_SE, NOT_BORNE_OUT, Verdict)
+from .verdicts import BORNE_OUT, CONTRADICTED, NOISE_SE, NOT_BORNE_OUT, Verdict
 
 RIDGE_MIN_DEPTH = 0.01   # a row locates the ridge only if its error varies by >= 1 point over the decays
 RIDGE_MIN_SLOPE = 0.25   # slopes (and differences of |slope|) below a quarter decade per decade never count

@@ -7,8 +7,14 @@ import fastoptim
 
 from .experiments import HEAT_LABELS
 from .heatmap import RIDGE_MIN_DEPTH, RIDGE_MIN_SLOPE
-from .training import OPTIMIZER_LABELS, SCHEDULE_LABELS, WARMUP_START, plateau_patience, warmup_epochs
-from .verdicts import LOSS_TARGET, MIN_ACC_EFFECT, NOISE_SE, pp, _fmt_epochs
+from .training import (
+    OPTIMIZER_LABELS,
+    SCHEDULE_LABELS,
+    WARMUP_START,
+    plateau_patience,
+    warmup_epochs,
+)
+from .verdicts import LOSS_TARGET, MIN_ACC_EFFECT, NOISE_SE, _fmt_epochs, pp
 
 FIGURES_DIR = "figures"
 

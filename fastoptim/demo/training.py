@@ -9,7 +9,7 @@ import numpy as np
 import fastoptim
 from fastoptim import lr_scheduler as lrs
 
-from .models import CNN1d, DEFAULT_SIZES, MLP
+from .models import DEFAULT_SIZES, MLP, CNN1d
 
 OPTIMIZER_LABELS = {"sgd": "SGD", "momentum": "SGD+momentum", "adam": "Adam", "adamw": "AdamW"}
 # optimizers the heatmap adds: SGD+momentum with decoupled decay (fastoptim.SGD, like

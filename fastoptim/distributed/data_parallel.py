@@ -1,11 +1,10 @@
 """Plain data parallelism: :func:`allreduce_grads` and :func:`broadcast_params`."""
 from __future__ import annotations
 
-
 import numpy as np
 
 from ..arrays import FlatGradDict, FlatGrads, FlatParams
-from ._mpi import DEFAULT_TIMEOUT, _agree, _abort_on_error, _comm, _mpi, _signature
+from ._mpi import DEFAULT_TIMEOUT, _abort_on_error, _agree, _comm, _mpi, _signature
 
 DEFAULT_BUCKET_BYTES = 25 * 2**20  # plain-list all-reduce: gradients are packed into buckets of this size
 

@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from ..arrays import FlatGradDict, FlatGrads, FlatParams, find_segment
-from ._mpi import DEFAULT_TIMEOUT, _agree, _abort_on_error, _comm, _mpi, _mpi_type, _signature
+from ._mpi import DEFAULT_TIMEOUT, _abort_on_error, _agree, _comm, _mpi, _mpi_type, _signature
 from .zero_state import ZeroStateDicts
 
 
@@ -288,7 +288,7 @@ class ZeroOptimizer(ZeroStateDicts):
         rank and changes nothing; see the class doc for the layout.
         """
         MPI = _mpi()
-        comm, n, r, S = self.comm, self.world_size, self.rank, self.shard_size
+        comm, n, r = self.comm, self.world_size, self.rank
         error, mode, payload = None, None, None
         try:
             mode, payload = self._local_grads(grads)

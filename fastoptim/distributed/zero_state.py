@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from ._mpi import _agree, _abort_on_error, _mpi, _mpi_type, _signature
+from ._mpi import _abort_on_error, _agree, _mpi, _mpi_type, _signature
 
 SHARD_FORMAT = "fastoptim-zero1-shard"
 
@@ -54,7 +54,7 @@ class ZeroStateDicts:
         The result loads into ``optimizer_class`` over the same parameters, and
         into a ZeroOptimizer with any number of ranks (:meth:`load_state_dict`).
         """
-        MPI = _mpi()
+        _mpi()  # mpi4py importable, or a clear ImportError
         comm = self.comm
         if to != "all" and not (isinstance(to, int) and 0 <= to < self.world_size):
             raise ValueError(f"to must be a rank (0..{self.world_size - 1}) or 'all', got {to!r}")

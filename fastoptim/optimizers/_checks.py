@@ -6,9 +6,8 @@ import numpy as np
 from .. import _validation as V
 from .. import backends
 from .. import functional as F
-from ..arrays import is_array
+from ..arrays import FlatGradDict, FlatGrads, is_array
 from ..backends._multi_table import first_read_only
-from ..arrays import FlatGradDict, FlatGrads
 from ._segments import _check_segment_memory
 
 

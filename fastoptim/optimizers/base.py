@@ -23,9 +23,8 @@ import weakref
 
 import numpy as np
 
-from .. import _plain_list
+from .. import _plain_list, backends
 from .. import _validation as V
-from .. import backends
 from .. import functional as F
 from .._parallel import note_parallel, parallel_guard
 from ..arrays import copy_keeping_views, is_array, owner_of

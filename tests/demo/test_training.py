@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 import fastoptim
-from fastoptim import demo
+from fastoptim import demo, schedules
 from fastoptim import lr_scheduler as lrs
-from fastoptim import schedules
 
 
 # ------------------------------------------------------------------------ data
