@@ -26,3 +26,18 @@ import sys
 # test helper modules (golden_cases.py, ...) are imported by name from this folder;
 # the repo root is NOT put on sys.path, so the installed fastoptim is the one tested.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def parallel_from_64k():
+    """The thread policy's serial/parallel threshold at 64K elements for one test (the
+    shipped one, 2M, is for training loops): tests of the parallel kernels use it with
+    small arrays. Restored afterwards, for every backend."""
+    from fastoptim.backends import _threads
+
+    previous = _threads.set_dispatch(parallel_min=65536)
+    yield 65536
+    _threads.set_dispatch(*previous)

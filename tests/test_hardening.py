@@ -684,9 +684,9 @@ def test_del_frees_the_optimizer_and_its_state_without_the_gc(layout):
 
 # ------------------------------------------------------------ "bit for bit"
 @pytest.mark.parametrize("name", ["SGD", "Adam"])
-def test_backends_equal_bit_for_bit_with_max_grad_norm(name):
+def test_backends_equal_bit_for_bit_with_max_grad_norm(name, parallel_from_64k):
     rng = np.random.default_rng(3)
-    shapes = [(70000,), (33, 5), (1,)]
+    shapes = [(70000,), (33, 5), (1,)]  # 70K: the parallel kernels
     start = [rng.standard_normal(s) for s in shapes]  # float64: the sums' order shows
     grads = [[rng.standard_normal(s) * 10 for s in shapes] for _ in range(4)]
     results = {}
@@ -726,6 +726,8 @@ def test_flat_params_and_a_list_clip_within_the_documented_rounding():
 # ------------------------------------------------------------ processes and threads
 THREADS_SCRIPT = """
     import threading, numpy as np, fastoptim, numba
+    from fastoptim.backends import _threads
+    _threads.set_dispatch(parallel_min=65536)  # 200K elements: the parallel kernels
     backend, n = {backend!r}, 200000
     rng = np.random.default_rng(0)
     starts = [rng.standard_normal(n).astype(np.float32) for _ in range(2)]
@@ -777,6 +779,8 @@ def test_two_optimizers_in_two_threads_under_every_threading_layer(layer, backen
 
 FORK_SCRIPT = """
     import multiprocessing as mp, numpy as np, fastoptim
+    from fastoptim.backends import _threads
+    _threads.set_dispatch(parallel_min=65536)  # 100K elements: the parallel kernels
     backend = {backend!r}
 
     def step(q=None):

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 import fastoptim
 import fastoptim.functional as F
+from fastoptim.backends import _threads
 
 DATA = np.load(os.path.join(os.path.dirname(__file__), "data", "lion_golden.npz"))
 BACKENDS = fastoptim.available_backends()
@@ -93,13 +94,17 @@ def _same(a, b):
 def test_fast_backends_are_bit_identical_to_the_reference(backend, dtype, lr, beta1, beta2,
                                                           weight_decay, maximize, seed):
     rng = np.random.default_rng(seed)
-    sizes = [(), (1,), (33,), (4, 5), (70_000,)]  # 70K: the parallel loop
+    sizes = [(), (1,), (33,), (4, 5), (70_000,)]  # 70K: parallel from 64K (below)
     init = [np.asarray(rng.standard_normal(s), dtype=dtype) for s in sizes]
     grads = [[np.asarray(rng.standard_normal(s), dtype=dtype) for s in sizes] for _ in range(3)]
     grads[1][2][:4] = [np.nan, 0.0, -0.0, np.inf]
     kwargs = dict(lr=lr, betas=(beta1, beta2), weight_decay=weight_decay, maximize=maximize)
     want = _run("numpy", init, grads, **kwargs)
-    got = _run(backend, init, grads, **kwargs)
+    previous = _threads.set_dispatch(parallel_min=65536)  # the 70K tensor: parallel kernels
+    try:  # (hypothesis runs many examples per call: no function-scoped fixture)
+        got = _run(backend, init, grads, **kwargs)
+    finally:
+        _threads.set_dispatch(*previous)
     for a, b in zip(want[0] + want[1], got[0] + got[1]):
         assert a.dtype == b.dtype and _same(a, b)
 

@@ -596,7 +596,7 @@ def test_clip_fuzz(data, backend):
 
 # ------------------------------------------------------------------ threads
 @pytest.mark.parametrize("backend", FAST)
-def test_two_optimizers_in_two_threads_equal_sequential(backend):
+def test_two_optimizers_in_two_threads_equal_sequential(backend, parallel_from_64k):
     if backend == "numba":
         from fastoptim.backends import numba_backend
 

@@ -15,7 +15,11 @@ installed then), and Numba and CUDA compile the names as literal constants.
 # The thread policy (backends/_threads.py): below PARALLEL_MIN elements a kernel runs
 # serially on the calling thread; up to a footprint of the last-level cache (measured at
 # import; BLOCKED_MAX_BYTES_DEFAULT where it cannot be read) one block per thread.
-PARALLEL_MIN = 65536
+# 2M: measured inside training loops (fastoptim bench --loop --loop-dispatch), where the
+# serial kernel beat the parallel one for every tensor up to the 1M of the 3M model
+# (OpenBLAS's workers hold the other core after each matmul); alone, a 16M tensor needs
+# both cores to reach the memory bus. docs/benchmarks.md has the figures.
+PARALLEL_MIN = 2 * 2**20
 BLOCKED_MAX_BYTES_DEFAULT = 32 * 2**20
 
 # The chunked parallel loop (backends/_jit.py, kernels/fastoptim.c): chunks of

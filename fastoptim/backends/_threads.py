@@ -18,8 +18,12 @@ its parallel region holds a core that the other side's workers need. The policy:
    ``BLOCKED_MAX_BYTES`` (the last-level cache) each thread updates one contiguous
    block with the serial, vectorized loop ("blocked"); above it, the chunked loop that
    prefetches ahead ("chunked"), which is what keeps a 16M tensor at the memory bus.
-   The crossovers were measured inside a training loop (``fastoptim bench --loop``)
-   and in the in-cache benchmark; see docs/benchmarks.md.
+   ``PARALLEL_MIN`` (2M elements) was measured inside training loops (``fastoptim bench
+   --loop --loop-dispatch``): there the serial kernel beat the parallel one for every
+   tensor of the models, up to 1M elements, because after each matmul OpenBLAS's
+   workers keep the other core busy; a tensor alone in the cache would run faster on
+   two cores (the in-cache benchmark shows by how much), a training loop does not.
+   See docs/benchmarks.md.
 3. **One thread count.** ``set_num_threads(n)`` sets it for every fastoptim kernel
    (``n == 1``: always serial, the thread pool is never woken). The count a parallel
    kernel uses is the smaller of that and the OpenMP limit of the calling thread, so
