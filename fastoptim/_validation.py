@@ -70,11 +70,9 @@ def check_sgd_hyperparameters(lr, momentum, dampening, weight_decay, nesterov, m
         raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
 
-def check_adam_hyperparameters(lr, betas, eps, weight_decay, amsgrad, maximize,
-                               decoupled_weight_decay):
-    check_lr(lr)
-    if not _real("eps", eps) >= 0.0:
-        raise ValueError(f"Invalid epsilon value: {eps}")
+def check_betas(betas, one_allowed):
+    """A pair (beta1, beta2), both floats or both 1-element arrays, each in [0, 1) (Adam:
+    a beta of 1 zeroes its bias correction) or in [0, 1] (``one_allowed``: Lion)."""
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise TypeError(f"betas must be a pair (beta1, beta2), but got {betas!r}")
     arrays = [isinstance(b, np.ndarray) for b in betas]
@@ -83,8 +81,16 @@ def check_adam_hyperparameters(lr, betas, eps, weight_decay, amsgrad, maximize,
     for index, beta in enumerate(betas):
         value = (_tensor_hyper(f"betas[{index}]", beta) if arrays[index]
                  else _real(f"betas[{index}]", beta))
-        if not 0.0 <= value < 1.0:
+        if not (0.0 <= value <= 1.0 if one_allowed else 0.0 <= value < 1.0):
             raise ValueError(f"Invalid beta parameter at index {index}: {beta}")
+
+
+def check_adam_hyperparameters(lr, betas, eps, weight_decay, amsgrad, maximize,
+                               decoupled_weight_decay):
+    check_lr(lr)
+    if not _real("eps", eps) >= 0.0:
+        raise ValueError(f"Invalid epsilon value: {eps}")
+    check_betas(betas, one_allowed=False)
     check_weight_decay(weight_decay)
     _flag("amsgrad", amsgrad)
     _flag("maximize", maximize)
@@ -94,16 +100,7 @@ def check_adam_hyperparameters(lr, betas, eps, weight_decay, amsgrad, maximize,
 def check_lion_hyperparameters(lr, betas, weight_decay, maximize):
     """Lion: lr >= 0, betas a pair in [0, 1] (both floats or both 1-element arrays)."""
     check_lr(lr)
-    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-        raise TypeError(f"betas must be a pair (beta1, beta2), but got {betas!r}")
-    arrays = [isinstance(b, np.ndarray) for b in betas]
-    if arrays[0] != arrays[1]:
-        raise ValueError("betas must be either both floats or both Tensors")
-    for index, beta in enumerate(betas):
-        value = (_tensor_hyper(f"betas[{index}]", beta) if arrays[index]
-                 else _real(f"betas[{index}]", beta))
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"Invalid beta parameter at index {index}: {beta}")
+    check_betas(betas, one_allowed=True)
     check_weight_decay(weight_decay)
     _flag("maximize", maximize)
 

@@ -219,3 +219,15 @@ def test_max_grad_norm_clips_as_scaled_gradients(backend):
     scale = 1.0 / (np.linalg.norm(g) + 1e-6)
     by_hand = _run(backend, init, [[g * scale]], lr=0.1, betas=(0.5, 0.9))
     np.testing.assert_allclose(clipped[1][0], by_hand[1][0], rtol=1e-12)
+
+
+def test_a_beta_of_one_is_lions_not_adams():
+    """Lion takes betas in [0, 1] (beta2 = 1 keeps the moment; lion-pytorch's range), Adam
+    in [0, 1) (a beta of 1 zeroes its bias correction)."""
+    w = np.ones(3)
+    opt = fastoptim.Lion([w], lr=0.1, betas=(1.0, 1.0))
+    opt.step([np.full(3, 2.0)])  # c = 1 * 0 + 0 * g = 0: no update, the moment stays 0
+    np.testing.assert_array_equal(w, 1.0)
+    np.testing.assert_array_equal(opt.state[w]["exp_avg"], 0.0)
+    with pytest.raises(ValueError, match="Invalid beta parameter at index 0"):
+        fastoptim.Adam([w], betas=(1.0, 0.9))
