@@ -274,7 +274,7 @@ ONE_LAUNCH = cuda_backend.POINTER_KERNELS and not _cuda.SIMULATOR
 
 
 def test_separate_arrays_launch_once_per_list(launches, monkeypatch):
-    """A plain list goes through step_list: one pointer-table launch on a GPU (the simulator
+    """A plain list goes through Optimizer._step_list: one pointer-table launch on a GPU (the simulator
     cannot run raw-pointer kernels, so there each tensor still gets its own launch)."""
     calls = []
     original = cuda_backend.adam_multi

@@ -490,68 +490,6 @@ def adam_multi(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, step, l
                                                  bool(maximize), t(count), t(lr))
 
 
-def step_list(opt, group, work, grad_scale):
-    """The per-tensor work of one CUDA param group in one launch (per dtype and step).
-
-    ``work`` is ``[(index, checked_grad), ...]`` as ``Optimizer.step`` builds it
-    (every gradient already checked). Does exactly the state bookkeeping of
-    ``Optimizer._step_one`` for every tensor (new state entries, zeroed or
-    empty state arrays, the step counters), then one ``adam_multi`` /
-    ``sgd_multi`` call per (dtype, step, first step) bucket: one launch for a
-    plain list whose tensors step together. Returns False, having changed
-    nothing, for an optimizer it does not know (the caller then steps each tensor).
-    """
-    from ..optimizers import SGD, Adam
-
-    if not isinstance(opt, (SGD, Adam)):
-        return False
-    state_keys = opt._state_keys(group)
-    keys = [k for k, _ in state_keys]
-    buckets = {}
-    for index, grad in work:
-        state = dict.get(opt.state, index)
-        if state is None:
-            state = opt._new_state(group, index)
-            if state or state_keys:  # plain SGD keeps no state, as in torch
-                dict.__setitem__(opt.state, index, state)
-        param = opt._params[index]
-        fresh = False
-        for key, init in state_keys:
-            if key not in state:
-                state[key] = opt._devices.alloc(param, init)
-                fresh = True
-        count = None
-        if opt._uses_step:
-            state["step"] += 1
-            counter = state["step"]  # a DeviceStep: its host count, without waiting
-            count = counter.attempted if isinstance(counter, _cuda.DeviceStep) else float(counter)
-        bucket = buckets.setdefault((np.dtype(param.dtype), count, fresh),
-                                    ([], [], [[] for _ in keys], []))
-        bucket[0].append(param)
-        bucket[1].append(grad)
-        bucket[3].append(state["step"] if opt._uses_step else None)
-        for column, key in zip(bucket[2], keys):
-            column.append(state[key])
-    for (_dtype, step, fresh), (params, grads, columns, counters) in buckets.items():
-        by_key = dict(zip(keys, columns))
-        if isinstance(opt, Adam):
-            beta1, beta2 = group["betas"]
-            adam_multi(params, grads, by_key["exp_avg"], by_key["exp_avg_sq"],
-                       by_key.get("max_exp_avg_sq") if group["amsgrad"] else None,
-                       step=counters,
-                       lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
-                       weight_decay=group["weight_decay"], amsgrad=group["amsgrad"],
-                       maximize=group["maximize"],
-                       decoupled_weight_decay=group["decoupled_weight_decay"],
-                       grad_scale=grad_scale)
-        else:
-            sgd_multi(params, grads, by_key.get("momentum_buffer"), lr=group["lr"],
-                      momentum=group["momentum"], dampening=group["dampening"],
-                      weight_decay=group["weight_decay"], nesterov=group["nesterov"],
-                      maximize=group["maximize"], first_step=fresh, grad_scale=grad_scale)
-    return True
-
-
 # ------------------------------------------------------------- CI compile check
 def compile_targets():
     """(name, Python function, argument types, float32?) of every kernel fastoptim launches.
