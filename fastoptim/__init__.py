@@ -1,4 +1,4 @@
-"""fastoptim: torch.optim's SGD, Adam and AdamW for NumPy arrays and NVIDIA GPUs.
+"""fastoptim: torch.optim's SGD, Adam and AdamW (and Lion) for NumPy arrays and NVIDIA GPUs.
 
     >>> import numpy as np, fastoptim
     >>> w = np.ones(3, dtype=np.float32)
