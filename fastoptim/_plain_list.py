@@ -28,6 +28,7 @@ from . import functional as F
 from .arrays import HostArrays
 from .backends import _multi_table as T
 from .backends import _threads
+from .backends._constants import POOL_CHUNK_BYTES
 
 enabled = True  # False: always the general per-tensor path (for comparisons)
 # Who checks and fills the table: "compiled" (fastoptim._multi_table_c, ~30 ns per array)
@@ -147,9 +148,11 @@ def _thread_policy(kernels):
     return _threads.PARALLEL_MIN, 1 if _devices.serial_only() else _threads.parallel_threads()
 
 
-def _blocks(rows, start, stop, parallel_min, threads):
+def _blocks(rows, start, stop, parallel_min, threads, itemsize):
     """Row bounds that split ``rows[start:stop]`` into blocks of about equal element
-    counts: one block below ``parallel_min`` elements in all, else one per thread."""
+    counts: one block below ``parallel_min`` elements in all (or with one thread), else
+    blocks of about one pool chunk each (``POOL_CHUNK_BYTES`` per array), which the table
+    kernel hands to whichever thread is free (fastoptim's pool, ``backends/_pool.py``)."""
     if threads <= 1:
         return np.array([start, stop], dtype=np.int64)
     sizes = np.maximum(rows[start:stop, T.COL_N], 0)
@@ -157,9 +160,10 @@ def _blocks(rows, start, stop, parallel_min, threads):
     total = int(ends[-1]) if ends.size else 0
     if total < parallel_min:
         return np.array([start, stop], dtype=np.int64)
+    count = max(threads, -(-total * itemsize // POOL_CHUNK_BYTES))
     # a block ends before the first row whose middle lies past its share of the elements
-    cuts = np.searchsorted(ends - sizes / 2, total * np.arange(1, threads) / threads)
-    return np.concatenate([[start], start + cuts, [stop]]).astype(np.int64)
+    cuts = np.searchsorted(ends - sizes / 2, total * np.arange(1, count) / count)
+    return np.unique(np.concatenate([[start], start + cuts, [stop]])).astype(np.int64)
 
 
 def _run(opt, module, table, grads, plan, uniform):
@@ -186,7 +190,8 @@ def _run(opt, module, table, grads, plan, uniform):
             where = (start, stop, stepped.size)
             bounds = plan.bounds.get(where)
             if bounds is None:
-                bounds = plan.bounds[where] = _blocks(rows, start, stop, parallel_min, threads)
+                bounds = plan.bounds[where] = _blocks(rows, start, stop, parallel_min, threads,
+                                                          dtype.itemsize)
             opt._update(group, F.StepArgs(module, F.Rows(rows, bounds, dtype), None, state,
                                           float(steps[first]) if opt._uses_step else None))
             continue
@@ -196,7 +201,7 @@ def _run(opt, module, table, grads, plan, uniform):
         for kind in np.unique(kinds):
             sub = np.ascontiguousarray(rows[chosen[kinds == kind]])
             dtype = T.DTYPES[int(kind[0])]
-            bounds = _blocks(sub, 0, len(sub), parallel_min, threads)
+            bounds = _blocks(sub, 0, len(sub), parallel_min, threads, dtype.itemsize)
             opt._update(group, F.StepArgs(module, F.Rows(sub, bounds, dtype), None, state,
                                           float(kind[1]) if opt._uses_step else None))
 

@@ -70,17 +70,20 @@ write_constants_header(constants=CONSTANTS)
 ffibuilder = FFI()
 ffibuilder.cdef(_cdef_from_header(os.path.join(HERE, "fastoptim.h")))
 ffibuilder.cdef(_cdef_from_header(os.path.join(HERE, "multi_tensor.h")))  # table kernels
+ffibuilder.cdef(_cdef_from_header(os.path.join(HERE, "pool.h")))  # the thread pool
 ffibuilder.cdef("\n".join(f"#define FO_{name} ..." for name in CONSTANTS))  # as compiled
 ffibuilder.set_source(
     "fastoptim._ckernels",
-    '#include "fo_constants.h"\n#include "fastoptim.h"\n#include "multi_tensor.h"',
+    '#include "fo_constants.h"\n#include "fastoptim.h"\n#include "multi_tensor.h"\n'
+    '#include "pool.h"',
     # relative paths: setuptools refuses absolute ones in sources
-    sources=["kernels/fastoptim.c", "kernels/multi_tensor.c"],
+    sources=["kernels/fastoptim.c", "kernels/multi_tensor.c", "kernels/pool.c"],
     include_dirs=["kernels"],
     depends=["kernels/fastoptim.h", "kernels/fastoptim_kernels.inc", "kernels/multi_tensor.h",
+             "kernels/pool.h",
              "kernels/fo_constants.h", "fastoptim/backends/_constants.py"],
     extra_compile_args=["-O3", "-fno-math-errno", "-ffp-contract=off", "-fopenmp"],
-    extra_link_args=["-fopenmp"],
+    extra_link_args=["-fopenmp", "-pthread"],
 )
 
 if __name__ == "__main__":

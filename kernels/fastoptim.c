@@ -13,12 +13,13 @@
 #endif
 #include "fo_constants.h" /* generated from fastoptim/backends/_constants.py */
 #include "fastoptim.h"
+#include "pool.h"
 
 /* Dispatch, set from Python by fastoptim/backends/_threads.py (fo_set_dispatch), the one
  * place the thread policy lives: below fo_parallel_min elements one thread runs the loop
- * (no wake-up); up to a footprint of fo_blocked_max_bytes (the last-level cache)
- * each thread updates one contiguous, cache-line aligned block with the plain vectorized
- * loop; above it, the chunked loop prefetching ahead. The defaults are _constants.py's. */
+ * (no wake-up); up to a footprint of fo_blocked_max_bytes (the last-level cache) the pool
+ * runs it in chunks of FO_POOL_CHUNK_BYTES per array (FO_POOLED); above it, OpenMP runs
+ * the chunked loop prefetching ahead. The defaults are _constants.py's. */
 static int64_t fo_parallel_min = FO_PARALLEL_MIN;
 static int64_t fo_blocked_max_bytes = FO_BLOCKED_MAX_BYTES_DEFAULT;
 /* The chunked parallel loop works in chunks of FO_CHUNK_BYTES per array and, before each
@@ -36,23 +37,25 @@ static inline int fo_threads(void)
 #endif
 }
 
-/* for (i = 0; i < n; i++) BODY; arrays: the parenthesized (a, b, c, d, e) to prefetch,
+/* Whether a kernel over n elements of narrays arrays runs through the pool (pool.c): from
+ * fo_parallel_min elements up to a footprint of the last-level cache, with more than one
+ * thread allowed (omp_get_max_threads: OMP_NUM_THREADS, threadpoolctl and
+ * fastoptim.set_num_threads limit the pool as they limit OpenMP). Uses T. */
+#define FO_POOLED(n, narrays)                                                             \
+    ((n) >= fo_parallel_min && (n) * (int64_t)sizeof(T) * (narrays) <= fo_blocked_max_bytes \
+     && fo_threads() > 1)
+#define FO_POOL_CHUNK ((int64_t)(FO_POOL_CHUNK_BYTES / sizeof(T)))
+
+/* for (i = 0; i < n; i++) BODY, in the scope of an int threads_ok (0: always serial, as in
+ * a pool task); arrays: the parenthesized (a, b, c, d, e) to prefetch,
  * NULL for unused; narrays: the arrays the loop touches (footprint = n * sizeof(T) * narrays).
  * Uses T and FN of the including precision. */
 #define FO_FOR(i, n, narrays, arrays, ...)                                                 \
     do {                                                                                   \
         const int64_t line_ = FO_LINE_BYTES / (int64_t)sizeof(T);                          \
-        if ((n) < fo_parallel_min || fo_threads() == 1) {                                  \
+        if (!threads_ok || (n) < fo_parallel_min || fo_threads() == 1 ||                   \
+            (n) * (int64_t)sizeof(T) * (narrays) <= fo_blocked_max_bytes) {                \
             for (int64_t i = 0; i < (n); i++) { __VA_ARGS__; }                             \
-        } else if ((n) * (int64_t)sizeof(T) * (narrays) <= fo_blocked_max_bytes) {        \
-            _Pragma("omp parallel")                                                        \
-            {                                                                              \
-                const int64_t nt_ = omp_get_num_threads(), t_ = omp_get_thread_num();      \
-                const int64_t per_ = (((n) + nt_ - 1) / nt_ + line_ - 1) / line_ * line_;  \
-                const int64_t lo_ = t_ * per_ < (n) ? t_ * per_ : (n);                     \
-                const int64_t hi_ = lo_ + per_ < (n) ? lo_ + per_ : (n);                   \
-                for (int64_t i = lo_; i < hi_; i++) { __VA_ARGS__; }                       \
-            }                                                                              \
         } else {                                                                           \
             const int64_t chunk_ = FO_CHUNK_BYTES / (int64_t)sizeof(T);                    \
             const int64_t ahead_ = FO_PREFETCH_AHEAD_BYTES / (int64_t)sizeof(T);           \

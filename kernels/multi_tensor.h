@@ -4,7 +4,7 @@
  * The table is int64, row-major, fo_multi_table_ncol() columns per row (the layout of
  * fastoptim/backends/_multi_table.py: N, DTYPE, PARAM, GRAD, three STATE addresses,
  * STEP). The rows bounds[b] <= r < bounds[b + 1] of each block b < blocks are updated,
- * one block per OpenMP thread when blocks > 1; a row with N <= 0 is skipped. Every row of
+ * as the chunks of one call of fastoptim's pool (pool.h) when blocks > 1; a row with N <= 0 is skipped. Every row of
  * one call has the kernel's precision and is small (below the parallel crossover); the caller (fastoptim._plain_list) has checked every
  * address, length, dtype and overlap (_multi_table.fill) before the call.
  */

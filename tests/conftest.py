@@ -34,7 +34,7 @@ import pytest  # noqa: E402
 @pytest.fixture
 def parallel_from_64k():
     """The thread policy's serial/parallel threshold at 64K elements for one test (the
-    shipped one, 2M, is for training loops): tests of the parallel kernels use it with
+    shipped one is 128K): tests of the parallel kernels use it with
     small arrays. Restored afterwards, for every backend."""
     from fastoptim.backends import _threads
 

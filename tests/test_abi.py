@@ -402,3 +402,67 @@ def test_a_swapped_call_argument_is_caught():
         _check_args(_swapped(args, "nesterov", "maximize")[3:], SGD, callee)
     assert not _in_order(["maximize", "nesterov"], SGD_FLAGS)
     assert not _in_order(["maximize", "amsgrad"], ADAM_FLAGS)
+
+
+# ------------------------------------------------------------------ pool argument packs
+def _struct_fields(text, pattern):
+    """{struct name: [field names]} of the structs in ``text`` matching ``pattern``."""
+    found = {}
+    for m in re.finditer(rf"struct\s+(?:{pattern})\s*\{{([^{{}}]*)\}};", text):
+        fields = []
+        for decl in m.group(2).split(";"):
+            for part in decl.split(","):
+                words = part.replace("*", " ").split()
+                if words:
+                    fields.append(words[-1])
+        found[m.group(1)] = fields
+    return found
+
+
+def _unpacked(args, prefix):
+    """``a->name + lo`` / ``a->name ? a->name + lo : NULL`` -> ``name`` (else unchanged)."""
+    out = []
+    for arg in args:
+        m = re.match(rf"{re.escape(prefix)}(\w+)", arg)
+        out.append(m.group(1) if m else arg)
+    return out
+
+
+def test_pool_packs_hold_the_kernel_arguments_in_abi_order():
+    """The argument packs of the pooled kernels (fastoptim_kernels.inc, multi_tensor.c):
+    their fields, the initializers that fill them and the tasks that unpack them all follow
+    the kernel's parameter list, so a swap in any of them fails here."""
+    inc = _c_text("fastoptim_kernels.inc")
+    generic = header_expectations("T", "T")
+    structs = _struct_fields(inc, r"FN\((\w+)_args\)")
+    assert set(structs) == {"sgd", "adam", "lion"}
+    for name, fields in structs.items():
+        names = generic[f"fo_{name}_T"][1]
+        assert fields == names, name
+        # the task's call of the loop: every argument from its field, n as hi - lo
+        task_calls = [a for c, a in c_calls(inc, rf"FN\(({name}_loop)\)") if "a->param + lo" in a]
+        assert len(task_calls) == 1, name
+        expected = [("hi - lo" if x == "n" else x) for x in names] + ["0"]  # 0: no threads
+        assert _unpacked(task_calls[0], "a->") == expected, name
+        init = re.search(rf"struct FN\({name}_args\) a = \{{([^}}]*)\}}", inc).group(1)
+        assert [x.strip() for x in init.split(",")] == names, name
+    multi = _c_text("multi_tensor.c")
+    structs = _struct_fields(multi, r"multi_(\w+)_args_##SUFFIX")
+    assert set(structs) == {"sgd", "adam"}
+    for name, fields in structs.items():
+        names = generic[f"fo_multi_{name}_T"][1]
+        assert fields == names, name
+        init = re.search(rf"struct multi_{name}_args_##SUFFIX a = \{{([^}}]*)\}}", multi).group(1)
+        assert [x.strip() for x in init.split(",")] == names, name
+        (callee, args), = c_calls(multi, rf"\b(fo_{name})_##SUFFIX")
+        scalars = SGD if name == "sgd" else ADAM
+        arrays = 4 if name == "sgd" else 6
+        assert _unpacked(args[arrays:], "(s)->") == scalars, name
+
+
+def test_a_swapped_pack_field_is_caught():
+    inc = _c_text("fastoptim_kernels.inc")
+    swapped = inc.replace("T grad_scale; T lerp_weight;", "T lerp_weight; T grad_scale;", 1)
+    assert swapped != inc
+    fields = _struct_fields(swapped, r"FN\((\w+)_args\)")["adam"]
+    assert fields != header_expectations("T", "T")["fo_adam_T"][1]

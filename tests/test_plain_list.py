@@ -21,6 +21,7 @@ from flag_cases import ADAM_FLAGS, SGD_FLAGS
 import fastoptim
 from fastoptim import _plain_list, backends
 from fastoptim.backends import _multi_table as T
+from fastoptim.backends._constants import POOL_CHUNK_BYTES
 
 TABLE_BACKENDS = [b for b in ("numba", "c") if backends.is_available(b)]
 FILLERS = ["compiled", "python"] if T.compiled_available() else ["python"]
@@ -460,14 +461,18 @@ def test_blocks_over_threads(monkeypatch, backend, threads, name, flags):
 def test_block_bounds():
     rows = np.zeros((10, T.NCOL), np.int64)
     rows[:, T.COL_N] = [100, 5, T.SKIPPED, 1000, 7, 7, 7, 2000, 1, 1]
-    assert _plain_list._blocks(rows, 0, 10, 5000, 2).tolist() == [0, 10]  # too few elements
-    assert _plain_list._blocks(rows, 0, 10, 100, 1).tolist() == [0, 10]
-    assert _plain_list._blocks(rows, 0, 10, 100, 2).tolist() == [0, 7, 10]
-    assert _plain_list._blocks(rows, 2, 9, 100, 3).tolist() == [2, 5, 7, 9]
+    # 3128 elements: less than one pool chunk, so one block per thread
+    assert _plain_list._blocks(rows, 0, 10, 5000, 2, 8).tolist() == [0, 10]  # too few elements
+    assert _plain_list._blocks(rows, 0, 10, 100, 1, 8).tolist() == [0, 10]
+    assert _plain_list._blocks(rows, 0, 10, 100, 2, 8).tolist() == [0, 7, 10]
+    assert _plain_list._blocks(rows, 2, 9, 100, 3, 8).tolist() == [2, 5, 7, 9]
     even = np.zeros((1000, T.NCOL), np.int64)
     even[:, T.COL_N] = 1024
-    assert _plain_list._blocks(even, 0, 1000, 100, 2).tolist() == [0, 500, 1000]
-    assert _plain_list._blocks(even, 0, 1000, 100, 4).tolist() == [0, 250, 500, 750, 1000]
+    # float32: 4,096,000 bytes per array, 63 pool chunks of about 64 KiB each
+    bounds = _plain_list._blocks(even, 0, 1000, 100, 2, 4)
+    assert bounds[0] == 0 and bounds[-1] == 1000 and np.all(np.diff(bounds) > 0)
+    assert len(bounds) - 1 == -(-1000 * 1024 * 4 // POOL_CHUNK_BYTES)
+    assert np.diff(bounds).max() - np.diff(bounds).min() <= 1  # even rows: even blocks
 
 
 def test_bench_shows_the_plain_list_next_to_flatparams():

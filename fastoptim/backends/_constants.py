@@ -13,14 +13,21 @@ installed then), and Numba and CUDA compile the names as literal constants.
 """
 
 # The thread policy (backends/_threads.py): below PARALLEL_MIN elements a kernel runs
-# serially on the calling thread; up to a footprint of the last-level cache (measured at
-# import; BLOCKED_MAX_BYTES_DEFAULT where it cannot be read) one block per thread.
-# 2M: measured inside training loops (fastoptim bench --loop --loop-dispatch), where the
-# serial kernel beat the parallel one for every tensor up to the 1M of the 3M model
-# (OpenBLAS's workers hold the other core after each matmul); alone, a 16M tensor needs
-# both cores to reach the memory bus. docs/benchmarks.md has the figures.
-PARALLEL_MIN = 2 * 2**20
+# serially on the calling thread; from there up to a footprint of the last-level cache
+# (measured at import; BLOCKED_MAX_BYTES_DEFAULT where it cannot be read) on fastoptim's
+# pool, above it on OpenMP's chunked, prefetching loop. 128K: inside training loops
+# (fastoptim bench --loop --loop-dispatch) the pool costs a 64K tensor a few microseconds
+# (the worker's wake-up call, while BLAS's threads hold the other core) and is even with
+# the serial loop from about 256K; alone, two threads run 256K-1M tensors 1.5-1.7x
+# faster. docs/benchmarks.md has the figures.
+PARALLEL_MIN = 128 * 2**10
 BLOCKED_MAX_BYTES_DEFAULT = 32 * 2**20
+
+# fastoptim's thread pool (kernels/pool.c), which runs the in-cache parallel kernels: the
+# elements of one chunk (bytes per array; 16K float32 elements), and how long a worker
+# spins after a call before it sleeps (long enough for the next tensor of the same step).
+POOL_CHUNK_BYTES = 64 * 2**10
+POOL_SPIN_NS = 30_000
 
 # The chunked parallel loop (backends/_jit.py, kernels/fastoptim.c): chunks of
 # CHUNK_LINES cache lines per array, each preceded by a prefetch of the same span

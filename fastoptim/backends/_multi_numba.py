@@ -22,7 +22,7 @@ import numpy as np
 from numba import types as nbtypes
 from numba.extending import intrinsic
 
-from . import _math
+from . import _math, _pool, _threads
 from ._jit import njit_parallel, njit_serial  # cached under digests of code and callees
 from ._multi_table import COL_GRAD, COL_N, COL_PARAM, COL_STATE0
 from ._scalars import adam_scalars, sgd_scalars
@@ -113,6 +113,17 @@ def _adam_blocks(rows, bounds, scalars):
         _adam_rows(rows, bounds[b], bounds[b + 1], *scalars)
 
 
+def _run(rows_kernel, blocks_kernel, rows, bounds, args):
+    """One block on the calling thread; several on fastoptim's pool (one block per chunk,
+    claimed by whichever thread is free), or one per OpenMP thread without the C build."""
+    if len(bounds) == 2:
+        rows_kernel(rows, int(bounds[0]), int(bounds[1]), *args)
+    elif _pool.available():
+        _pool.pooled_table(rows_kernel).run(rows, bounds, args, _threads.parallel_threads())
+    else:
+        blocks_kernel(rows, bounds, args)
+
+
 def sgd(rows, bounds, dtype, *, lr, momentum, dampening, weight_decay, nesterov, maximize,
         first_step, grad_scale=1.0):
     """SGD over the rows of the blocks ``bounds[b]:bounds[b + 1]`` of ``rows`` (all of
@@ -120,10 +131,7 @@ def sgd(rows, bounds, dtype, *, lr, momentum, dampening, weight_decay, nesterov,
     s = sgd_scalars(dtype, lr=lr, momentum=momentum, dampening=dampening,
                     weight_decay=weight_decay, grad_scale=grad_scale)
     args = (*s, bool(first_step), bool(nesterov), bool(maximize))
-    if len(bounds) == 2:
-        _sgd_rows(rows, int(bounds[0]), int(bounds[1]), *args)
-    else:
-        _sgd_blocks(rows, bounds, args)
+    _run(_sgd_rows, _sgd_blocks, rows, bounds, args)
 
 
 def adam(rows, bounds, dtype, *, step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize,
@@ -134,7 +142,4 @@ def adam(rows, bounds, dtype, *, step, lr, beta1, beta2, eps, weight_decay, amsg
                      weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
                      grad_scale=grad_scale)
     args = (*s, bool(amsgrad), bool(maximize))
-    if len(bounds) == 2:
-        _adam_rows(rows, int(bounds[0]), int(bounds[1]), *args)
-    else:
-        _adam_blocks(rows, bounds, args)
+    _run(_adam_rows, _adam_blocks, rows, bounds, args)

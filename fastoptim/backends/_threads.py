@@ -2,34 +2,37 @@
 
 A training loop alternates BLAS matmuls (NumPy's OpenBLAS, with threads of its own)
 with optimizer steps. On a machine with few cores, a worker that spin-waits after
-its parallel region holds a core that the other side's workers need. The policy:
+its parallel region holds a core that the other side's workers need, and a parallel
+region that waits for a worker still busy with BLAS (or asleep) is slower than one
+thread. The policy:
 
-1. **No spinning workers between steps.** fastoptim's parallel kernels run on
-   libgomp (Numba's ``omp`` threading layer and the C kernels' OpenMP share one
-   copy). ``import fastoptim`` sets ``GOMP_SPINCOUNT`` (see ``SPINCOUNT``) in the
-   process environment unless the user set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``
-   themselves: after a parallel region a worker spins for a few microseconds (so the
-   next tensor of the same step finds it awake) and then sleeps in the kernel. libgomp
-   reads these variables once, when it is loaded; if something else (torch,
-   scikit-learn) loaded it before fastoptim, the setting cannot apply, and
-   ``info()["spin_policy"]`` says so.
-2. **Parallel only where it pays.** Arrays below ``PARALLEL_MIN`` elements run a serial
-   loop on the calling thread (no wake-up at all). From there up to a working set of
-   ``BLOCKED_MAX_BYTES`` (the last-level cache) each thread updates one contiguous
-   block with the serial, vectorized loop ("blocked"); above it, the chunked loop that
-   prefetches ahead ("chunked"), which is what keeps a 16M tensor at the memory bus.
-   ``PARALLEL_MIN`` (2M elements) was measured inside training loops (``fastoptim bench
-   --loop --loop-dispatch``): there the serial kernel beat the parallel one for every
-   tensor of the models, up to 1M elements, because after each matmul OpenBLAS's
-   workers keep the other core busy; a tensor alone in the cache would run faster on
-   two cores (the in-cache benchmark shows by how much), a training loop does not.
-   See docs/benchmarks.md.
-3. **One thread count.** ``set_num_threads(n)`` sets it for every fastoptim kernel
-   (``n == 1``: always serial, the thread pool is never woken). The count a parallel
+1. **In the cache, fastoptim's own pool** (``kernels/pool.c``, ``backends/_pool.py``),
+   shared by the numba and C backends and the plain-list table kernels. The calling
+   thread starts on the first chunk at once and claims chunks until none is left; a
+   worker joins as soon as it is awake; the caller waits only for chunks a worker has
+   already started, never for a worker that is asleep or off the CPU. A step is thus
+   about as fast as the serial loop when BLAS holds the other cores and runs on every
+   core when they are free. After a call a worker spins ``POOL_SPIN_NS`` (30 us: the
+   next tensor of the same step finds it awake), then sleeps in the kernel (a futex):
+   nothing spins between steps. ``info()["pool"]`` shows it.
+2. **Out of the cache, OpenMP** (libgomp: Numba's ``omp`` threading layer and the C
+   kernels share one copy) runs the chunked loop that prefetches ahead, which is what
+   keeps a 16M tensor at the memory bus. ``import fastoptim`` sets ``GOMP_SPINCOUNT``
+   (see ``SPINCOUNT``) in the process environment unless the user set
+   ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` themselves: after a parallel region a
+   worker spins for a few microseconds, then sleeps. libgomp reads these variables
+   once, when it is loaded; if something else (torch, scikit-learn) loaded it before
+   fastoptim, the setting cannot apply, and ``info()["spin_policy"]`` says so.
+3. **Serial below ``PARALLEL_MIN`` elements** (no wake-up at all). From there up to a
+   working set of ``BLOCKED_MAX_BYTES`` (the last-level cache) the pool; above, OpenMP.
+   ``PARALLEL_MIN`` was measured inside training loops (``fastoptim bench --loop
+   --loop-dispatch``) and in the in-cache kernel tables; see docs/benchmarks.md.
+4. **One thread count.** ``set_num_threads(n)`` sets it for every fastoptim kernel
+   (``n == 1``: always serial, no worker is ever started). The count a parallel
    kernel uses is the smaller of that and the OpenMP limit of the calling thread, so
    ``OMP_NUM_THREADS`` and ``threadpoolctl.threadpool_limits(..., user_api="openmp")``
-   (or a global ``threadpool_limits(1)``) limit fastoptim too. ``OPENBLAS_NUM_THREADS``
-   limits only BLAS.
+   (or a global ``threadpool_limits(1)``) limit fastoptim's pool and OpenMP alike.
+   ``OPENBLAS_NUM_THREADS`` limits only BLAS.
 
 Kernels written elsewhere (the multi-tensor path) call ``mode(n, bytes_per_element)``
 and ``parallel_threads()`` so they follow the same policy.
@@ -38,7 +41,11 @@ from __future__ import annotations
 
 import os
 
-from ._constants import BLOCKED_MAX_BYTES_DEFAULT, PARALLEL_MIN  # elements: below, one thread
+from ._constants import (  # elements: below, one thread
+    BLOCKED_MAX_BYTES_DEFAULT,
+    PARALLEL_MIN,
+    POOL_CHUNK_BYTES,
+)
 
 # libgomp's spin count after a parallel region before a worker sleeps. Its default
 # (no OMP_WAIT_POLICY) is 300000 iterations, milliseconds here, which starved
@@ -103,7 +110,8 @@ def apply_env_defaults() -> str:
 
 def mode(n: int, bytes_per_element: int) -> str:
     """How a kernel over ``n`` elements whose arrays hold ``bytes_per_element`` together
-    (itemsize x arrays: 16 for fp32 Adam) should run: SERIAL, BLOCKED or CHUNKED."""
+    (itemsize x arrays: 16 for fp32 Adam) should run: SERIAL, BLOCKED (in the cache:
+    fastoptim's pool) or CHUNKED (OpenMP's prefetching loop)."""
     if n < PARALLEL_MIN:
         return SERIAL
     if n * bytes_per_element <= BLOCKED_MAX_BYTES:
@@ -190,6 +198,16 @@ def parallel_threads() -> int:
     return max(1, min(n, omp) if omp else n)
 
 
+def _pool_info() -> dict:
+    from . import _pool
+
+    if not _pool.available():
+        return {"available": False}
+    lib = _pool._lib
+    return {"available": True, "workers_started": lib.fo_pool_workers_started(),
+            "spin_ns": lib.fo_pool_spin_ns(), "chunk_bytes": POOL_CHUNK_BYTES}
+
+
 def info() -> dict:
     """The policy in force: thread counts, spin policy, thresholds, Numba's layer."""
     import numba
@@ -206,6 +224,7 @@ def info() -> dict:
         "spin_policy": _spin_policy,
         "parallel_min": PARALLEL_MIN,
         "blocked_max_bytes": BLOCKED_MAX_BYTES,
+        "pool": _pool_info(),
         "env": {k: os.environ.get(k) for k in
                 ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_NUM_THREADS",
                  "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER")},

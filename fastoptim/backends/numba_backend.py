@@ -3,8 +3,9 @@
 Arrays are 1-D, contiguous, of one dtype (checked by the dispatcher). How a call
 runs is fastoptim's thread policy (``_threads.mode``): below ``PARALLEL_MIN``
 elements a serial loop on the calling thread (no wake-up); for working sets that
-fit in the last-level cache one contiguous block per thread; above, the chunked
-``prange`` loop that prefetches ahead (``_jit.kernel_pair``).
+fit in the last-level cache fastoptim's pool (``_pool.py``: the C pool runs the serial
+range kernel in chunks; one block per OpenMP thread without the C build); above, the
+chunked ``prange`` loop that prefetches ahead (``_jit.kernel_pair``).
 Flags are run-time arguments, so each loop is compiled once per dtype, on first use.
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import numba
 
 from .._parallel import serial_only
-from . import _math, _threads
+from . import _math, _pool, _threads
 from ._jit import KernelPair, kernel_pair, njit_serial
 from ._scalars import adam_scalars, lion_scalars, sgd_scalars
 
@@ -113,7 +114,10 @@ def run(kernel: KernelPair, arrays: tuple, scalars: tuple) -> None:
     if threads != _threads_now[0]:  # an OpenMP limit (threadpoolctl) changed it
         set_threads(threads)
     if n * arrays[0].itemsize * len(arrays) <= _threads.BLOCKED_MAX_BYTES:  # fits in cache
-        kernel.run_blocked(arrays, scalars, threads)
+        if _pool.available():  # fastoptim's pool: the caller never waits for a sleeper
+            _pool.pooled(kernel.serial).run(arrays, scalars, threads)
+        else:
+            kernel.run_blocked(arrays, scalars, threads)
     else:
         kernel.run_parallel(arrays, scalars)
 

@@ -12,7 +12,7 @@ import time
 import numba
 import numpy as np
 
-from fastoptim.backends import _threads
+from fastoptim.backends import _pool, _threads
 from fastoptim.backends import numba_backend as _nb
 from fastoptim.backends._jit import kernel_pair
 
@@ -65,12 +65,16 @@ def floor_kernel(arrays: int, n: int, variant: str = "prefetch"):
     """``f(*arrays)``: the no-math kernel for ``arrays`` arrays of ``n`` elements,
     serial below the thread policy's ``PARALLEL_MIN`` elements as the backends are.
     ``variant``: "plain" (a prange loop), "prefetch" (the backends' chunked loop) or
-    "blocked" (one block per thread, the backends' loop for in-cache working sets)."""
+    "blocked" (the backends' loop for in-cache working sets: fastoptim's pool, in chunks,
+    or one block per OpenMP thread without the C build)."""
     kernels = FLOOR_KERNELS[arrays]
     if n < _parallel_min() or _threads.parallel_threads() == 1:
         return lambda *a: kernels["plain"].run_serial(a, ())
     if variant == "blocked":
         pair, threads = kernels["prefetch"], _threads.parallel_threads()
+        if _pool.available():
+            pooled = _pool.pooled(pair.serial)
+            return lambda *a: pooled.run(a, (), threads)
         return lambda *a: pair.run_blocked(a, (), threads)
     pair = kernels[variant]
     return lambda *a: pair.run_parallel(a, ())
