@@ -45,9 +45,13 @@ static struct {
     uint32_t generation;
     int started;               /* workers created; worker k helps a job of more than k threads */
     int64_t caller_chunks;
+    int adaptive;              /* 1: stop waking workers that have not been helping */
+    int streak;                /* calls in a row on which no worker shared the work */
+    int skip_left;             /* calls still to run on the caller alone before a probe */
+    int64_t skipped;           /* calls run alone because the workers were not helping */
     pthread_t threads[FO_POOL_MAX_WORKERS];
     pthread_mutex_t busy;      /* held by the caller of the running job */
-} P = { .next = 0xffffffffu, .job_threads = 1, .spin_ns = FO_POOL_SPIN_NS, .busy = PTHREAD_MUTEX_INITIALIZER };
+} P = { .next = 0xffffffffu, .job_threads = 1, .adaptive = 1, .spin_ns = FO_POOL_SPIN_NS, .busy = PTHREAD_MUTEX_INITIALIZER };
 
 static int64_t now_ns(void)
 {
@@ -160,6 +164,13 @@ void fo_pool_run(fo_pool_task task, void *context, int64_t n, int64_t chunk, int
         task(context, 0, n); /* one chunk, one thread, or the pool busy with another caller */
         return;
     }
+    if (P.skip_left > 0) { /* the workers were not getting a share: this call runs alone */
+        P.skip_left--;
+        P.skipped++;
+        pthread_mutex_unlock(&P.busy);
+        task(context, 0, n);
+        return;
+    }
     if (start_workers(wanted) == 0) {
         pthread_mutex_unlock(&P.busy);
         task(context, 0, n);
@@ -188,6 +199,18 @@ void fo_pool_run(fo_pool_task task, void *context, int64_t n, int64_t chunk, int
         FO_PAUSE();
     atomic_store(&P.next, (uint64_t)P.generation << 32 | 0xffffffffu); /* closed */
     P.caller_chunks = mine;
+    /* No share for the caller or none for the workers: the other cores were busy (BLAS's
+     * threads hold them after a matmul) and waking a worker only cost time. After
+     * FO_POOL_STREAK such calls in a row, the next FO_POOL_SKIP calls run on the caller
+     * alone; then one call wakes the workers again to see whether they are free now. */
+    if (P.adaptive && (mine == 0 || mine == atomic_load(&P.chunks))) {
+        if (++P.streak >= FO_POOL_STREAK) {
+            P.streak = 0;
+            P.skip_left = FO_POOL_SKIP;
+        }
+    } else {
+        P.streak = 0;
+    }
     pthread_mutex_unlock(&P.busy);
 }
 
@@ -201,6 +224,14 @@ void fo_pool_set_spin_ns(int64_t spin_ns) { atomic_store(&P.spin_ns, spin_ns < 0
 int64_t fo_pool_spin_ns(void) { return atomic_load(&P.spin_ns); }
 int fo_pool_workers_started(void) { return P.started; }
 int64_t fo_pool_last_caller_chunks(void) { return P.caller_chunks; }
+void fo_pool_set_adaptive(int on)
+{
+    pthread_mutex_lock(&P.busy);
+    P.adaptive = on != 0;
+    P.streak = P.skip_left = 0;
+    pthread_mutex_unlock(&P.busy);
+}
+int64_t fo_pool_skipped_calls(void) { return P.skipped; }
 
 #else /* no futex: every call runs on the caller */
 
@@ -217,4 +248,6 @@ void fo_pool_set_spin_ns(int64_t spin_ns) { fo_pool_spin = spin_ns; }
 int64_t fo_pool_spin_ns(void) { return fo_pool_spin; }
 int fo_pool_workers_started(void) { return 0; }
 int64_t fo_pool_last_caller_chunks(void) { return 0; }
+void fo_pool_set_adaptive(int on) { (void)on; }
+int64_t fo_pool_skipped_calls(void) { return 0; }
 #endif

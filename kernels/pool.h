@@ -27,3 +27,8 @@ int fo_pool_workers_started(void);
 void fo_pool_wake(void);
 /* for tests: how many chunks the caller itself ran in the last call on this pool */
 int64_t fo_pool_last_caller_chunks(void);
+/* On (the default): after FO_POOL_STREAK calls in a row on which the caller or the workers
+ * ran every chunk (the other cores were busy), the next FO_POOL_SKIP calls run on the
+ * caller alone, without waking anyone; then a call probes the workers again. */
+void fo_pool_set_adaptive(int on);
+int64_t fo_pool_skipped_calls(void);

@@ -30,7 +30,11 @@ def _record_chunks(n, chunk, threads):
         with lock:
             seen.append((lo, hi, threading.get_ident()))
 
-    lib.fo_pool_run(task, ffi.NULL, n, chunk, threads)
+    lib.fo_pool_set_adaptive(0)  # every call goes to the workers
+    try:
+        lib.fo_pool_run(task, ffi.NULL, n, chunk, threads)
+    finally:
+        lib.fo_pool_set_adaptive(1)
     return seen
 
 
@@ -57,8 +61,47 @@ def test_the_caller_works_too():
     def task(context, lo, hi):
         time.sleep(0.002)
 
-    lib.fo_pool_run(task, ffi.NULL, 20, 1, 2)
+    lib.fo_pool_set_adaptive(0)
+    try:
+        lib.fo_pool_run(task, ffi.NULL, 20, 1, 2)
+    finally:
+        lib.fo_pool_set_adaptive(1)
     assert 1 <= lib.fo_pool_last_caller_chunks() <= 20
+
+
+def test_workers_that_never_get_a_share_stop_being_woken():
+    # a task that finishes before any worker could arrive: the caller runs every chunk, so
+    # after POOL_STREAK such calls the next POOL_SKIP run alone, then one probes again
+    from fastoptim.backends._constants import POOL_SKIP, POOL_STREAK
+
+    calls = []
+
+    @ffi.callback("void(void *, int64_t, int64_t)")
+    def task(context, lo, hi):
+        calls.append((lo, hi))
+
+    lib.fo_pool_set_adaptive(0)
+    lib.fo_pool_set_adaptive(1)  # a fresh streak
+    before = lib.fo_pool_skipped_calls()
+    lib.fo_pool_set_spin_ns(0)  # workers sleep at once: they arrive late
+    try:
+        whole = 0
+        for _ in range(POOL_STREAK + POOL_SKIP + 1):
+            calls.clear()
+            time.sleep(0.001)
+            lib.fo_pool_run(task, ffi.NULL, 4, 1, 2)
+            whole += calls == [(0, 4)]
+    finally:
+        lib.fo_pool_set_spin_ns(_threads_spin())
+    skipped = lib.fo_pool_skipped_calls() - before
+    assert skipped >= POOL_SKIP  # the streak came, the skips followed
+    assert whole == skipped  # a skipped call runs the whole range as one task
+
+
+def _threads_spin():
+    from fastoptim.backends._constants import POOL_SPIN_NS
+
+    return POOL_SPIN_NS
 
 
 def _worker_states():

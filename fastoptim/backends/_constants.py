@@ -28,6 +28,11 @@ BLOCKED_MAX_BYTES_DEFAULT = 32 * 2**20
 # spins after a call before it sleeps (long enough for the next tensor of the same step).
 POOL_CHUNK_BYTES = 64 * 2**10
 POOL_SPIN_NS = 30_000
+# ... and when it stops waking workers that are not getting a share of the work (the other
+# cores busy, as between a training loop's matmuls): after POOL_STREAK such calls in a
+# row, POOL_SKIP calls run on the caller alone before the pool tries its workers again.
+POOL_STREAK = 2
+POOL_SKIP = 32
 
 # The chunked parallel loop (backends/_jit.py, kernels/fastoptim.c): chunks of
 # CHUNK_LINES cache lines per array, each preceded by a prefetch of the same span
