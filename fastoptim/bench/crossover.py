@@ -5,7 +5,7 @@ import numba
 import numpy as np
 
 from fastoptim import backends as _backends
-from fastoptim.backends import _threads
+from fastoptim.backends import _pool, _threads
 
 from .machine import check_threads
 from .rendering import ratio
@@ -27,10 +27,11 @@ def crossover_point(points):
 def run_crossover(sizes=CROSSOVER_SIZES, dtype="float32", threads=None, repeat=7, console=None):
     """Serial vs parallel Adam kernels by size: where does the thread pool start paying off?
 
-    numba: the backend's serial Adam loop against its parallel loop for the size (one
-    block per thread in cache, the chunked prefetching loop above; ``numba_backend._ADAM``).
-    C: the OpenMP kernel with 1 thread vs ``threads``, with the thread policy's serial
-    threshold lowered to 1 for the measurement. Isolated kernels: the crossover that
+    numba: the backend's serial Adam loop against its parallel loop for the size (in the
+    cache fastoptim's pool, ``_pool.pooled``, or one block per OpenMP thread without the C
+    build; the chunked prefetching loop above; ``numba_backend._ADAM``).
+    C: the kernel with 1 thread vs ``threads`` (the pool in the cache, OpenMP above), with
+    the thread policy's serial threshold lowered to 1 for the measurement. Isolated kernels: the crossover that
     ``PARALLEL_MIN`` uses was measured inside the training loop (``bench --loop
     --loop-dispatch``); this table shows the kernels alone.
     """
@@ -51,8 +52,13 @@ def run_crossover(sizes=CROSSOVER_SIZES, dtype="float32", threads=None, repeat=7
             for n in sizes:
                 arrays, args = _crossover_arrays(n, dtype), (*scalars, False)
                 blocked = n * dtype.itemsize * 4 <= _threads.BLOCKED_MAX_BYTES
-                parallel = ((lambda: nb._ADAM.run_blocked(arrays, args, threads)) if blocked
-                            else (lambda: nb._ADAM.run_parallel(arrays, args)))
+                if blocked and _pool.available():
+                    pooled = _pool.pooled(nb._ADAM.serial)
+                    parallel = (lambda: pooled.run(arrays, args, threads))  # noqa: E731
+                elif blocked:
+                    parallel = (lambda: nb._ADAM.run_blocked(arrays, args, threads))  # noqa: E731
+                else:
+                    parallel = (lambda: nb._ADAM.run_parallel(arrays, args))  # noqa: E731
                 points.append((n, median_time(lambda: nb._ADAM.run_serial(arrays, args), repeat),
                                median_time(parallel, repeat)))
             out["kernels"]["numba"] = _crossover_entry(points, _threads.PARALLEL_MIN)
