@@ -175,10 +175,14 @@ def _run(opt, module, table, grads, plan, uniform):
     # sizes are the layout's, but a row whose gradient is None this step is SKIPPED.
     if plan.big is None:
         plan.big = [i for i, p in enumerate(opt._params) if p.size >= parallel_min]
+    alone = 0  # rows stepped one by one: when that is every row, no table call is left
     for i in plan.big:
         if rows[i, T.COL_N] >= parallel_min:
             _step_one(opt, kernels, groups, i, grads[i], steps[i])
             rows[i, T.COL_N] = T.SKIPPED
+            alone += 1
+    if alone == plan.stop:
+        return
     for group, (start, stop, keys, _) in zip(opt.param_groups, groups):
         stepped = np.flatnonzero(rows[start:stop, T.COL_N] != T.SKIPPED)
         if not stepped.size:
