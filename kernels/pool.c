@@ -214,12 +214,6 @@ void fo_pool_run(fo_pool_task task, void *context, int64_t n, int64_t chunk, int
     pthread_mutex_unlock(&P.busy);
 }
 
-void fo_pool_wake(void)
-{
-    if (P.started > 0)
-        kick();
-}
-
 void fo_pool_set_spin_ns(int64_t spin_ns) { atomic_store(&P.spin_ns, spin_ns < 0 ? 0 : spin_ns); }
 int64_t fo_pool_spin_ns(void) { return atomic_load(&P.spin_ns); }
 int fo_pool_workers_started(void) { return P.started; }
@@ -243,7 +237,6 @@ void fo_pool_run(fo_pool_task task, void *context, int64_t n, int64_t chunk, int
     if (n > 0)
         task(context, 0, n);
 }
-void fo_pool_wake(void) {}
 void fo_pool_set_spin_ns(int64_t spin_ns) { fo_pool_spin = spin_ns; }
 int64_t fo_pool_spin_ns(void) { return fo_pool_spin; }
 int fo_pool_workers_started(void) { return 0; }

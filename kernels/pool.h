@@ -23,8 +23,6 @@ void fo_pool_run(fo_pool_task task, void *context, int64_t n, int64_t chunk, int
 void fo_pool_set_spin_ns(int64_t spin_ns);
 int64_t fo_pool_spin_ns(void);
 int fo_pool_workers_started(void);
-/* Wake the workers ahead of a call (they spin for the spin time, then sleep again). */
-void fo_pool_wake(void);
 /* for tests: how many chunks the caller itself ran in the last call on this pool */
 int64_t fo_pool_last_caller_chunks(void);
 /* On (the default): after FO_POOL_STREAK calls in a row on which the caller or the workers
