@@ -12,9 +12,10 @@ thread. The policy:
    worker joins as soon as it is awake; the caller waits only for chunks a worker has
    already started, never for a worker that is asleep or off the CPU. A step is thus
    about as fast as the serial loop when BLAS holds the other cores and runs on every
-   core when they are free. After a call a worker spins ``POOL_SPIN_NS`` (30 us: the
-   next tensor of the same step finds it awake), then sleeps in the kernel (a futex):
-   nothing spins between steps. ``info()["pool"]`` shows it.
+   core when they are free. After a call a worker waits ``POOL_SPIN_NS`` (100 us) in a
+   loop that yields its core to any runnable thread (the next tensor of the same step
+   finds it awake), then sleeps in the kernel (a futex): no worker holds a core that
+   another thread wants. ``info()["pool"]`` shows it.
 2. **Out of the cache, OpenMP** (libgomp: Numba's ``omp`` threading layer and the C
    kernels share one copy) runs the chunked loop that prefetches ahead, which is what
    keeps a 16M tensor at the memory bus. ``import fastoptim`` sets ``GOMP_SPINCOUNT``
