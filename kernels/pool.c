@@ -9,6 +9,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <sched.h>
+#include <string.h>
 #include <stdatomic.h>
 #include <time.h>
 #include <linux/futex.h>
@@ -30,7 +31,9 @@
  * written before `next` publishes it. When every chunk is done the caller first closes the
  * job (the chunk index set to 0xffffffff, which no job reaches), and only then rewrites the
  * fields for the next one: a worker's compare-and-swap against a word it read before the
- * close fails, so it never claims a chunk under a description it did not read whole. */
+ * close fails, so it never claims a chunk under a description it did not read whole.
+ * (The generation is 32 bits: a stale word could match again only for a worker stalled
+ * between its load and its compare-and-swap for exactly 2^32 jobs.) */
 static struct {
     _Atomic uint32_t seq;      /* bumped to wake the workers; they futex-wait on it */
     _Atomic uint64_t next;     /* generation << 32 | next chunk */
@@ -78,13 +81,17 @@ static inline void run_chunk(int64_t index)
     atomic_fetch_add_explicit(&P.done, 1, memory_order_release);
 }
 
-/* A worker's share of the current job: claim chunks until none is left. */
-static void help(void)
+/* Worker `index`'s share of the current job: claim chunks until none is left. The
+ * thread limit is read after each load of `next`: a job's limit is stored before the job
+ * is published, so a worker never helps a later job that allows fewer threads. */
+static void help(int index)
 {
     for (;;) {
         uint64_t word = atomic_load(&P.next);
-        if ((int64_t)(uint32_t)word >= atomic_load(&P.chunks))
-            return; /* closed, or every chunk claimed (a stale read only stops it early) */
+        if ((int64_t)(uint32_t)word >= atomic_load(&P.chunks) ||
+            index >= atomic_load(&P.job_threads))
+            return; /* closed, every chunk claimed (a stale read only stops it early), or
+                     * a job with fewer threads */
         if (atomic_compare_exchange_weak(&P.next, &word, word + 1))
             run_chunk((uint32_t)word);  /* the job cannot end before this chunk is done */
     }
@@ -110,8 +117,7 @@ static void *worker(void *arg)
             }
         }
         seen = now;
-        if (index < atomic_load(&P.job_threads))
-            help();
+        help(index);
     }
     return NULL;
 }
@@ -129,7 +135,8 @@ static void after_fork_in_child(void)
     P.started = 0;
     atomic_store(&P.sleepers, 0);
     atomic_store(&P.next, (uint64_t)P.generation << 32 | 0xffffffffu);
-    pthread_mutex_init(&P.busy, NULL);
+    const pthread_mutex_t unlocked = PTHREAD_MUTEX_INITIALIZER; /* a parent's holder is gone */
+    memcpy(&P.busy, &unlocked, sizeof unlocked);
 }
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -138,7 +145,6 @@ static void register_fork_handler(void) { pthread_atfork(NULL, NULL, after_fork_
 /* Called with P.busy held. Returns the number of workers running. */
 static int start_workers(int wanted)
 {
-    pthread_once(&once, register_fork_handler);
     while (P.started < wanted - 1 && P.started < FO_POOL_MAX_WORKERS) {
         pthread_attr_t attr;
         pthread_attr_init(&attr);
@@ -159,6 +165,7 @@ void fo_pool_run(fo_pool_task task, void *context, int64_t n, int64_t chunk, int
     if (n <= 0)
         return;
     const int wanted = threads > FO_POOL_MAX_WORKERS + 1 ? FO_POOL_MAX_WORKERS + 1 : threads;
+    pthread_once(&once, register_fork_handler); /* before the lock can be held: see fork */
     if (chunk <= 0 || chunk >= n || wanted <= 1 || (n - 1) / chunk + 1 > 0x7fffffffLL ||
         pthread_mutex_trylock(&P.busy) != 0) {
         task(context, 0, n); /* one chunk, one thread, or the pool busy with another caller */
@@ -195,8 +202,12 @@ void fo_pool_run(fo_pool_task task, void *context, int64_t n, int64_t chunk, int
         mine++;
     }
     /* only chunks a worker has claimed are left: wait for those to finish */
-    while (atomic_load_explicit(&P.done, memory_order_acquire) < P.chunks)
-        FO_PAUSE();
+    unsigned spins = 0;
+    while (atomic_load_explicit(&P.done, memory_order_acquire) < P.chunks) {
+        FO_PAUSE(); /* a chunk takes microseconds; a worker preempted mid-chunk gets the core */
+        if (++spins >= 1024)
+            sched_yield();
+    }
     atomic_store(&P.next, (uint64_t)P.generation << 32 | 0xffffffffu); /* closed */
     P.caller_chunks = mine;
     /* No share for the caller or none for the workers: the other cores were busy (BLAS's
@@ -214,7 +225,11 @@ void fo_pool_run(fo_pool_task task, void *context, int64_t n, int64_t chunk, int
     pthread_mutex_unlock(&P.busy);
 }
 
-void fo_pool_set_spin_ns(int64_t spin_ns) { atomic_store(&P.spin_ns, spin_ns < 0 ? 0 : spin_ns); }
+void fo_pool_set_spin_ns(int64_t spin_ns)
+{
+    const int64_t most = 1000000000LL; /* 1 s: now_ns() + spin_ns cannot overflow */
+    atomic_store(&P.spin_ns, spin_ns < 0 ? 0 : spin_ns > most ? most : spin_ns);
+}
 int64_t fo_pool_spin_ns(void) { return atomic_load(&P.spin_ns); }
 int fo_pool_workers_started(void) { return P.started; }
 int64_t fo_pool_last_caller_chunks(void) { return P.caller_chunks; }

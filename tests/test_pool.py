@@ -280,3 +280,21 @@ def test_the_spin_time_can_be_set():
         assert lib.fo_pool_spin_ns() == 0
     finally:
         lib.fo_pool_set_spin_ns(before)
+
+
+def _toy(lo, hi, out, a, b, flag):
+    for i in range(lo, hi):
+        out[i] = a + b if flag else b
+
+
+@pytest.mark.parametrize("a", [np.int32(-3), np.int16(-3), np.uint8(7), -3, np.int64(-3)])
+def test_every_scalar_type_reaches_the_task_as_written(a):
+    # the context holds one 8-byte slot per scalar: narrower integers must arrive intact
+    import numba
+
+    kernel = _pool.PooledKernel(numba.njit(_toy))
+    out = np.zeros(50_000, np.float64)
+    kernel.run((out,), (a, np.float64(0.5), True), 2)
+    np.testing.assert_array_equal(out, float(a) + 0.5)
+    kernel.run((out,), (a, np.float64(0.25), False), 2)
+    np.testing.assert_array_equal(out, 0.25)

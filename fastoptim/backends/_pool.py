@@ -69,7 +69,8 @@ def _address(typingctx, array):
 @intrinsic
 def _store_scalars(typingctx, base, start, scalars):
     """Write each scalar of the tuple into its own 8-byte slot from slot ``start`` of the
-    context at address ``base`` (booleans as one byte)."""
+    context at address ``base`` (booleans as one byte, integers widened to int64: what
+    ``_load_scalars`` reads for the prototype of ``_prototype``)."""
     if not (isinstance(scalars, nbtypes.BaseTuple)
             and all(isinstance(t, _SCALAR_TYPES) for t in scalars)):
         return None
@@ -82,6 +83,11 @@ def _store_scalars(typingctx, base, start, scalars):
             if isinstance(t, nbtypes.Boolean):
                 value = builder.zext(value, ir.IntType(8))
                 builder.store(value, _slot_pointer(builder, base_v, index, ir.IntType(8)))
+            elif isinstance(t, nbtypes.Integer):  # every integer as int64, as it is read back
+                i64 = ir.IntType(64)
+                if t.bitwidth < 64:
+                    value = (builder.sext if t.signed else builder.zext)(value, i64)
+                builder.store(value, _slot_pointer(builder, base_v, index, i64))
             else:
                 llvm_type = context.get_value_type(t)
                 builder.store(value, _slot_pointer(builder, base_v, index, llvm_type))
@@ -143,6 +149,10 @@ def _view(typingctx, address, shape, like):
 @intrinsic
 def _call_pool(typingctx, pool_run, task, base, n, chunk, threads):
     """``fo_pool_run(task, context, n, chunk, threads)``, called through its address."""
+    if not all(isinstance(a, nbtypes.Integer) and a.bitwidth == 64
+               for a in (pool_run, task, base, n, chunk, threads)):
+        return None
+
     def codegen(context, builder, signature, args):
         i64, i32 = ir.IntType(64), ir.IntType(32)
         i8p = ir.IntType(8).as_pointer()
@@ -224,6 +234,7 @@ class PooledKernel:
     def __init__(self, serial):
         self.serial = serial  # the serial range kernel's dispatcher
         self.tasks = {}  # (dtype, narrays, scalar types) -> the task's address
+        self.keep = []  # the compiled tasks, kept alive while their addresses are used
 
     def task(self, dtype, narrays, scalars):
         key = (dtype, narrays, *map(type, scalars))
@@ -239,6 +250,7 @@ class PooledKernel:
                                 ADDRESSES=(np.int64(0),) * narrays, PROTOTYPE=prototype)
             signature = nbtypes.void(nbtypes.int64, nbtypes.int64, nbtypes.int64)
             compiled = numba.cfunc(signature, **SERIAL)(template)
+            self.keep.append(compiled)  # its machine code lives as long as the object
             address = self.tasks[key] = compiled.address
         return address
 
@@ -295,6 +307,7 @@ class PooledTable:
     def __init__(self, rows_kernel):
         self.kernel = rows_kernel
         self.tasks = {}
+        self.keep = []  # the compiled tasks, kept alive while their addresses are used
 
     def task(self, scalars):
         key = tuple(map(type, scalars))
@@ -302,14 +315,17 @@ class PooledTable:
         if address is None:
             prototype = _prototype(scalars)
             kinds = "".join(np.dtype(type(p)).char for p in prototype)
-            suffix = (f"__{self.kernel.py_func.__name__}_{kinds}_"
-                      f"{code_digest(_table_task_template, self.kernel.py_func)}")
             from ._multi_table import NCOL
 
+            # NCOL is compiled in as a constant: the cache name carries it
+            suffix = (f"__{self.kernel.py_func.__name__}_{kinds}_c{NCOL}_"
+                      f"{code_digest(_table_task_template, self.kernel.py_func)}")
             template = _renamed(_table_task_template, suffix, KERNEL=self.kernel, NCOL=NCOL,
                                 PROTOTYPE=prototype)
             signature = nbtypes.void(nbtypes.int64, nbtypes.int64, nbtypes.int64)
-            address = self.tasks[key] = numba.cfunc(signature, **SERIAL)(template).address
+            compiled = numba.cfunc(signature, **SERIAL)(template)
+            self.keep.append(compiled)  # its machine code lives as long as the object
+            address = self.tasks[key] = compiled.address
         return address
 
     def run(self, rows, bounds, scalars, threads):
