@@ -51,6 +51,17 @@ def _stderr():
     return sys.__stderr__ or sys.stderr
 
 
+# After an abort message is flushed, the launcher (mpiexec) still has to forward it: Abort
+# kills the job at once, and once in CI the whole output of an aborted job came back empty.
+ABORT_GRACE_S = 0.25
+
+
+def _abort(comm, stream):
+    stream.flush()
+    time.sleep(ABORT_GRACE_S)
+    comm.Abort(1)
+
+
 def _wait(comm, request, timeout, what):
     """Wait for ``request``; after ``timeout`` seconds, explain on stderr and abort ``comm``."""
     if timeout is None:
@@ -67,8 +78,7 @@ def _wait(comm, request, timeout, what):
                 f"fastoptim.distributed: rank {comm.Get_rank()} of {comm.Get_size()} waited "
                 f"{timeout:g} s in {what} for the other ranks (one of them raised or is stuck "
                 "before reaching it); aborting the communicator.\n")
-            _stderr().flush()
-            comm.Abort(1)
+            _abort(comm, _stderr())
         if now - start > 1e-3:  # busy-wait 1 ms (the common case), then yield the core
             time.sleep(min(1e-3 * (1 + spins // 1000), 0.02))
 
@@ -109,8 +119,7 @@ def _abort_on_error(comm, what):
                 f"fastoptim.distributed: rank {comm.Get_rank()} raised inside {what} after the "
                 "ranks had started exchanging data; they cannot continue in step, aborting the "
                 "communicator:\n" + "".join(traceback.format_exception(kind, exc, tb)))
-            _stderr().flush()
-            comm.Abort(1)
+            _abort(comm, _stderr())
             return False  # pragma: no cover - Abort does not return
 
     return _Guard()
@@ -129,7 +138,6 @@ def abort_on_exception(comm=None):
         previous(kind, exc, tb)
         sys.stderr.write(f"fastoptim.distributed: uncaught exception on rank {comm.Get_rank()}; "
                          "aborting the communicator\n")
-        sys.stderr.flush()
-        comm.Abort(1)
+        _abort(comm, sys.stderr)
 
     sys.excepthook = hook
