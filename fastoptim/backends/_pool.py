@@ -228,6 +228,18 @@ def _prototype(scalars) -> tuple:
     return tuple(out)
 
 
+_TASK_SIGNATURE = nbtypes.void(nbtypes.int64, nbtypes.int64, nbtypes.int64)  # (context, lo, hi)
+
+
+def _compile_task(keep, template, suffix, **names):
+    """``template`` compiled as a C-callable task, named with ``suffix`` (its cache key) and
+    seeing ``names`` as globals; the compiled object joins ``keep``, since its machine code
+    lives only as long as it does. Returns the task's address."""
+    compiled = numba.cfunc(_TASK_SIGNATURE, **SERIAL)(_renamed(template, suffix, **names))
+    keep.append(compiled)
+    return compiled.address
+
+
 class PooledKernel:
     """A range kernel on the pool: ``run(arrays, scalars, threads)``."""
 
@@ -245,13 +257,10 @@ class PooledKernel:
             kinds = "".join(np.dtype(type(p)).char for p in prototype)
             suffix = (f"__{self.serial.py_func.__name__}_{dtype.char}{narrays}{kinds}_"
                       f"{code_digest(_task_template, self.serial.py_func, _ARRAYS[narrays])}")
-            template = _renamed(_task_template, suffix, KERNEL=self.serial, LIKE=like,
-                                ARRAYS=numba.njit(**SERIAL)(_ARRAYS[narrays]),
-                                ADDRESSES=(np.int64(0),) * narrays, PROTOTYPE=prototype)
-            signature = nbtypes.void(nbtypes.int64, nbtypes.int64, nbtypes.int64)
-            compiled = numba.cfunc(signature, **SERIAL)(template)
-            self.keep.append(compiled)  # its machine code lives as long as the object
-            address = self.tasks[key] = compiled.address
+            address = self.tasks[key] = _compile_task(
+                self.keep, _task_template, suffix, KERNEL=self.serial, LIKE=like,
+                ARRAYS=numba.njit(**SERIAL)(_ARRAYS[narrays]),
+                ADDRESSES=(np.int64(0),) * narrays, PROTOTYPE=prototype)
         return address
 
     def run(self, arrays, scalars, threads):
@@ -320,12 +329,9 @@ class PooledTable:
             # NCOL is compiled in as a constant: the cache name carries it
             suffix = (f"__{self.kernel.py_func.__name__}_{kinds}_c{NCOL}_"
                       f"{code_digest(_table_task_template, self.kernel.py_func)}")
-            template = _renamed(_table_task_template, suffix, KERNEL=self.kernel, NCOL=NCOL,
-                                PROTOTYPE=prototype)
-            signature = nbtypes.void(nbtypes.int64, nbtypes.int64, nbtypes.int64)
-            compiled = numba.cfunc(signature, **SERIAL)(template)
-            self.keep.append(compiled)  # its machine code lives as long as the object
-            address = self.tasks[key] = compiled.address
+            address = self.tasks[key] = _compile_task(
+                self.keep, _table_task_template, suffix, KERNEL=self.kernel, NCOL=NCOL,
+                PROTOTYPE=prototype)
         return address
 
     def run(self, rows, bounds, scalars, threads):
