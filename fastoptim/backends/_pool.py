@@ -196,6 +196,7 @@ def _arrays5(a, n, like):
 
 
 _ARRAYS = {1: _arrays1, 2: _arrays2, 3: _arrays3, 4: _arrays4, 5: _arrays5}
+_ARRAYS_JIT = {k: numba.njit(**SERIAL)(f) for k, f in _ARRAYS.items()}  # compiled on first use
 
 
 def _launcher(arrays, scalars, pool_run, task, chunk, threads):
@@ -259,7 +260,7 @@ class PooledKernel:
                       f"{code_digest(_task_template, self.serial.py_func, _ARRAYS[narrays])}")
             address = self.tasks[key] = _compile_task(
                 self.keep, _task_template, suffix, KERNEL=self.serial, LIKE=like,
-                ARRAYS=numba.njit(**SERIAL)(_ARRAYS[narrays]),
+                ARRAYS=_ARRAYS_JIT[narrays],
                 ADDRESSES=(np.int64(0),) * narrays, PROTOTYPE=prototype)
         return address
 
@@ -279,6 +280,16 @@ def pooled(serial) -> PooledKernel:
     if kernel is None:
         kernel = _POOLED[serial] = PooledKernel(serial)
     return kernel
+
+
+def run_in_cache(pair, arrays, scalars, threads):
+    """Run a ``_jit.KernelPair`` whose arrays fit in the cache on ``threads`` threads: on the
+    pool (the caller never waits for a sleeping worker), or one block per OpenMP thread
+    without the C build."""
+    if _lib is not None:
+        pooled(pair.serial).run(arrays, scalars, threads)
+    else:
+        pair.run_blocked(arrays, scalars, threads)
 
 
 # A table kernel (``_multi_numba``: ``kernel(rows, lo, hi, *scalars)`` over rows lo..hi) on

@@ -114,10 +114,7 @@ def run(kernel: KernelPair, arrays: tuple, scalars: tuple) -> None:
     if threads != _threads_now[0]:  # an OpenMP limit (threadpoolctl) changed it
         set_threads(threads)
     if n * arrays[0].itemsize * len(arrays) <= _threads.BLOCKED_MAX_BYTES:  # fits in cache
-        if _pool.available():  # fastoptim's pool: the caller never waits for a sleeper
-            _pool.pooled(kernel.serial).run(arrays, scalars, threads)
-        else:
-            kernel.run_blocked(arrays, scalars, threads)
+        _pool.run_in_cache(kernel, arrays, scalars, threads)
     else:
         kernel.run_parallel(arrays, scalars)
 

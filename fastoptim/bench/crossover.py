@@ -52,13 +52,8 @@ def run_crossover(sizes=CROSSOVER_SIZES, dtype="float32", threads=None, repeat=7
             for n in sizes:
                 arrays, args = _crossover_arrays(n, dtype), (*scalars, False)
                 blocked = n * dtype.itemsize * 4 <= _threads.BLOCKED_MAX_BYTES
-                if blocked and _pool.available():
-                    pooled = _pool.pooled(nb._ADAM.serial)
-                    parallel = (lambda: pooled.run(arrays, args, threads))  # noqa: E731
-                elif blocked:
-                    parallel = (lambda: nb._ADAM.run_blocked(arrays, args, threads))  # noqa: E731
-                else:
-                    parallel = (lambda: nb._ADAM.run_parallel(arrays, args))  # noqa: E731
+                parallel = ((lambda: _pool.run_in_cache(nb._ADAM, arrays, args, threads))
+                            if blocked else (lambda: nb._ADAM.run_parallel(arrays, args)))
                 points.append((n, median_time(lambda: nb._ADAM.run_serial(arrays, args), repeat),
                                median_time(parallel, repeat)))
             out["kernels"]["numba"] = _crossover_entry(points, _threads.PARALLEL_MIN)

@@ -72,10 +72,7 @@ def floor_kernel(arrays: int, n: int, variant: str = "prefetch"):
         return lambda *a: kernels["plain"].run_serial(a, ())
     if variant == "blocked":
         pair, threads = kernels["prefetch"], _threads.parallel_threads()
-        if _pool.available():
-            pooled = _pool.pooled(pair.serial)
-            return lambda *a: pooled.run(a, (), threads)
-        return lambda *a: pair.run_blocked(a, (), threads)
+        return lambda *a: _pool.run_in_cache(pair, a, (), threads)
     pair = kernels[variant]
     return lambda *a: pair.run_parallel(a, ())
 
