@@ -6,6 +6,8 @@ import inspect
 
 import numpy as np
 
+from ._state import carve
+
 
 class _LoadPlan:
     """What :meth:`_LoadMixin._check_load` found valid: the merged param groups and the
@@ -156,6 +158,7 @@ class _LoadMixin:
             group.clear()
             group.update(merged)
         self._state._replace({})
+        installs = []
         for (group, indices), segment in zip(self._group_indices(), self._segments):
             entries = [new_state.get(i) for i in indices]
             if segment is not None:
@@ -163,19 +166,26 @@ class _LoadMixin:
                 segment.uniform = self._install_uniform(indices, segment, entries)
                 if segment.uniform:
                     continue
-            for i, entry in zip(indices, entries):
-                if entry is not None:
-                    self._state._put(i, self._install(self._params[i], entry))
+            installs.extend((i, entry) for i, entry in zip(indices, entries) if entry is not None)
+        # on the host, the loaded arrays are carved out of a few buffers, as a first step's are
+        carved = {} if self._devices.on_device else carve(
+            [(i, key, "empty", self._params[i]) for key in sorted({k for _, e in installs for k in e})
+             for i, entry in installs if key in entry and key != "step"])
+        for i, entry in installs:
+            self._state._put(i, self._install(i, self._params[i], entry, carved))
         self._layout.version[0] += 1
 
-    def _install(self, param, entry):
-        """Own copies of a loaded state entry, on the parameter's device and dtype."""
+    def _install(self, index, param, entry, carved):
+        """Own copies of a loaded state entry, on the parameter's device and dtype (in the
+        arrays ``carved`` holds for it, where it holds them)."""
         out = self._new_entry()
         for key, value in entry.items():
             if key == "step":
                 out._put(key, self._devices.step_counter(float(value)))
             else:
-                array = self._devices.alloc(param, "empty")
+                array = carved.pop((index, key), None)
+                if array is None:
+                    array = self._devices.alloc(param, "empty")
                 self._devices.copy_into(array, value)
                 out._put(key, array)
         return out

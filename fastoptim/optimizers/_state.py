@@ -241,3 +241,31 @@ class _State(dict):
         for key, value in dict(*args, **kwargs).items():
             self[key] = value
 
+
+CARVE_ALIGN = 64  # bytes: where each array carved out of a shared buffer starts (a cache line)
+
+
+def carve(wanted):
+    """Host state arrays out of one buffer per (dtype, init): ``wanted`` is a list of
+    ``(index, key, init, param)`` ("zeros" or "empty"); returns ``{(index, key): array}``,
+    each a C-contiguous, writeable view of its parameter's shape and dtype, starting on a
+    cache line, in ``wanted``'s order within its buffer and overlapping no other. A
+    (dtype, init) asked for once gets nothing here (its caller allocates it alone)."""
+    kinds = {}
+    for index, key, init, param in wanted:
+        kinds.setdefault((np.dtype(param.dtype), init), []).append((index, key, param))
+    out = {}
+    for (dtype, init), items in kinds.items():
+        if len(items) < 2:
+            continue
+        line = max(1, CARVE_ALIGN // dtype.itemsize)  # elements per cache line
+        starts, total = [], 0
+        for _, _, param in items:
+            starts.append(total)
+            total += -(-param.size // line) * line
+        buffer = (np.zeros if init == "zeros" else np.empty)(total + line, dtype)
+        shift = (-buffer.ctypes.data % CARVE_ALIGN) // dtype.itemsize
+        for (index, key, param), start in zip(items, starts):
+            lo = shift + start
+            out[index, key] = buffer[lo:lo + param.size].reshape(param.shape)
+    return out

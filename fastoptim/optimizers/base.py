@@ -33,9 +33,7 @@ from ._checks import _StepChecksMixin
 from ._groups import _GroupsMixin, _typename
 from ._load import _LoadMixin
 from ._segments import _SegmentsMixin
-from ._state import _Entry, _Layout, _State
-
-_SLAB_ALIGN = 64  # bytes: where each state array carved from a slab starts (a cache line)
+from ._state import _Entry, _Layout, _State, carve
 
 
 def _root_of(a):
@@ -272,20 +270,15 @@ class Optimizer(_GroupsMixin, _StepChecksMixin, _SegmentsMixin, _LoadMixin):
                     self._step_one(kernels, group, index, grad, grad_scale, slabs)
 
     def _state_slabs(self, plan):
-        """The host state arrays this step allocates, carved out of one buffer per (dtype,
-        init) instead of one allocation each: ``{(index, key): view}`` for ``_advance``.
-
-        A plain list's state then lies in a few large buffers, key by key in parameter
-        order, each view starting on a cache line: the table kernels stream it as they
-        stream a FlatParams group's state, where thousands of small allocations scatter
-        it over as many pages (with NumPy's huge pages for buffers of 4 MiB or more,
-        about 15% of a 1000 x 1K Adam step here). Each view is a separate, C-contiguous,
-        writeable array of its parameter's shape, like the one allocation it replaces;
-        none overlaps another. One missing array, or arrays on a device, are allocated as
-        before (None)."""
+        """The host state arrays this step allocates, carved out of a few buffers
+        (:func:`_state.carve`) instead of one allocation each: ``{(index, key): view}``
+        for ``_advance``, or None on a device. A plain list's state then lies key by key
+        in parameter order, each array on a cache line: the table kernels stream it as
+        they stream a FlatParams group's state, where thousands of small allocations
+        scatter it over as many pages (about 15% of a 1000 x 1K Adam step here)."""
         if self._devices.on_device:
             return None
-        wanted = {}
+        wanted = []
         for (group, indices), segment, work in zip(self._group_indices(), self._segments, plan):
             keys = self._state_keys(group)
             if work is None or not keys:
@@ -300,23 +293,8 @@ class Optimizer(_GroupsMixin, _StepChecksMixin, _SegmentsMixin, _LoadMixin):
                 for index in stepped:
                     entry = self._state._get(index)
                     if entry is None or key not in entry:
-                        param = self._params[index]
-                        wanted.setdefault((param.dtype, init), []).append((index, key, param))
-        slabs = {}
-        for (dtype, init), items in wanted.items():
-            if len(items) < 2:
-                continue
-            line = max(1, _SLAB_ALIGN // dtype.itemsize)  # elements per cache line
-            starts, total = [], 0
-            for _, _, param in items:
-                starts.append(total)
-                total += -(-param.size // line) * line
-            slab = (np.zeros if init == "zeros" else np.empty)(total + line, dtype)
-            shift = (-slab.ctypes.data % _SLAB_ALIGN) // dtype.itemsize
-            for (index, key, param), start in zip(items, starts):
-                lo = shift + start
-                slabs[index, key] = slab[lo:lo + param.size].reshape(param.shape)
-        return slabs
+                        wanted.append((index, key, init, self._params[index]))
+        return carve(wanted)
 
     # ------------------------------------------------------------------- state
     def _new_entry(self, values=()):
