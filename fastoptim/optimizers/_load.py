@@ -168,16 +168,18 @@ class _LoadMixin:
                     continue
             installs.extend((i, entry) for i, entry in zip(indices, entries) if entry is not None)
         # on the host, the loaded arrays are carved out of a few buffers, as a first step's are
+        keys = sorted({key for _, entry in installs for key in entry} - {"step"})
         carved = {} if self._devices.on_device else carve(
-            [(i, key, "empty", self._params[i]) for key in sorted({k for _, e in installs for k in e})
-             for i, entry in installs if key in entry and key != "step"])
+            [(i, key, "empty", self._params[i]) for key in keys for i, entry in installs
+             if key in entry])
         for i, entry in installs:
-            self._state._put(i, self._install(i, self._params[i], entry, carved))
+            self._state._put(i, self._install(i, entry, carved))
         self._layout.version[0] += 1
 
-    def _install(self, index, param, entry, carved):
-        """Own copies of a loaded state entry, on the parameter's device and dtype (in the
-        arrays ``carved`` holds for it, where it holds them)."""
+    def _install(self, index, entry, carved):
+        """Own copies of parameter ``index``'s loaded state entry, on its device and dtype
+        (in the arrays ``carved`` holds for it, where it holds them)."""
+        param = self._params[index]
         out = self._new_entry()
         for key, value in entry.items():
             if key == "step":

@@ -289,9 +289,9 @@ class Optimizer(_GroupsMixin, _StepChecksMixin, _SegmentsMixin, _LoadMixin):
                 stepped = indices
             else:
                 stepped = [index for index, _ in work]
+            entries = [self._state._get(index) for index in stepped]
             for key, init in keys:  # key-major: each key's arrays follow one another
-                for index in stepped:
-                    entry = self._state._get(index)
+                for index, entry in zip(stepped, entries):
                     if entry is None or key not in entry:
                         wanted.append((index, key, init, self._params[index]))
         return carve(wanted)
