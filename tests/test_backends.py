@@ -74,7 +74,8 @@ def test_adam_matches_reference(backend, dtype, opt_flags):
 # parallel call through the blocked loop (one block per thread) or the chunked one.
 EDGE = 4096
 EDGE_SIZES = [(EDGE - 1,), (EDGE,), (EDGE + 1,), (EDGE + 511,), (2 * EDGE + 63,), (3 * EDGE + 17,)]
-DISPATCH = {"default": None, "blocked": (EDGE, 2**62), "chunked": (EDGE, 0)}
+DISPATCH = {"default": None, "blocked": (EDGE, 2**62), "chunked": (EDGE, 0, True),
+            "pool beyond the cache": (EDGE, 0, False)}
 
 
 @pytest.fixture(params=list(DISPATCH))

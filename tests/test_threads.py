@@ -74,17 +74,40 @@ def test_set_num_threads_validates_and_round_trips():
 def test_mode_follows_the_thresholds():
     assert _threads.mode(_threads.PARALLEL_MIN - 1, 16) == _threads.SERIAL
     assert _threads.mode(_threads.PARALLEL_MIN, 16) == _threads.BLOCKED
-    big = _threads.BLOCKED_MAX_BYTES // 16 + 1
-    assert _threads.mode(max(big, _threads.PARALLEL_MIN), 16) == _threads.CHUNKED
-    previous = _threads.set_dispatch(10, 100)
+    big = max(_threads.BLOCKED_MAX_BYTES // 16 + 1, _threads.PARALLEL_MIN)
+    beyond = _threads.CHUNKED if _threads.PREFETCH_LOOP else _threads.BLOCKED
+    assert _threads.mode(big, 16) == beyond
+    previous = _threads.set_dispatch(10, 100, True)
     try:
         assert (_threads.PARALLEL_MIN, _threads.BLOCKED_MAX_BYTES) == (10, 100)
         assert _threads.mode(9, 4) == _threads.SERIAL
         assert _threads.mode(25, 4) == _threads.BLOCKED
         assert _threads.mode(26, 4) == _threads.CHUNKED
+        assert _threads.pool_max_bytes() == 100
+        _threads.set_dispatch(prefetch_loop=False)  # the pool at every parallel size
+        assert _threads.mode(9, 4) == _threads.SERIAL
+        assert _threads.mode(26, 4) == _threads.BLOCKED
+        assert _threads.mode(2**40, 16) == _threads.BLOCKED
+        assert _threads.info()["prefetch_loop"] is False
     finally:
         _threads.set_dispatch(*previous)
-    assert (_threads.PARALLEL_MIN, _threads.BLOCKED_MAX_BYTES) == previous
+    assert (_threads.PARALLEL_MIN, _threads.BLOCKED_MAX_BYTES, _threads.PREFETCH_LOOP) == previous
+
+
+def test_prefetch_loop_follows_the_cpu_vendor():
+    # the chunked prefetching loop paid on the Intel Xeon it was tuned on and lost to the
+    # pool on an AMD EPYC (see _threads' docstring): the default follows the vendor
+    assert _threads.PREFETCH_LOOP == (_threads.CPU_VENDOR == "GenuineIntel")
+    assert _threads.info()["cpu_vendor"] == _threads.CPU_VENDOR
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+    except OSError:
+        text = ""
+    if "vendor_id" in text:
+        assert _threads.CPU_VENDOR and _threads.CPU_VENDOR in text
+    else:
+        assert _threads.CPU_VENDOR == ""
 
 
 @pytest.mark.skipif("c" not in FAST, reason="needs the C module")
@@ -101,3 +124,26 @@ def test_threadpoolctl_openmp_limit_is_honoured():
             fastoptim.Adam([q], backend="numpy").step([g])
             np.testing.assert_array_equal(p, q)
     assert fastoptim.get_num_threads() >= 1
+
+
+@pytest.mark.skipif("numba" not in FAST, reason="needs numba")
+@pytest.mark.parametrize("prefetch_loop", [True, False])
+def test_numba_runs_beyond_the_cache_where_the_policy_says(monkeypatch, prefetch_loop):
+    from fastoptim.backends import numba_backend
+
+    calls = []
+    monkeypatch.setattr(numba_backend._pool, "run_in_cache",
+                        lambda kernel, arrays, scalars, threads: calls.append("pool"))
+    kernel = numba_backend._SGD
+    monkeypatch.setattr(type(kernel), "run_parallel",
+                        lambda self, arrays, scalars: calls.append("chunked"))
+    p, g = np.zeros(4096, np.float32), np.ones(4096, np.float32)
+    previous = _threads.set_dispatch(1024, 4096, prefetch_loop)  # 32 KiB: beyond the "cache"
+    try:
+        if _threads.parallel_threads() == 1:
+            pytest.skip("one thread: every call is serial")
+        numba_backend.sgd(p, g, None, lr=0.1, momentum=0, dampening=0, weight_decay=0,
+                          nesterov=False, maximize=False, first_step=True)
+    finally:
+        _threads.set_dispatch(*previous)
+    assert calls == ["chunked" if prefetch_loop else "pool"]

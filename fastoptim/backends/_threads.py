@@ -16,16 +16,25 @@ thread. The policy:
    loop that yields its core to any runnable thread (the next tensor of the same step
    finds it awake), then sleeps in the kernel (a futex): no worker holds a core that
    another thread wants. ``info()["pool"]`` shows it.
-2. **Out of the cache, OpenMP** (libgomp: Numba's ``omp`` threading layer and the C
-   kernels share one copy) runs the chunked loop that prefetches ahead, which is what
-   keeps a 16M tensor at the memory bus. ``import fastoptim`` sets ``GOMP_SPINCOUNT``
+2. **Out of the cache, the loop that pays on this CPU** (``PREFETCH_LOOP``). On Intel
+   CPUs, OpenMP (libgomp: Numba's ``omp`` threading layer and the C kernels share one
+   copy) runs the chunked loop that prefetches ahead: Adam's divisions keep the core too
+   busy for the hardware prefetcher, and the software prefetch is what kept a 16M tensor
+   at the memory bus on the Xeon this was tuned on (0.97 of the floor against 0.91-0.93
+   without it). On other CPUs the pool runs these sizes too: on an AMD EPYC (Zen 4) the
+   hardware prefetcher keeps up on its own, and the chunked loop's prefetches and
+   per-chunk work made a 16M fp32 Adam step 1.2-1.4x slower than the pool (numba), the
+   C build's 1.1-1.2x (docs/benchmarks.md). ``set_dispatch(prefetch_loop=...)`` overrides
+   the choice; results are bit-identical either way (every loop does the same math per
+   element). ``import fastoptim`` sets ``GOMP_SPINCOUNT``
    (see ``SPINCOUNT``) in the process environment unless the user set
    ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` themselves: after a parallel region a
    worker spins for a few microseconds, then sleeps. libgomp reads these variables
    once, when it is loaded; if something else (torch, scikit-learn) loaded it before
    fastoptim, the setting cannot apply, and ``info()["spin_policy"]`` says so.
 3. **Serial below ``PARALLEL_MIN`` elements** (no wake-up at all). From there up to a
-   working set of ``BLOCKED_MAX_BYTES`` (the last-level cache) the pool; above, OpenMP.
+   working set of ``BLOCKED_MAX_BYTES`` (the last-level cache) the pool; above, the
+   pool or OpenMP's prefetching loop (point 2).
    ``PARALLEL_MIN`` was measured inside training loops (``fastoptim bench --loop
    --loop-dispatch``) and in the in-cache kernel tables; see docs/benchmarks.md.
 4. **One thread count.** ``set_num_threads(n)`` sets it for every fastoptim kernel
@@ -77,6 +86,26 @@ def _last_level_cache_bytes(default=BLOCKED_MAX_BYTES_DEFAULT) -> int:
 # last-level cache (32 MiB here: Adam fp32 up to 2M elements, fp64 up to 1M)
 BLOCKED_MAX_BYTES = _last_level_cache_bytes()
 
+
+
+def _cpu_vendor() -> str:
+    """The CPU's ``vendor_id`` ("GenuineIntel", "AuthenticAMD"; Linux), or ""."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+CPU_VENDOR = _cpu_vendor()
+# whether working sets beyond the cache run OpenMP's chunked prefetching loop (True) or
+# fastoptim's pool (False): see point 2 of the module docstring
+PREFETCH_LOOP = CPU_VENDOR == "GenuineIntel"
+_NO_LIMIT = 2**62  # a footprint no array reaches: "the pool at every parallel size"
+
 SERIAL, BLOCKED, CHUNKED = "serial", "blocked", "chunked"
 
 _spin_policy = "not applied yet"
@@ -111,28 +140,39 @@ def apply_env_defaults() -> str:
 
 def mode(n: int, bytes_per_element: int) -> str:
     """How a kernel over ``n`` elements whose arrays hold ``bytes_per_element`` together
-    (itemsize x arrays: 16 for fp32 Adam) should run: SERIAL, BLOCKED (in the cache:
-    fastoptim's pool) or CHUNKED (OpenMP's prefetching loop)."""
+    (itemsize x arrays: 16 for fp32 Adam) should run: SERIAL, BLOCKED (fastoptim's pool:
+    in the cache, and beyond it where ``PREFETCH_LOOP`` is off) or CHUNKED (OpenMP's
+    prefetching loop)."""
     if n < PARALLEL_MIN:
         return SERIAL
-    if n * bytes_per_element <= BLOCKED_MAX_BYTES:
+    if n * bytes_per_element <= pool_max_bytes():
         return BLOCKED
     return CHUNKED
 
 
-def set_dispatch(parallel_min=None, blocked_max_bytes=None) -> tuple:
-    """Change the two thresholds for every backend (benchmarks and tests measure the
-    crossovers with it); returns the previous ``(parallel_min, blocked_max_bytes)``."""
-    global PARALLEL_MIN, BLOCKED_MAX_BYTES
-    previous = (PARALLEL_MIN, BLOCKED_MAX_BYTES)
+def pool_max_bytes() -> int:
+    """The largest footprint that runs on the pool: the cache, or no limit where the
+    prefetching loop does not pay (``PREFETCH_LOOP``)."""
+    return BLOCKED_MAX_BYTES if PREFETCH_LOOP else _NO_LIMIT
+
+
+def set_dispatch(parallel_min=None, blocked_max_bytes=None, prefetch_loop=None) -> tuple:
+    """Change the policy's thresholds for every backend (benchmarks and tests measure the
+    crossovers with it): ``parallel_min`` elements, the cache's ``blocked_max_bytes``
+    and ``prefetch_loop`` (``PREFETCH_LOOP``). Returns the previous
+    ``(parallel_min, blocked_max_bytes, prefetch_loop)``, for ``set_dispatch(*previous)``."""
+    global PARALLEL_MIN, BLOCKED_MAX_BYTES, PREFETCH_LOOP
+    previous = (PARALLEL_MIN, BLOCKED_MAX_BYTES, PREFETCH_LOOP)
     if parallel_min is not None:
         PARALLEL_MIN = int(parallel_min)
     if blocked_max_bytes is not None:
         BLOCKED_MAX_BYTES = int(blocked_max_bytes)
+    if prefetch_loop is not None:
+        PREFETCH_LOOP = bool(prefetch_loop)
     from . import is_available, load
 
     if is_available("c"):
-        load("c").set_dispatch(PARALLEL_MIN, BLOCKED_MAX_BYTES)
+        load("c").set_dispatch(PARALLEL_MIN, pool_max_bytes())
     return previous
 
 
@@ -225,6 +265,8 @@ def info() -> dict:
         "spin_policy": _spin_policy,
         "parallel_min": PARALLEL_MIN,
         "blocked_max_bytes": BLOCKED_MAX_BYTES,
+        "cpu_vendor": CPU_VENDOR,
+        "prefetch_loop": PREFETCH_LOOP,
         "pool": _pool_info(),
         "env": {k: os.environ.get(k) for k in
                 ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_NUM_THREADS",

@@ -27,7 +27,7 @@ def stale_constants() -> list:
 if stale_constants():  # built before _constants.py was edited: the kernels would disagree
     raise ImportError(f"stale C build: its {', '.join(stale_constants())} differ from "
                       "fastoptim/backends/_constants.py; rebuild it (pip install .)")
-lib.fo_set_dispatch(_threads.PARALLEL_MIN, _threads.BLOCKED_MAX_BYTES)  # the one thread policy
+lib.fo_set_dispatch(_threads.PARALLEL_MIN, _threads.pool_max_bytes())  # the one thread policy
 
 _C = {
     np.dtype(np.float32): ("float[]", lib.fo_sgd_f32, lib.fo_adam_f32),

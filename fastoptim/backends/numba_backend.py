@@ -3,9 +3,10 @@
 Arrays are 1-D, contiguous, of one dtype (checked by the dispatcher). How a call
 runs is fastoptim's thread policy (``_threads.mode``): below ``PARALLEL_MIN``
 elements a serial loop on the calling thread (no wake-up); for working sets that
-fit in the last-level cache fastoptim's pool (``_pool.py``: the C pool runs the serial
-range kernel in chunks; one block per OpenMP thread without the C build); above, the
-chunked ``prange`` loop that prefetches ahead (``_jit.kernel_pair``).
+fit in the last-level cache, and beyond it where ``_threads.PREFETCH_LOOP`` is off,
+fastoptim's pool (``_pool.py``: the C pool runs the serial range kernel in chunks; one
+block per OpenMP thread without the C build); above, where it is on, the chunked
+``prange`` loop that prefetches ahead (``_jit.kernel_pair``).
 Flags are run-time arguments, so each loop is compiled once per dtype, on first use.
 """
 from __future__ import annotations
@@ -113,7 +114,7 @@ def run(kernel: KernelPair, arrays: tuple, scalars: tuple) -> None:
         return
     if threads != _threads_now[0]:  # an OpenMP limit (threadpoolctl) changed it
         set_threads(threads)
-    if n * arrays[0].itemsize * len(arrays) <= _threads.BLOCKED_MAX_BYTES:  # fits in cache
+    if _threads.mode(n, arrays[0].itemsize * len(arrays)) == _threads.BLOCKED:  # the pool
         _pool.run_in_cache(kernel, arrays, scalars, threads)
     else:
         kernel.run_parallel(arrays, scalars)

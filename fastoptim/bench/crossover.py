@@ -51,7 +51,7 @@ def run_crossover(sizes=CROSSOVER_SIZES, dtype="float32", threads=None, repeat=7
             points = []
             for n in sizes:
                 arrays, args = _crossover_arrays(n, dtype), (*scalars, False)
-                blocked = n * dtype.itemsize * 4 <= _threads.BLOCKED_MAX_BYTES
+                blocked = _threads.mode(n, dtype.itemsize * 4) != _threads.CHUNKED
                 parallel = ((lambda: _pool.run_in_cache(nb._ADAM, arrays, args, threads))
                             if blocked else (lambda: nb._ADAM.run_parallel(arrays, args)))
                 points.append((n, median_time(lambda: nb._ADAM.run_serial(arrays, args), repeat),
