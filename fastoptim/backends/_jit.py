@@ -8,13 +8,19 @@ is built the same way.
   ``contract``/``arcp`` would round differently from the NumPy reference.
 - ``nogil=True``: two optimizers can step concurrently from two threads.
 
-A kernel is written once as a *range kernel*, ``kernel(lo, hi, *arrays, *scalars)``,
-a plain loop over ``range(lo, hi)``. ``lo`` and ``hi`` are always ``np.uint64``:
-with a signed index Numba adds a negative-index wraparound to every array access,
-and that stops LLVM from vectorizing the loop. ``kernel_pair`` compiles it as is (the serial
+A kernel is written once as a *range kernel*, ``kernel(lo, hi, *arrays, *scalars)``
+(``lo``, ``hi``: intp) that slices its arrays to ``[lo:hi]`` and loops over
+``range(slice.shape[0])``. A signed index that may be negative makes Numba add a
+wraparound to every array access, which stops LLVM from vectorizing (``range(lo, hi)``
+over int64 bounds ran 5x slower); one counted up from 0 over a slice does not. The
+earlier form, ``range(lo, hi)`` over ``np.uint64`` bounds, vectorizes as well and runs
+the same on the pool, but a caller in Python paid for two ``np.uint64`` objects and
+their typing on every call: a serial 1K-element Adam call took 4.0 us against 2.8 us
+now (AMD EPYC, one process, interleaved). ``kernel_pair`` compiles it as is (the serial
 kernel, for arrays below the crossover) and wraps it in a ``prange`` loop over
 chunks of a few cache lines that prefetches the data a few KiB ahead of the
-chunk it updates (the parallel kernel). The prefetch is what lets a loop with
+chunk it updates (the parallel kernel, run on Intel CPUs: see ``_threads``). There the
+prefetch is what lets a loop with
 divisions and square roots keep the memory bus as busy as a loop that only
 copies: without it, the Adam loop ran at 0.91-0.93 of the bandwidth floor; with
 it, at the floor (measured with ``fastoptim bench``, see docs/benchmarks.md).
@@ -34,7 +40,6 @@ import types
 from typing import NamedTuple
 
 import numba
-import numpy as np
 from llvmlite import ir
 from numba.core import types as nbtypes
 from numba.extending import intrinsic
@@ -48,7 +53,6 @@ PARALLEL = dict(SERIAL, parallel=True)
 # parallel task's work between two prefetch bursts) and PREFETCH_AHEAD_BYTES (how far ahead
 # of the chunk being updated data is fetched) are the C kernels' too: see _constants.py.
 PLAIN_CHUNK = 4096  # elements per block of the plain (non-prefetching) parallel loop
-_ZERO = np.uint64(0)
 
 
 @intrinsic
@@ -90,16 +94,14 @@ def _chunked_template(arrays, scalars):
             prefetch(arrays, lo + ahead + line)
             prefetch(arrays, lo + ahead + 2 * line)
             prefetch(arrays, lo + ahead + 3 * line)
-        KERNEL(np.uint64(lo), np.uint64(min(lo + chunk, n)), *arrays,  # noqa: F821 (a global)
-               *scalars)
+        KERNEL(lo, min(lo + chunk, n), *arrays, *scalars)  # noqa: F821 (a global)
 
 
 def _plain_template(arrays, scalars):
     n = arrays[0].shape[0]
     for c in numba.prange((n + PLAIN_CHUNK - 1) // PLAIN_CHUNK):  # no prefetch
         lo = c * PLAIN_CHUNK
-        KERNEL(np.uint64(lo), np.uint64(min(lo + PLAIN_CHUNK, n)), *arrays,  # noqa: F821
-               *scalars)
+        KERNEL(lo, min(lo + PLAIN_CHUNK, n), *arrays, *scalars)  # noqa: F821
 
 
 def _blocked_template(arrays, scalars, blocks):
@@ -114,8 +116,7 @@ def _blocked_template(arrays, scalars, blocks):
     per = ((n + blocks - 1) // blocks + line - 1) // line * line
     for b in numba.prange(blocks):
         lo = min(b * per, n)
-        KERNEL(np.uint64(lo), np.uint64(min(lo + per, n)), *arrays,  # noqa: F821 (a global)
-               *scalars)
+        KERNEL(lo, min(lo + per, n), *arrays, *scalars)  # noqa: F821 (a global)
 
 
 def _renamed(func, suffix, **extra_globals):
@@ -206,7 +207,7 @@ class KernelPair(NamedTuple):
     blocked: numba.core.registry.CPUDispatcher
 
     def run_serial(self, arrays, scalars):
-        self.serial(_ZERO, np.uint64(arrays[0].shape[0]), *arrays, *scalars)
+        self.serial(0, arrays[0].shape[0], *arrays, *scalars)
 
     def run_parallel(self, arrays, scalars):
         self.parallel(arrays, scalars)

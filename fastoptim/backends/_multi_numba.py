@@ -18,7 +18,6 @@ parallel single-array kernels instead.
 from __future__ import annotations
 
 import numba
-import numpy as np
 from numba import types as nbtypes
 from numba.extending import intrinsic
 
@@ -29,7 +28,6 @@ from ._scalars import adam_scalars, sgd_scalars
 
 _sgd_update = njit_serial(_math.sgd_update)
 _adam_update = njit_serial(_math.adam_update)
-_ZERO = np.uint64(0)
 
 
 @intrinsic
@@ -60,13 +58,13 @@ def _sgd_rows(rows, lo, hi, grad_scale, neg_lr, weight_decay, momentum, one_minu
         grad = _view(rows, r, COL_GRAD, n, grad_scale)
         if has_momentum:
             buf = _view(rows, r, COL_STATE0, n, grad_scale)
-            for i in range(_ZERO, np.uint64(n)):
+            for i in range(n):
                 param[i], buf[i] = _sgd_update(param[i], grad[i], buf[i], grad_scale, neg_lr,
                                                weight_decay, momentum, one_minus_dampening,
                                                has_weight_decay, True, first_step, nesterov,
                                                maximize)
         else:
-            for i in range(_ZERO, np.uint64(n)):
+            for i in range(n):
                 param[i], _ = _sgd_update(param[i], grad[i], param[i], grad_scale, neg_lr,
                                           weight_decay, momentum, one_minus_dampening,
                                           has_weight_decay, False, False, nesterov, maximize)
@@ -86,14 +84,14 @@ def _adam_rows(rows, lo, hi, grad_scale, lerp_weight, lerp_complement, lerp_from
         exp_avg_sq = _view(rows, r, COL_STATE0 + 1, n, grad_scale)
         if amsgrad:
             vmax = _view(rows, r, COL_STATE0 + 2, n, grad_scale)
-            for i in range(_ZERO, np.uint64(n)):
+            for i in range(n):
                 param[i], exp_avg[i], exp_avg_sq[i], vmax[i] = _adam_update(
                     param[i], grad[i], exp_avg[i], exp_avg_sq[i], vmax[i], grad_scale,
                     lerp_weight, lerp_complement, lerp_from_start, beta2, one_minus_beta2,
                     bias_correction2_sqrt, eps, neg_step_size, weight_decay, decay_factor,
                     weight_decay_mode, True, maximize)
         else:
-            for i in range(_ZERO, np.uint64(n)):
+            for i in range(n):
                 param[i], exp_avg[i], exp_avg_sq[i], _ = _adam_update(
                     param[i], grad[i], exp_avg[i], exp_avg_sq[i], exp_avg_sq[i], grad_scale,
                     lerp_weight, lerp_complement, lerp_from_start, beta2, one_minus_beta2,

@@ -169,8 +169,7 @@ def _call_pool(typingctx, pool_run, task, base, n, chunk, threads):
 def _task_template(base, lo, hi):
     n = _load_scalars(base, 0, (np.int64(0),))[0]
     addresses = _load_scalars(base, 1, ADDRESSES)  # noqa: F821 (a global of each copy)
-    KERNEL(np.uint64(lo), np.uint64(hi),  # noqa: F821 (a global of each copy)
-           *ARRAYS(addresses, n, LIKE),  # noqa: F821
+    KERNEL(lo, hi, *ARRAYS(addresses, n, LIKE),  # noqa: F821 (globals of each copy)
            *_load_scalars(base, 1 + len(ADDRESSES), PROTOTYPE))  # noqa: F821
 
 

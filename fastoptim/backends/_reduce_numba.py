@@ -55,30 +55,34 @@ def _add(a, b):
 # Range kernels of the reductions: kernel(lo, hi, x, p) -> the statistic of x[lo:hi]
 # (p, of x's dtype, is read by the p-norm only). Sums accumulate in float64.
 def _sum_sq(lo, hi, x, p):
+    x = x[lo:hi]
     s = 0.0
-    for i in range(lo, hi):
+    for i in range(x.shape[0]):
         s += _square(x[i])
     return s
 
 
 def _sum_abs(lo, hi, x, p):
+    x = x[lo:hi]
     s = 0.0
-    for i in range(lo, hi):
+    for i in range(x.shape[0]):
         s += _magnitude(x[i])
     return s
 
 
 def _sum_pow(lo, hi, x, p):
+    x = x[lo:hi]
     s = 0.0
-    for i in range(lo, hi):
+    for i in range(x.shape[0]):
         s += _abs_power(x[i], p)
     return s
 
 
 def _max_abs(lo, hi, x, p):
+    x = x[lo:hi]
     m = 0.0
     nans = 0
-    for i in range(lo, hi):
+    for i in range(x.shape[0]):
         v = _magnitude(x[i])
         m = max(m, v)
         nans += v != v  # max() would drop NaNs: count them instead
@@ -86,9 +90,10 @@ def _max_abs(lo, hi, x, p):
 
 
 def _min_abs(lo, hi, x, p):
+    x = x[lo:hi]
     m = math.inf
     nans = 0
-    for i in range(lo, hi):
+    for i in range(x.shape[0]):
         v = _magnitude(x[i])
         m = min(m, v)
         nans += v != v
@@ -96,15 +101,17 @@ def _min_abs(lo, hi, x, p):
 
 
 def _count(lo, hi, x, p):
+    x = x[lo:hi]
     s = 0
-    for i in range(lo, hi):
+    for i in range(x.shape[0]):
         s += _is_nonzero(x[i])
     return float(s)
 
 
 def _nonfinite(lo, hi, x, p):
+    x = x[lo:hi]
     s = 0
-    for i in range(lo, hi):
+    for i in range(x.shape[0]):
         s += _is_nonfinite(x[i])
     return float(s)
 
@@ -117,7 +124,7 @@ def _blocks_template(x, p):
     partials = np.empty(blocks, dtype=np.float64)
     for b in numba.prange(blocks):
         lo = b * BLOCK
-        partials[b] = KERNEL(np.uint64(lo), np.uint64(min(lo + BLOCK, n)), x, p)  # noqa: F821
+        partials[b] = KERNEL(lo, min(lo + BLOCK, n), x, p)  # noqa: F821
     total = INITIAL  # noqa: F821 (a global of each renamed copy)
     for b in range(blocks):
         total = COMBINE(total, partials[b])  # noqa: F821
@@ -148,12 +155,14 @@ _NONFINITE = _reduction(_nonfinite, _add, 0.0)
 
 # Range kernels of the in-place operations (see _jit.py): kernel(lo, hi, x, *scalars).
 def _scale_range(lo, hi, x, factor):
-    for i in range(lo, hi):
+    x = x[lo:hi]
+    for i in range(x.shape[0]):
         x[i] = _scale(x[i], factor)
 
 
 def _clamp_range(lo, hi, x, low, high):
-    for i in range(lo, hi):
+    x = x[lo:hi]
+    for i in range(x.shape[0]):
         x[i] = _clamp(x[i], low, high)
 
 

@@ -30,7 +30,8 @@ _adam_update = njit_serial(_math.adam_update)
 _lion_update = njit_serial(_math.lion_update)
 
 
-# Range kernels (see _jit.py): kernel(lo, hi, *arrays, *scalars).
+# Range kernels (see _jit.py): kernel(lo, hi, *arrays, *scalars), each looping over its
+# arrays' [lo:hi] slices from 0 (an index that starts at 0 keeps the loop vectorized).
 # Memory accesses that depend on a flag stop a loop from vectorizing, so there is
 # one kernel per set of arrays read and written (momentum or not, AMSGrad or not);
 # flags that only select arithmetic stay run-time arguments of the shared update.
@@ -39,7 +40,8 @@ _lion_update = njit_serial(_math.lion_update)
 
 def _sgd(lo, hi, param, grad, grad_scale, neg_lr, weight_decay, momentum, one_minus_dampening,
          has_weight_decay, has_momentum, nesterov, maximize):
-    for i in range(lo, hi):
+    param, grad = param[lo:hi], grad[lo:hi]
+    for i in range(param.shape[0]):
         param[i], _ = _sgd_update(param[i], grad[i], param[i], grad_scale, neg_lr, weight_decay,
                                   momentum, one_minus_dampening, has_weight_decay,
                                   False, False, nesterov, maximize)
@@ -50,7 +52,8 @@ def _sgd_momentum(lo, hi, param, grad, buf, grad_scale, neg_lr, weight_decay, mo
                   maximize):
     # On the first step the buffer is uninitialised: it is loaded (a loop-invariant
     # select keeps the loop vectorized) but its value is never used.
-    for i in range(lo, hi):
+    param, grad, buf = param[lo:hi], grad[lo:hi], buf[lo:hi]
+    for i in range(param.shape[0]):
         param[i], buf[i] = _sgd_update(param[i], grad[i], buf[i], grad_scale, neg_lr, weight_decay,
                                        momentum, one_minus_dampening, has_weight_decay,
                                        True, first_step, nesterov, maximize)
@@ -59,7 +62,9 @@ def _sgd_momentum(lo, hi, param, grad, buf, grad_scale, neg_lr, weight_decay, mo
 def _adam(lo, hi, param, grad, exp_avg, exp_avg_sq, grad_scale, lerp_weight, lerp_complement,
           lerp_from_start, beta2, one_minus_beta2, bias_correction2_sqrt, eps, neg_step_size,
           weight_decay, decay_factor, weight_decay_mode, maximize):
-    for i in range(lo, hi):
+    param, grad, exp_avg, exp_avg_sq = (param[lo:hi], grad[lo:hi], exp_avg[lo:hi],
+                                        exp_avg_sq[lo:hi])
+    for i in range(param.shape[0]):
         param[i], exp_avg[i], exp_avg_sq[i], _ = _adam_update(
             param[i], grad[i], exp_avg[i], exp_avg_sq[i], exp_avg_sq[i], grad_scale, lerp_weight,
             lerp_complement, lerp_from_start, beta2, one_minus_beta2,
@@ -70,7 +75,9 @@ def _adam(lo, hi, param, grad, exp_avg, exp_avg_sq, grad_scale, lerp_weight, ler
 def _amsgrad(lo, hi, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, lerp_weight,
              lerp_complement, lerp_from_start, beta2, one_minus_beta2, bias_correction2_sqrt,
              eps, neg_step_size, weight_decay, decay_factor, weight_decay_mode, maximize):
-    for i in range(lo, hi):
+    param, grad, exp_avg = param[lo:hi], grad[lo:hi], exp_avg[lo:hi]
+    exp_avg_sq, max_exp_avg_sq = exp_avg_sq[lo:hi], max_exp_avg_sq[lo:hi]
+    for i in range(param.shape[0]):
         param[i], exp_avg[i], exp_avg_sq[i], max_exp_avg_sq[i] = _adam_update(
             param[i], grad[i], exp_avg[i], exp_avg_sq[i], max_exp_avg_sq[i], grad_scale, lerp_weight,
             lerp_complement, lerp_from_start, beta2, one_minus_beta2,
@@ -80,7 +87,8 @@ def _amsgrad(lo, hi, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scal
 
 def _lion(lo, hi, param, grad, exp_avg, grad_scale, neg_lr, beta1, one_minus_beta1, beta2,
           one_minus_beta2, decay_factor, has_weight_decay, maximize):
-    for i in range(lo, hi):
+    param, grad, exp_avg = param[lo:hi], grad[lo:hi], exp_avg[lo:hi]
+    for i in range(param.shape[0]):
         param[i], exp_avg[i] = _lion_update(param[i], grad[i], exp_avg[i], grad_scale, neg_lr,
                                             beta1, one_minus_beta1, beta2, one_minus_beta2,
                                             decay_factor, has_weight_decay, maximize)

@@ -24,25 +24,29 @@ from .specs import BOUND_BLOCK_BYTES
 # runs (backends/_jit.py); the floor of a case is the faster of the two.
 
 def _move2(lo, hi, p, g):
-    for i in range(lo, hi):
+    p, g = p[lo:hi], g[lo:hi]
+    for i in range(p.shape[0]):
         p[i] = p[i] + g[i]
 
 
 def _move3(lo, hi, p, g, b):
-    for i in range(lo, hi):
+    p, g, b = p[lo:hi], g[lo:hi], b[lo:hi]
+    for i in range(p.shape[0]):
         b[i] = b[i] + g[i]
         p[i] = p[i] + g[i]
 
 
 def _move4(lo, hi, p, g, m, v):
-    for i in range(lo, hi):
+    p, g, m, v = p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi]
+    for i in range(p.shape[0]):
         m[i] = m[i] + g[i]
         v[i] = v[i] + g[i]
         p[i] = p[i] + g[i]
 
 
 def _move5(lo, hi, p, g, m, v, w):
-    for i in range(lo, hi):
+    p, g, m, v, w = p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], w[lo:hi]
+    for i in range(p.shape[0]):
         m[i] = m[i] + g[i]
         v[i] = v[i] + g[i]
         w[i] = w[i] + g[i]
@@ -88,8 +92,8 @@ _ADAM_SERIAL = _nb._ADAM.serial
 @numba.njit(parallel=True, cache=True, error_model="numpy", nogil=True)
 def _adam_in_l1(p, g, m, v, scalars, threads, block, reps):
     for t in numba.prange(threads):
-        lo = np.uint64(t * block)
-        hi = np.uint64(t * block + block)
+        lo = t * block
+        hi = t * block + block
         for _ in range(reps):
             _ADAM_SERIAL(lo, hi, p, g, m, v, *scalars)
 
