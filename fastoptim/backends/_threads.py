@@ -23,7 +23,7 @@ thread. The policy:
    at the memory bus on the Xeon this was tuned on (0.97 of the floor against 0.91-0.93
    without it). On other CPUs the pool runs these sizes too: on an AMD EPYC (Zen 4) the
    hardware prefetcher keeps up on its own, and the chunked loop's prefetches and
-   per-chunk work made a 16M fp32 Adam step 1.2-1.4x slower than the pool (numba), the
+   per-chunk work made a 16M fp32 Adam step 1.3x slower than the pool (numba), the
    C build's 1.1-1.2x (docs/benchmarks.md). ``set_dispatch(prefetch_loop=...)`` overrides
    the choice; results are bit-identical either way (every loop does the same math per
    element). ``import fastoptim`` sets ``GOMP_SPINCOUNT``
