@@ -127,16 +127,11 @@ def worker(args):
 
 
 def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
     import platform
 
-    return platform.processor() or "unknown CPU"
+    from fastoptim.backends._threads import cpuinfo
+
+    return cpuinfo("model name") or platform.processor() or "unknown CPU"
 
 
 def driver(args):

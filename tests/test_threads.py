@@ -99,15 +99,25 @@ def test_prefetch_loop_follows_the_cpu_vendor():
     # pool on an AMD EPYC (see _threads' docstring): the default follows the vendor
     assert _threads.PREFETCH_LOOP == (_threads.CPU_VENDOR == "GenuineIntel")
     assert _threads.info()["cpu_vendor"] == _threads.CPU_VENDOR
-    try:
-        with open("/proc/cpuinfo") as f:
-            text = f.read()
-    except OSError:
-        text = ""
-    if "vendor_id" in text:
-        assert _threads.CPU_VENDOR and _threads.CPU_VENDOR in text
-    else:
-        assert _threads.CPU_VENDOR == ""
+
+
+def test_cpuinfo_reads_one_field(tmp_path, monkeypatch):
+    text = ("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9R14\n"
+            "flags\t\t: fpu vme\n\nprocessor\t: 1\nvendor_id\t: AuthenticAMD\n")
+    path = tmp_path / "cpuinfo"
+    path.write_text(text)
+    real_open = open
+
+    def fake_open(name, *args, **kwargs):
+        return real_open(path if name == "/proc/cpuinfo" else name, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", fake_open)
+    assert _threads.cpuinfo("vendor_id") == "AuthenticAMD"
+    assert _threads.cpuinfo("model name") == "AMD EPYC 9R14"
+    assert _threads.cpuinfo("flags") == "fpu vme"
+    assert _threads.cpuinfo("cpu MHz") == ""
+    monkeypatch.setattr("builtins.open", lambda *a, **k: (_ for _ in ()).throw(OSError("no")))
+    assert _threads.cpuinfo("vendor_id") == ""
 
 
 @pytest.mark.skipif("c" not in FAST, reason="needs the C module")

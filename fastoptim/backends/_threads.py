@@ -88,19 +88,21 @@ BLOCKED_MAX_BYTES = _last_level_cache_bytes()
 
 
 
-def _cpu_vendor() -> str:
-    """The CPU's ``vendor_id`` ("GenuineIntel", "AuthenticAMD"; Linux), or ""."""
+def cpuinfo(field: str) -> str:
+    """The first value of ``field`` in /proc/cpuinfo ("vendor_id": "GenuineIntel",
+    "AuthenticAMD"; "model name"), or "" where there is none (not Linux)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                if key.strip() == field:
+                    return value.strip()
     except OSError:
         pass
     return ""
 
 
-CPU_VENDOR = _cpu_vendor()
+CPU_VENDOR = cpuinfo("vendor_id")
 # whether working sets beyond the cache run OpenMP's chunked prefetching loop (True) or
 # fastoptim's pool (False): see point 2 of the module docstring
 PREFETCH_LOOP = CPU_VENDOR == "GenuineIntel"

@@ -17,14 +17,7 @@ from .specs import BenchError
 
 
 def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _threads.cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def _version(dist: str):
