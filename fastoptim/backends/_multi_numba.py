@@ -59,10 +59,11 @@ def _sgd_rows(rows, lo, hi, grad_scale, neg_lr, weight_decay, momentum, one_minu
         if has_momentum:
             buf = _view(rows, r, COL_STATE0, n, grad_scale)
             for i in range(n):
-                param[i], buf[i] = _sgd_update(param[i], grad[i], buf[i], grad_scale, neg_lr,
-                                               weight_decay, momentum, one_minus_dampening,
-                                               has_weight_decay, True, first_step, nesterov,
-                                               maximize)
+                p, b = _sgd_update(param[i], grad[i], buf[i], grad_scale, neg_lr,
+                                   weight_decay, momentum, one_minus_dampening,
+                                   has_weight_decay, True, first_step, nesterov, maximize)
+                buf[i] = b  # state first, parameter last, as numba_backend's loops
+                param[i] = p
         else:
             for i in range(n):
                 param[i], _ = _sgd_update(param[i], grad[i], param[i], grad_scale, neg_lr,
@@ -85,18 +86,25 @@ def _adam_rows(rows, lo, hi, grad_scale, lerp_weight, lerp_complement, lerp_from
         if amsgrad:
             vmax = _view(rows, r, COL_STATE0 + 2, n, grad_scale)
             for i in range(n):
-                param[i], exp_avg[i], exp_avg_sq[i], vmax[i] = _adam_update(
+                p, m, v, w = _adam_update(
                     param[i], grad[i], exp_avg[i], exp_avg_sq[i], vmax[i], grad_scale,
                     lerp_weight, lerp_complement, lerp_from_start, beta2, one_minus_beta2,
                     bias_correction2_sqrt, eps, neg_step_size, weight_decay, decay_factor,
                     weight_decay_mode, True, maximize)
+                exp_avg[i] = m
+                exp_avg_sq[i] = v
+                vmax[i] = w
+                param[i] = p
         else:
             for i in range(n):
-                param[i], exp_avg[i], exp_avg_sq[i], _ = _adam_update(
+                p, m, v, _ = _adam_update(
                     param[i], grad[i], exp_avg[i], exp_avg_sq[i], exp_avg_sq[i], grad_scale,
                     lerp_weight, lerp_complement, lerp_from_start, beta2, one_minus_beta2,
                     bias_correction2_sqrt, eps, neg_step_size, weight_decay, decay_factor,
                     weight_decay_mode, False, maximize)
+                exp_avg[i] = m
+                exp_avg_sq[i] = v
+                param[i] = p
 
 
 @njit_parallel
