@@ -282,9 +282,10 @@ def pooled(serial) -> PooledKernel:
 
 
 def run_in_cache(pair, arrays, scalars, threads):
-    """Run a ``_jit.KernelPair`` whose arrays fit in the cache on ``threads`` threads: on the
-    pool (the caller never waits for a sleeping worker), or one block per OpenMP thread
-    without the C build."""
+    """Run a ``_jit.KernelPair`` on ``threads`` threads where the thread policy says the pool
+    (``_threads.mode``: arrays that fit in the cache, and larger ones where the prefetching
+    loop does not pay): on the pool (the caller never waits for a sleeping worker), or one
+    block per OpenMP thread without the C build."""
     if _lib is not None:
         pooled(pair.serial).run(arrays, scalars, threads)
     else:

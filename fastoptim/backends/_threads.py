@@ -87,7 +87,6 @@ def _last_level_cache_bytes(default=BLOCKED_MAX_BYTES_DEFAULT) -> int:
 BLOCKED_MAX_BYTES = _last_level_cache_bytes()
 
 
-
 def cpuinfo(field: str) -> str:
     """The first value of ``field`` in /proc/cpuinfo ("vendor_id": "GenuineIntel",
     "AuthenticAMD"; "model name"), or "" where there is none (not Linux)."""
