@@ -34,8 +34,8 @@ _lion_update = njit_serial(_math.lion_update)
 # arrays' [lo:hi] slices from 0 (an index that starts at 0 keeps the loop vectorized).
 # Each element's state is stored before its parameter, as the C loop stores them: Numba
 # cannot prove the arrays distinct, so LLVM keeps the stores in this order, and with the
-# parameter stored first the loop ran 1.15-1.4x slower than C's on the same arrays in the
-# benchmark's process (16M Adam on the pool, AMD EPYC; with the state first, 1.05-1.1x),
+# parameter stored first the loop ran 1.3-1.4x slower than C's on the same arrays in the
+# benchmark's process (16M Adam on the pool, AMD EPYC; with the state first, 1.0-1.2x),
 # while the two orders time the same in a fresh process.
 # Memory accesses that depend on a flag stop a loop from vectorizing, so there is
 # one kernel per set of arrays read and written (momentum or not, AMSGrad or not);
