@@ -15,7 +15,9 @@
  * overlap verdict is the same, exactly).
  *
  * `first_read_only` (the writeable flags of a list of arrays, in one pass) serves the
- * FlatParams path of the optimizer, whose views a user can make read-only unseen.
+ * FlatParams path of the optimizer, whose views a user can make read-only unseen;
+ * `fingerprint` (every array's address, dtype, flags, shape and strides, as bytes) lets its
+ * cached plan prove on every step that the flat buffers are still the ones it checked.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -356,6 +358,48 @@ static PyObject *first_read_only(PyObject *self, PyObject *arrays)
     return PyLong_FromLong(-1);
 }
 
+/* fingerprint(arrays) -> bytes | None
+ *
+ * arrays: a list or tuple of NumPy arrays. Bytes that describe, for every item, the
+ * memory a kernel would touch through it: its data address, dtype (type number, item
+ * size, byte order), its WRITEABLE, ALIGNED and C_CONTIGUOUS flags, and its shape and
+ * strides. None when an item is not an ndarray. Two calls return equal bytes exactly when
+ * every array still has the same memory, layout and flags: the FlatParams fast path
+ * (fastoptim/optimizers/_flat_plan.py) compares them on every step, which catches a
+ * buffer reallocated in place (ndarray.resize(refcheck=False)), a flag cleared or a shape
+ * or strides assigned, none of which any edit counter sees. */
+static PyObject *fingerprint(PyObject *self, PyObject *arrays)
+{
+    if (!PyList_Check(arrays) && !PyTuple_Check(arrays)) {
+        PyErr_SetString(PyExc_TypeError, "fingerprint: arrays must be a list or a tuple");
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(arrays);
+    PyObject **items = PySequence_Fast_ITEMS(arrays);
+    Py_ssize_t words = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!PyArray_Check(items[i])) Py_RETURN_NONE;
+        words += 4 + 2 * (Py_ssize_t)PyArray_NDIM((PyArrayObject *)items[i]);
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, words * (Py_ssize_t)sizeof(int64_t));
+    if (out == NULL) return NULL;
+    int64_t *w = (int64_t *)PyBytes_AS_STRING(out);
+    const int mask = NPY_ARRAY_WRITEABLE | NPY_ARRAY_ALIGNED | NPY_ARRAY_C_CONTIGUOUS;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyArrayObject *a = (PyArrayObject *)items[i];
+        PyArray_Descr *d = PyArray_DESCR(a);
+        int nd = PyArray_NDIM(a);
+        *w++ = (int64_t)(uintptr_t)PyArray_DATA(a);
+        *w++ = ((int64_t)d->type_num << 32) | ((int64_t)(unsigned char)d->byteorder << 24)
+               | (int64_t)(PyArray_FLAGS(a) & mask);  /* the flags lie in the low 16 bits */
+        *w++ = (int64_t)PyArray_ITEMSIZE(a);
+        *w++ = (int64_t)nd;
+        for (int k = 0; k < nd; k++) *w++ = (int64_t)PyArray_DIMS(a)[k];
+        for (int k = 0; k < nd; k++) *w++ = (int64_t)PyArray_STRIDES(a)[k];
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"fill", fill, METH_VARARGS,
      "fill(params, grads, state, groups, uses_step, table, steps, step_key, cache) -> "
@@ -363,6 +407,8 @@ static PyMethodDef methods[] = {
     {"new_cache", new_cache, METH_NOARGS, "A new cache of written spans for fill()."},
     {"first_read_only", first_read_only, METH_O,
      "first_read_only(arrays) -> index of the first item that is not a writeable ndarray, or -1"},
+    {"fingerprint", fingerprint, METH_O,
+     "fingerprint(arrays) -> bytes describing every array's memory, layout and flags, or None"},
     {NULL, NULL, 0, NULL},
 };
 

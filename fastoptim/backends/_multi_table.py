@@ -96,6 +96,31 @@ def first_read_only_py(arrays):
     return -1
 
 
+def fingerprint(arrays, use_compiled=True):
+    """What a kernel would touch through each array of ``arrays`` (a list or tuple), as
+    one comparable value: data address, dtype, writeable/aligned/C-contiguous flags,
+    shape and strides; None when an item is not an ndarray. Equal values mean the same
+    memory, layout and flags. Compiled (``_multi_table_c.fingerprint``, bytes) when
+    built, else :func:`fingerprint_py` (a tuple): one process uses one of the two."""
+    if use_compiled and _compiled is not None:
+        return _compiled.fingerprint(arrays)
+    return fingerprint_py(arrays)
+
+
+def fingerprint_py(arrays):
+    """The pure-Python twin of ``_multi_table_c.fingerprint`` (the same equalities)."""
+    if not isinstance(arrays, (list, tuple)):
+        raise TypeError("fingerprint: arrays must be a list or a tuple")
+    out = []
+    for a in arrays:
+        if not isinstance(a, np.ndarray):
+            return None
+        flags = a.flags
+        out.append((_address(a), a.dtype.num, a.dtype.byteorder, a.itemsize, flags.writeable,
+                    flags.aligned, flags.c_contiguous, a.shape, a.strides))
+    return tuple(out)
+
+
 class Table:
     """One optimizer's table, step counts and overlap cache (reused from step to step)."""
 
