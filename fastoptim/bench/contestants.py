@@ -20,7 +20,7 @@ from .specs import format_size
 class Case:
     key: str  # "16M" or "1000x1024"
     sizes: tuple  # elements per tensor
-    modes: tuple  # ("single",) or ("flat", "list")
+    modes: tuple  # ("single",), or ("flat", "list", "one"): the many-tensors case
     all_peers: bool = True  # False: of the torch peers only torch fused (the extra cases)
 
     @property
@@ -34,19 +34,22 @@ class Case:
         if mode == "flat":
             return (f"{count} tensors x {format_size(size)} via FlatParams "
                     "(one kernel call per step)")
+        if mode == "one":
+            return (f"the same {format_size(self.n)} elements as one tensor (what FlatParams "
+                    f"over the {count} tensors is measured against, interleaved)")
         return (f"{count} tensors x {format_size(size)} as a plain list (checked every step, "
                 "one table-kernel call)")
 
 
 def make_cases(sizes, many, flat=None, suffix="", all_peers=lambda n: True) -> list:
-    """Single-tensor cases, the many-tensors case (FlatParams and plain list) and a
-    FlatParams-only case; ``suffix`` tags the keys (the float64 pass: " f64");
+    """Single-tensor cases, the many-tensors case (FlatParams, plain list and the same
+    elements as one tensor, timed interleaved) and a FlatParams-only case; ``suffix`` tags the keys (the float64 pass: " f64");
     ``all_peers(n)``: whether a single-tensor case of ``n`` elements gets every torch peer."""
     cases = [Case(format_size(n) + suffix, (n,), ("single",), all_peers(n)) for n in sizes]
     if many is not None:
         count, size = many
         cases.append(Case(f"{count}x{format_size(size)}{suffix}", (size,) * count,
-                          ("flat", "list")))
+                          ("flat", "list", "one")))
     if flat is not None:
         count, size = flat
         cases.append(Case(f"{count}x{format_size(size)}{suffix}", (size,) * count, ("flat",),
@@ -84,7 +87,7 @@ def setup_fastoptim(spec, case, mode, data, backend):
     param0, grad = data(case.n)
     cls = getattr(fastoptim, spec.cls)
     bounds = _bounds(case.sizes)
-    if mode == "single":
+    if mode in ("single", "one"):
         params, grads = [param0.copy()], [grad]
     elif mode == "flat":
         flat = fastoptim.FlatParams([param0[a:b] for a, b in bounds])

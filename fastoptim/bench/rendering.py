@@ -158,7 +158,7 @@ def many_table(report: Report, optimizer: str, case: Case):
 
     rows = [r for r in report.results if r.optimizer == optimizer and r.case == case.key
             and r.timed and (r.kind == "peer" or (r.kind == "fastoptim"
-                                                  and r.mode in ("list", "flat")))]
+                                                  and r.mode in ("list", "flat", "one")))]
     lists = [r.time_s for r in rows if r.mode == "list"]
     if not lists:
         return None
@@ -172,10 +172,10 @@ def many_table(report: Report, optimizer: str, case: Case):
     table.add_column("contestant", no_wrap=True)
     table.add_column("time/step", justify="right", no_wrap=True)
     table.add_column("x plain list", justify="right", no_wrap=True)
-    order = {"list": 0, "flat": 1, "tensors": 2}
-    for r in sorted(rows, key=lambda r: (order.get(r.mode, 3), r.time_s)):
-        label = {"list": f"{r.label}, plain list", "flat": f"{r.label}, FlatParams"}.get(
-            r.mode, r.label)
+    order = {"list": 0, "flat": 1, "one": 2, "tensors": 3}
+    for r in sorted(rows, key=lambda r: (order.get(r.mode, 4), r.time_s)):
+        label = {"list": f"{r.label}, plain list", "flat": f"{r.label}, FlatParams",
+                 "one": f"{r.label}, one tensor of {format_size(case.n)}"}.get(r.mode, r.label)
         table.add_row(label, format_time(r.time_s), ratio(r.time_s / best_list),
                       style="italic" if r.kind == "peer" else "")
     return table
@@ -258,6 +258,32 @@ def kernel_goals_table(entries):
     return table
 
 
+def many_goals_table(entries):
+    """The many-tensors goals of a run (``report.many_goals``), one row per backend."""
+    from rich.table import Table
+
+    table = Table(title="Many tensors: plain list, FlatParams, one tensor and the peers, "
+                        "goals of this run", title_justify="left", caption_justify="left",
+                  caption="list/flat, flat/one: time ratios (1.00x: as fast); vs list: the "
+                          "peer's time / the plain list's; all from one interleaved run")
+    for name in ("optimizer", "dtype", "case", "backend", "list/flat", "flat/one",
+                 "torch fused vs list", "DeepSpeed vs list", "goals"):
+        table.add_column(name, justify="right" if "/" in name or "vs" in name else "left")
+
+    def cell(e, key):
+        return ratio(e[key]) if key in e else "-"
+
+    for e in entries:
+        missed = [k for k, v in e["goals"].items() if not v]
+        verdict = ("-" if not e["goals"] else "[green]met[/green]" if not missed
+                   else "[red]missed: " + "; ".join(missed) + "[/red]")
+        table.add_row(OPTIMIZERS[e["optimizer"]].label, e["dtype"], e["case"], e["backend"],
+                      cell(e, "list_over_flat"), cell(e, "flat_over_one"),
+                      cell(e, "torch-fused_over_list"), cell(e, f"{DEEPSPEED}_over_list"),
+                      verdict)
+    return table
+
+
 def plot(report: Report, path) -> None:
     """Write a PNG: GB/s against tensor size per contestant, the floor as a dashed line.
 
@@ -272,7 +298,7 @@ def plot(report: Report, path) -> None:
                              squeeze=False)
     for ax, name in zip(axes[0], optimizers):
         rows = [r for r in report.results if r.optimizer == name and r.timed
-                and r.n_tensors == 1 and r.dtype == report.settings["dtype"]
+                and r.n_tensors == 1 and r.mode != "one" and r.dtype == report.settings["dtype"]
                 and r.kind != "bound"]
         contestants = list(dict.fromkeys(r.contestant for r in rows))
         for contestant in contestants:

@@ -17,7 +17,14 @@ from . import loop as training_loop
 from .contestants import Case
 from .crossover import crossover_tables
 from .latency import latency_table
-from .rendering import case_table, kernel_goals_table, print_header, print_many_table, summary_table
+from .rendering import (
+    case_table,
+    kernel_goals_table,
+    many_goals_table,
+    print_header,
+    print_many_table,
+    summary_table,
+)
 from .specs import DEEPSPEED
 
 
@@ -27,7 +34,7 @@ class Result:
 
     optimizer: str
     case: str  # "16M", "256K", "1000x1024"
-    mode: str  # "single", "flat", "list" (fastoptim), "tensors" (peers), "floor"
+    mode: str  # "single", "flat", "list", "one" (fastoptim), "tensors" (peers), "floor"
     n_elements: int
     n_tensors: int
     dtype: str
@@ -160,6 +167,53 @@ def kernel_goals(report: Report) -> list:
     return out
 
 
+MANY_GOALS = {  # issue 12, the many-tensors case, ratios within one interleaved run
+    "list_over_flat": 2.0,  # a plain list's step at most 2x the FlatParams step
+    "flat_over_one": 1.5,  # FlatParams at most 1.5x the same elements as one tensor
+    "peer_over_list": 3.0,  # torch fused and DeepSpeedCPUAdam at least 3x the plain list's
+}
+
+
+def many_goals(report: Report) -> list:
+    """One entry per (optimizer, dtype, many-tensors case) and fast backend: its plain
+    list against its FlatParams step, FlatParams against the same elements as one
+    tensor, torch fused and DeepSpeedCPUAdam against the plain list, and which goals hold.
+    All from one interleaved run of the case."""
+    out = []
+    keys = dict.fromkeys((r.optimizer, r.dtype, r.case) for r in report.results
+                         if r.kind == "fastoptim" and r.mode == "list")
+    for optimizer, dtype, case in keys:
+        rows = [r for r in report.results
+                if (r.optimizer, r.dtype, r.case) == (optimizer, dtype, case) and r.timed]
+        peer = {r.contestant: r.time_s for r in rows if r.kind == "peer"}
+        by_mode = {}
+        for r in rows:
+            if r.kind == "fastoptim":
+                by_mode.setdefault(r.contestant, {})[r.mode] = r.time_s
+        for backend, t in by_mode.items():
+            entry = dict(optimizer=optimizer, dtype=dtype, case=case, backend=backend,
+                         time_s=t, goals={})
+            if "list" in t and "flat" in t:
+                entry["list_over_flat"] = t["list"] / t["flat"]
+                need = MANY_GOALS["list_over_flat"]
+                entry["goals"][f"plain list <= {need:g}x FlatParams"] = (
+                    entry["list_over_flat"] <= need)
+            if "flat" in t and "one" in t:
+                entry["flat_over_one"] = t["flat"] / t["one"]
+                need = MANY_GOALS["flat_over_one"]
+                entry["goals"][f"FlatParams <= {need:g}x one tensor"] = (
+                    entry["flat_over_one"] <= need)
+            for peer_key, label in (("torch-fused", "torch fused"),
+                                    (DEEPSPEED, "DeepSpeedCPUAdam")):
+                if peer_key in peer and "list" in t:
+                    entry[f"{peer_key}_over_list"] = peer[peer_key] / t["list"]
+                    need = MANY_GOALS["peer_over_list"]
+                    entry["goals"][f"plain list >= {need:g}x {label}"] = (
+                        entry[f"{peer_key}_over_list"] >= need)
+            out.append(entry)
+    return out
+
+
 def print_report(report: Report, console=None) -> None:
     """Print a finished report (header, one table per case, summary, latency, crossover)."""
     if console is None:
@@ -179,6 +233,8 @@ def print_report(report: Report, console=None) -> None:
     console.print(summary_table(report))
     if report.goals.get("kernels"):
         console.print(kernel_goals_table(report.goals["kernels"]))
+    if report.goals.get("many"):
+        console.print(many_goals_table(report.goals["many"]))
     if report.loop:
         results = [training_loop.LoopResult(**r) for r in report.loop["results"]]
         for key in dict.fromkeys((r.model, r.dtype) for r in results):

@@ -37,12 +37,13 @@ from .rendering import (
     case_table,
     is_busy,
     kernel_goals_table,
+    many_goals_table,
     print_header,
     print_many_table,
     progress_bar,
     summary_table,
 )
-from .report import Report, Result, kernel_goals
+from .report import Report, Result, kernel_goals, many_goals
 from .specs import (
     CHECK_STEPS,
     CONTESTANT_BUDGET_S,
@@ -408,9 +409,11 @@ def run(optimizers=DEFAULT_OPTIMIZERS, backends=None, sizes=None, many="default"
                 runner.data = None
         if console is not None:
             console.print(summary_table(report))
-        report.goals = {"kernels": kernel_goals(report)}
+        report.goals = {"kernels": kernel_goals(report), "many": many_goals(report)}
         if in_cache and console is not None:
             console.print(kernel_goals_table(report.goals["kernels"]))
+        if report.goals["many"] and console is not None:
+            console.print(many_goals_table(report.goals["many"]))
 
     report.machine["busy_cpus_after"] = busy_cpus(0.1 if quick else 0.25)
     if console is not None and is_busy(report.machine.get("busy_cpus_after")):

@@ -72,7 +72,7 @@ def test_python_m_fastoptim_bench_prints_tables_and_writes_json(tmp_path):
     fast = [b for b in ("numba", "c") if backends.is_available(b)]
     contestants = {"floor", "floor-prefetch", "floor-blocked", "numpy", *fast}
     cases = {("4K", "single"): (4096, 1), ("4x256", "flat"): (1024, 4),
-             ("4x256", "list"): (1024, 4)}
+             ("4x256", "list"): (1024, 4), ("4x256", "one"): (1024, 4)}
     for (case, mode), (elements, tensors) in cases.items():
         rows = [r for r in results if r["case"] == case and r["mode"] in ("floor", mode)]
         assert {r["contestant"] for r in rows} == contestants, (case, mode)
@@ -116,7 +116,7 @@ def test_in_process_bench_with_json_on_stdout(capsys):
     case_tables = [rows for header, rows in _tables(captured.err) if header == CASE_COLUMNS]
     assert case_tables == [_expected_case_rows(doc["results"], case, mode)
                            for case, mode in (("4K", "single"), ("4x256", "flat"),
-                                              ("4x256", "list"))]
+                                              ("4x256", "list"), ("4x256", "one"))]
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -41,10 +41,11 @@ def test_run_prints_tables_and_fills_every_result():
     for name in ["floor", "numpy"] + FAST:
         assert name in out
     _timed_rows_are_sane(report)
-    # per optimizer: one single-tensor case, a flat and a list case
+    # per optimizer: one single-tensor case; the many case as flat, list and one tensor
     rows = [r for r in report.results if r.optimizer == "adam"]
     assert {(r.case, r.mode) for r in rows if r.kind != "floor"} == \
-        {("4K", "single"), ("4x256", "flat"), ("4x256", "list")}
+        {("4K", "single"), ("4x256", "flat"), ("4x256", "list"), ("4x256", "one")}
+    assert "the same 1K elements as one tensor" in out
     assert all(r.check == "ok" for r in rows if r.kind == "fastoptim")
     assert {r.bytes_per_element for r in rows} == {28}
     assert {r.bytes_per_element for r in report.results if r.optimizer == "sgd"} == {20}
@@ -68,7 +69,7 @@ def test_json_document(tmp_path):
     timed = [r for r in doc["results"] if r["time_s"] is not None]
     # three floors per case (4K, 4x256), each backend in three modes (single, flat, list)
     floors_per_case = len(floor.FLOOR_VARIANTS)
-    assert len(timed) == len(doc["results"]) == 2 * floors_per_case + 3 * len(["numpy"] + FAST)
+    assert len(timed) == len(doc["results"]) == 2 * floors_per_case + 4 * len(["numpy"] + FAST)
     assert all(r["time_s"] > 0 and r["gb_per_s"] > 0 for r in timed)
     for case in ("4K", "4x256"):
         floors = [r for r in timed if r["case"] == case and r["kind"] == "floor"]
@@ -93,7 +94,7 @@ def test_a_broken_backend_is_reported_and_never_timed(monkeypatch):
     console = _console()
     report = bench.run(optimizers=["adam"], peers=False, console=console, **TINY)
     broken = [r for r in report.results if r.contestant == victim]
-    assert len(broken) == 3 and all(r.check == "mismatch" for r in broken)
+    assert len(broken) == 4 and all(r.check == "mismatch" for r in broken)
     assert all(r.time_s is None and r.times_s == [] for r in broken)
     # the numbers behind the message: at least the 1.001 factor's error, far above rtol
     import re
@@ -195,6 +196,29 @@ def test_a_slow_contestant_stops_after_its_time_budget(monkeypatch):
                        latency=False, quick=True, console=None)
     assert {r.repeats for r in report.results} == {specs.MIN_REPEATS}
     assert report.settings["min_repeats"] == specs.MIN_REPEATS
+
+
+def test_many_case_goals_come_from_its_own_interleaved_rows(monkeypatch):
+    """The many-tensors goals: list/flat, flat/one (the same elements as one tensor, in
+    the same case) and the peers against the list, judged against MANY_GOALS."""
+    console = _console()
+    report = bench.run(optimizers=["sgd"], sizes=[4096], many=(4, 256), repeat=2,
+                       peers=False, latency=False, console=console, in_cache=False, loop=False)
+    entries = {e["backend"]: e for e in report.goals["many"]}
+    assert set(entries) == set(FAST)
+    rows = {(r.contestant, r.mode): r for r in report.results if r.case == "4x256"}
+    for b, e in entries.items():
+        assert e["list_over_flat"] == rows[b, "list"].time_s / rows[b, "flat"].time_s
+        assert e["flat_over_one"] == rows[b, "flat"].time_s / rows[b, "one"].time_s
+        assert rows[b, "one"].n_elements == 1024 and rows[b, "one"].check == "ok"
+        assert e["goals"]["FlatParams <= 1.5x one tensor"] == (e["flat_over_one"] <= 1.5)
+        assert e["goals"]["plain list <= 2x FlatParams"] == (e["list_over_flat"] <= 2.0)
+        assert not any("torch" in k for k in e["goals"])  # no peers in this run
+    assert "Many tensors: plain list, FlatParams, one tensor" in console.file.getvalue()
+    # the thresholds are MANY_GOALS': none can be met at 0
+    monkeypatch.setattr(report_module, "MANY_GOALS", dict(
+        list_over_flat=0.0, flat_over_one=0.0, peer_over_list=3.0))
+    assert not any(v for e in report_module.many_goals(report) for v in e["goals"].values())
 
 
 def test_in_cache_pass_bound_and_goals(monkeypatch):
