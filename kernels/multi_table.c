@@ -12,7 +12,10 @@
  *
  * Every check runs on every call; the only thing kept between calls is the sorted list
  * of written byte spans, reused only when this call's spans are identical (so the
- * overlap verdict is the same, exactly).
+ * overlap verdict is the same, exactly). The state dict is read in one pass over its
+ * storage (when its keys are ints), and each row prefetches the objects of the rows a
+ * few iterations ahead: after a step has streamed its arrays through the cache, every
+ * object a row reads is otherwise a dependent miss (1000 Adam tensors: 343 -> 163 us).
  *
  * `first_read_only` (the writeable flags of a list of arrays, in one pass) serves the
  * FlatParams path of the optimizer, whose views a user can make read-only unseen;
@@ -140,6 +143,88 @@ static inline span_t span_of(PyArrayObject *a)
     return s;
 }
 
+#if defined(__GNUC__)
+#define PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 3)
+#else
+#define PREFETCH(p) ((void)0)
+#endif
+
+/* state.get(i) for every i in [0, n), read in one pass over the dict's own storage (no int
+ * objects, no hashing): new references, NULL where there is no entry. Sets *lookup and
+ * returns NULL (no error) when the dict holds a key that is not an exact int: then each
+ * index is looked up as dict.get would (a key such as True or 1.0 equals an index). Keys
+ * out of [0, n) are never looked up, so they are skipped here too. */
+static PyObject **entries_by_index(PyObject *state, Py_ssize_t n, int *lookup)
+{
+    *lookup = 0;
+    PyObject **ent = calloc(n ? n : 1, sizeof(PyObject *));
+    if (ent == NULL) return (PyObject **)PyErr_NoMemory();
+    PyObject *k, *v;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(state, &pos, &k, &v)) {
+        if (!PyLong_CheckExact(k)) {
+            for (Py_ssize_t i = 0; i < n; i++) Py_XDECREF(ent[i]);
+            free(ent);
+            *lookup = 1;
+            return NULL;
+        }
+        Py_ssize_t i = PyLong_AsSsize_t(k);
+        if (i == -1 && PyErr_Occurred()) { PyErr_Clear(); continue; }  /* huge: out of range */
+        if (i >= 0 && i < n) {
+            Py_INCREF(v);
+            Py_XSETREF(ent[i], v);
+        }
+    }
+    return ent;
+}
+
+static void free_entries(PyObject **ent, Py_ssize_t n)
+{
+    if (ent == NULL) return;
+    for (Py_ssize_t i = 0; i < n; i++) Py_XDECREF(ent[i]);
+    free(ent);
+}
+
+/* Prefetch what row i + d will read, d iterations ahead (a step after the kernel has
+ * streamed its arrays finds none of these objects in the cache: each is a dependent miss
+ * otherwise). Hints only: no decision depends on them, and they read nothing a check has
+ * not the right to read (an object's type, an array's fields, a dict's own storage). */
+static inline void prefetch_ahead(PyObject *params, PyObject **grad_items, PyObject **ent,
+                                  Py_ssize_t n, Py_ssize_t i)
+{
+    Py_ssize_t j;
+    if ((j = i + 16) < n) {  /* the objects */
+        PREFETCH(PyList_GET_ITEM(params, j));
+        PREFETCH(grad_items[j]);
+        if (ent != NULL && ent[j] != NULL) PREFETCH(ent[j]);
+    }
+    if ((j = i + 11) < n) {  /* their shapes, the entry's tables */
+        PyObject *o = PyList_GET_ITEM(params, j);
+        if (PyArray_Check(o)) PREFETCH(PyArray_DIMS((PyArrayObject *)o));
+        o = grad_items[j];
+        if (o != Py_None && PyArray_Check(o)) PREFETCH(PyArray_DIMS((PyArrayObject *)o));
+        o = ent != NULL ? ent[j] : NULL;
+        if (o != NULL && PyDict_Check(o)) {
+            PREFETCH(((PyDictObject *)o)->ma_keys);
+            if (((PyDictObject *)o)->ma_values != NULL) PREFETCH(((PyDictObject *)o)->ma_values);
+        }
+    }
+    if ((j = i + 6) < n && ent != NULL && ent[j] != NULL && PyDict_Check(ent[j])) {
+        PyObject *k, *v;  /* the state arrays */
+        Py_ssize_t pos = 0;
+        while (PyDict_Next(ent[j], &pos, &k, &v)) PREFETCH(v);
+    }
+    if ((j = i + 2) < n && ent != NULL && ent[j] != NULL && PyDict_Check(ent[j])) {
+        PyObject *k, *v;  /* their shapes, and a step counter's value */
+        Py_ssize_t pos = 0;
+        while (PyDict_Next(ent[j], &pos, &k, &v)) {
+            if (!PyArray_Check(v)) continue;
+            PyArrayObject *a = (PyArrayObject *)v;
+            PREFETCH(PyArray_NDIM(a) ? (void *)PyArray_DIMS(a) : PyArray_DATA(a));
+        }
+    }
+}
+
 #define DECLINE(why) do { reason = (why); goto done; } while (0)
 #define ADD_SPAN(list, s) do { span_t s_ = (s); \
         if (s_.hi > s_.lo && push(&c->list, s_)) goto nomem; } while (0)
@@ -185,6 +270,10 @@ static PyObject *fill(PyObject *self, PyObject *args)
     int uniform = 1;
     c->written.n = 0;
     c->reads.n = 0;
+    int lookup;
+    PyObject **ent = entries_by_index(state, n, &lookup);
+    if (ent == NULL && !lookup) return NULL;
+    PyObject *result = NULL;
 
     Py_ssize_t expect = 0;
     for (Py_ssize_t gi = 0; gi < PyTuple_GET_SIZE(groups); gi++) {
@@ -212,11 +301,17 @@ static PyObject *fill(PyObject *self, PyObject *args)
             int code = dtype_code(p);
             if (code < 0 || !PyArray_ISCARRAY(p)) DECLINE("param layout");
             ADD_SPAN(written, span_of(p));
-            PyObject *key_i = PyLong_FromSsize_t(i);
-            if (key_i == NULL) return NULL;
-            PyObject *entry = PyDict_GetItemWithError(state, key_i); /* borrowed */
-            Py_DECREF(key_i);
-            if (entry == NULL && PyErr_Occurred()) return NULL;
+            prefetch_ahead(params, grad_items, ent, n, i);
+            PyObject *entry; /* borrowed (ent holds a reference) */
+            if (ent != NULL) {
+                entry = ent[i];
+            } else {
+                PyObject *key_i = PyLong_FromSsize_t(i);
+                if (key_i == NULL) goto fail;
+                entry = PyDict_GetItemWithError(state, key_i);
+                Py_DECREF(key_i);
+                if (entry == NULL && PyErr_Occurred()) goto fail;
+            }
             PyObject *g_obj = grad_items[i];
             if (g_obj == Py_None) {
                 /* not stepped: its param and state are still written arrays a gradient
@@ -251,7 +346,7 @@ static PyObject *fill(PyObject *self, PyObject *args)
                 PyObject *key = PyTuple_GET_ITEM(keys, k);
                 PyArrayObject *a = as_checked(PyDict_GetItemWithError(entry, key), code, p, 1);
                 if (a == NULL) {
-                    if (PyErr_Occurred()) return NULL;
+                    if (PyErr_Occurred()) goto fail;
                     DECLINE("state array");
                 }
                 row[COL_STATE0 + k] = (int64_t)(uintptr_t)PyArray_DATA(a);
@@ -260,7 +355,7 @@ static PyObject *fill(PyObject *self, PyObject *args)
             double step = 0.0;
             if (uses_step) {
                 PyObject *s_obj = PyDict_GetItemWithError(entry, step_key);
-                if (s_obj == NULL && PyErr_Occurred()) return NULL;
+                if (s_obj == NULL && PyErr_Occurred()) goto fail;
                 if (s_obj == NULL || !PyArray_CheckExact(s_obj)) DECLINE("step");
                 PyArrayObject *s = (PyArrayObject *)s_obj;
                 int need = NPY_ARRAY_ALIGNED | NPY_ARRAY_WRITEABLE;
@@ -322,16 +417,21 @@ static PyObject *fill(PyObject *self, PyObject *args)
 done:
     if (reason != NULL) {
         c->valid = 0;
-        return PyUnicode_FromString(reason);
+        result = PyUnicode_FromString(reason);
+    } else {
+        result = PyBool_FromLong(uniform);
     }
-    return PyBool_FromLong(uniform);
+    free_entries(ent, n);
+    return result;
 nomem:
-    c->valid = 0;
-    return PyErr_NoMemory();
+    PyErr_NoMemory();
+    goto fail;
 error_spec:
-    c->valid = 0;
     PyErr_SetString(PyExc_ValueError, "fill: groups must be (start, stop, keys, members) tuples "
                                       "covering every parameter in order, at most 3 keys each");
+fail:
+    c->valid = 0;
+    free_entries(ent, n);
     return NULL;
 }
 

@@ -440,6 +440,43 @@ def test_fillers_agree_on_random_edits():
     assert 30 < accepted < 270  # both outcomes were explored
 
 
+@pytest.mark.parametrize("extra", ["none", "out of range", "negative", "huge", "True",
+                                   "float", "str", "missing"])
+def test_fillers_agree_on_any_state_dict_keys(extra):
+    """The compiled filler reads a state dict in one pass when every key is an exact int
+    (keys outside [0, n) are never looked up, so they are skipped), and looks each index
+    up as dict.get does otherwise (True and 1.0 equal the index 1): the same verdict and
+    table as the Python filler either way."""
+    if not T.compiled_available():
+        pytest.skip("the compiled filler is not built")
+    params = _arrays([(6,), (3,), (4,)], np.float32, 5)
+    opt = fastoptim.Adam(params, lr=0.1, backend=TABLE_BACKENDS[0])
+    opt.step(_grads(params, 0))
+    state = {i: dict(opt.state[i]) for i in range(3)}
+    if extra == "missing":
+        del state[1]
+    elif extra != "none":
+        key = {"out of range": 3, "negative": -1, "huge": 2**70, "True": True, "float": 1.0,
+               "str": "x"}[extra]
+        moved = state.pop(1) if extra in ("True", "float") else {}
+        state[key] = moved or dict(state[0])
+    groups = ((0, 3, ("exp_avg", "exp_avg_sq"), opt.param_groups[0]["params"]),)
+    results, grads = [], _grads(params, 1)
+    for use_compiled in (True, False):
+        table = T.Table(3)
+        steps = [float(e["step"]) for e in state.values() if "step" in e]
+        verdict = T.fill(table, params, grads, state, groups, True,
+                         use_compiled=use_compiled)
+        results.append((verdict, table.rows.copy(), table.steps.copy()))
+        for e, before in zip([e for e in state.values() if "step" in e], steps):
+            e["step"][...] = before  # undo the count, for the other filler
+    assert results[0][0] == results[1][0]
+    assert (results[0][0] is True) == (extra in ("none", "out of range", "negative", "huge",
+                                                 "True", "float", "str"))
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    np.testing.assert_array_equal(results[0][2], results[1][2])
+
+
 @pytest.mark.parametrize("backend", TABLE_BACKENDS)
 @pytest.mark.parametrize("threads", [2, 3])
 @pytest.mark.parametrize("name,flags", [("SGD", dict(momentum=0.9)), ("Adam", dict(amsgrad=True))])
@@ -503,7 +540,8 @@ def test_bench_shows_the_plain_list_next_to_flatparams():
     best_list = min(r.time_s for r in rows.values() if r.mode == "list" and r.kind != "floor")
     expected = {}
     for backend in TABLE_BACKENDS:
-        for mode, label in (("list", "plain list"), ("flat", "FlatParams")):
+        for mode, label in (("list", "plain list"), ("flat", "FlatParams"),
+                            ("one", "one tensor of 1K")):
             time_s = rows[(backend, mode)].time_s
             expected[f"{backend}, {label}"] = [format_time(time_s), ratio(time_s / best_list)]
     assert table == expected
