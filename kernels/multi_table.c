@@ -13,9 +13,7 @@
  * Every check runs on every call; the only thing kept between calls is the sorted list
  * of written byte spans, reused only when this call's spans are identical (so the
  * overlap verdict is the same, exactly). The state dict is read in one pass over its
- * storage (when its keys are ints), and each row prefetches the objects of the rows a
- * few iterations ahead: after a step has streamed its arrays through the cache, every
- * object a row reads is otherwise a dependent miss (1000 Adam tensors: 343 -> 163 us).
+ * storage when its keys are ints (no int object and no hash lookup per row).
  *
  * `first_read_only` (the writeable flags of a list of arrays, in one pass) serves the
  * FlatParams path of the optimizer, whose views a user can make read-only unseen;
@@ -143,12 +141,6 @@ static inline span_t span_of(PyArrayObject *a)
     return s;
 }
 
-#if defined(__GNUC__)
-#define PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 3)
-#else
-#define PREFETCH(p) ((void)0)
-#endif
-
 /* state.get(i) for every i in [0, n), read in one pass over the dict's own storage (no int
  * objects, no hashing): new references, NULL where there is no entry. Sets *lookup and
  * returns NULL (no error) when the dict holds a key that is not an exact int: then each
@@ -183,46 +175,6 @@ static void free_entries(PyObject **ent, Py_ssize_t n)
     if (ent == NULL) return;
     for (Py_ssize_t i = 0; i < n; i++) Py_XDECREF(ent[i]);
     free(ent);
-}
-
-/* Prefetch what row i + d will read, d iterations ahead (a step after the kernel has
- * streamed its arrays finds none of these objects in the cache: each is a dependent miss
- * otherwise). Hints only: no decision depends on them, and they read nothing a check has
- * not the right to read (an object's type, an array's fields, a dict's own storage). */
-static inline void prefetch_ahead(PyObject *params, PyObject **grad_items, PyObject **ent,
-                                  Py_ssize_t n, Py_ssize_t i)
-{
-    Py_ssize_t j;
-    if ((j = i + 16) < n) {  /* the objects */
-        PREFETCH(PyList_GET_ITEM(params, j));
-        PREFETCH(grad_items[j]);
-        if (ent != NULL && ent[j] != NULL) PREFETCH(ent[j]);
-    }
-    if ((j = i + 11) < n) {  /* their shapes, the entry's tables */
-        PyObject *o = PyList_GET_ITEM(params, j);
-        if (PyArray_Check(o)) PREFETCH(PyArray_DIMS((PyArrayObject *)o));
-        o = grad_items[j];
-        if (o != Py_None && PyArray_Check(o)) PREFETCH(PyArray_DIMS((PyArrayObject *)o));
-        o = ent != NULL ? ent[j] : NULL;
-        if (o != NULL && PyDict_Check(o)) {
-            PREFETCH(((PyDictObject *)o)->ma_keys);
-            if (((PyDictObject *)o)->ma_values != NULL) PREFETCH(((PyDictObject *)o)->ma_values);
-        }
-    }
-    if ((j = i + 6) < n && ent != NULL && ent[j] != NULL && PyDict_Check(ent[j])) {
-        PyObject *k, *v;  /* the state arrays */
-        Py_ssize_t pos = 0;
-        while (PyDict_Next(ent[j], &pos, &k, &v)) PREFETCH(v);
-    }
-    if ((j = i + 2) < n && ent != NULL && ent[j] != NULL && PyDict_Check(ent[j])) {
-        PyObject *k, *v;  /* their shapes, and a step counter's value */
-        Py_ssize_t pos = 0;
-        while (PyDict_Next(ent[j], &pos, &k, &v)) {
-            if (!PyArray_Check(v)) continue;
-            PyArrayObject *a = (PyArrayObject *)v;
-            PREFETCH(PyArray_NDIM(a) ? (void *)PyArray_DIMS(a) : PyArray_DATA(a));
-        }
-    }
 }
 
 #define DECLINE(why) do { reason = (why); goto done; } while (0)
@@ -301,7 +253,6 @@ static PyObject *fill(PyObject *self, PyObject *args)
             int code = dtype_code(p);
             if (code < 0 || !PyArray_ISCARRAY(p)) DECLINE("param layout");
             ADD_SPAN(written, span_of(p));
-            prefetch_ahead(params, grad_items, ent, n, i);
             PyObject *entry; /* borrowed (ent holds a reference) */
             if (ent != NULL) {
                 entry = ent[i];
