@@ -393,14 +393,24 @@ fail:
  * is one. One flag read per item: the optimizer calls it on every step for the views
  * that a FlatParams group's flat state (and parameters) hand out, whose writeable flag
  * a user may clear at any time without any edit the optimizer could count. */
-static PyObject *first_read_only(PyObject *self, PyObject *arrays)
+/* The items of `arrays` (a list or tuple) and their count: 0, or -1 with a TypeError
+ * naming `who` (an empty list's items may be NULL: only the return value tells). */
+static int sequence_items(PyObject *arrays, const char *who, Py_ssize_t *n, PyObject ***items)
 {
     if (!PyList_Check(arrays) && !PyTuple_Check(arrays)) {
-        PyErr_SetString(PyExc_TypeError, "first_read_only: arrays must be a list or a tuple");
-        return NULL;
+        PyErr_Format(PyExc_TypeError, "%s: arrays must be a list or a tuple", who);
+        return -1;
     }
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(arrays);
-    PyObject **items = PySequence_Fast_ITEMS(arrays);
+    *n = PySequence_Fast_GET_SIZE(arrays);
+    *items = PySequence_Fast_ITEMS(arrays);
+    return 0;
+}
+
+static PyObject *first_read_only(PyObject *self, PyObject *arrays)
+{
+    Py_ssize_t n;
+    PyObject **items;
+    if (sequence_items(arrays, "first_read_only", &n, &items)) return NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *o = items[i];
         if (!PyArray_Check(o) || !PyArray_ISWRITEABLE((PyArrayObject *)o))
@@ -421,12 +431,9 @@ static PyObject *first_read_only(PyObject *self, PyObject *arrays)
  * or strides assigned, none of which any edit counter sees. */
 static PyObject *fingerprint(PyObject *self, PyObject *arrays)
 {
-    if (!PyList_Check(arrays) && !PyTuple_Check(arrays)) {
-        PyErr_SetString(PyExc_TypeError, "fingerprint: arrays must be a list or a tuple");
-        return NULL;
-    }
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(arrays);
-    PyObject **items = PySequence_Fast_ITEMS(arrays);
+    Py_ssize_t n;
+    PyObject **items;
+    if (sequence_items(arrays, "fingerprint", &n, &items)) return NULL;
     Py_ssize_t words = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         if (!PyArray_Check(items[i])) Py_RETURN_NONE;

@@ -332,5 +332,6 @@ def test_fingerprint_changes_with_memory_flags_and_layout():
         assert make([a]) != make([a.view(np.int32)])
         assert make([a]) != make([b])
         assert make([a, None]) is None and make([a, [1.0]]) is None
+        assert make([]) == make(()) and make([]) is not None  # empty: nothing to describe
         with pytest.raises(TypeError, match="list or a tuple"):
             make(iter([a]))

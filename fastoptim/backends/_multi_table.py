@@ -76,6 +76,12 @@ def compiled_available() -> bool:
     return _compiled is not None
 
 
+def _sequence(arrays, who):
+    if not isinstance(arrays, (list, tuple)):
+        raise TypeError(f"{who}: arrays must be a list or a tuple")
+    return arrays
+
+
 def first_read_only(arrays, use_compiled=True):
     """The index of the first item of ``arrays`` (a list or tuple) that is not a
     writeable NumPy array, or -1: one flag read per array in compiled code (the
@@ -88,31 +94,25 @@ def first_read_only(arrays, use_compiled=True):
 
 def first_read_only_py(arrays):
     """The pure-Python twin of ``_multi_table_c.first_read_only``."""
-    if not isinstance(arrays, (list, tuple)):
-        raise TypeError("first_read_only: arrays must be a list or a tuple")
-    for i, a in enumerate(arrays):
+    for i, a in enumerate(_sequence(arrays, "first_read_only")):
         if not isinstance(a, np.ndarray) or not a.flags.writeable:
             return i
     return -1
 
 
-def fingerprint(arrays, use_compiled=True):
+def fingerprint(arrays):
     """What a kernel would touch through each array of ``arrays`` (a list or tuple), as
     one comparable value: data address, dtype, writeable/aligned/C-contiguous flags,
     shape and strides; None when an item is not an ndarray. Equal values mean the same
     memory, layout and flags. Compiled (``_multi_table_c.fingerprint``, bytes) when
     built, else :func:`fingerprint_py` (a tuple): one process uses one of the two."""
-    if use_compiled and _compiled is not None:
-        return _compiled.fingerprint(arrays)
-    return fingerprint_py(arrays)
+    return (_compiled.fingerprint if _compiled is not None else fingerprint_py)(arrays)
 
 
 def fingerprint_py(arrays):
     """The pure-Python twin of ``_multi_table_c.fingerprint`` (the same equalities)."""
-    if not isinstance(arrays, (list, tuple)):
-        raise TypeError("fingerprint: arrays must be a list or a tuple")
     out = []
-    for a in arrays:
+    for a in _sequence(arrays, "fingerprint"):
         if not isinstance(a, np.ndarray):
             return None
         flags = a.flags
