@@ -590,3 +590,38 @@ def test_options_that_need_the_general_path(backend):
     numpy_opt = fastoptim.Adam(_arrays(SHAPES, np.float32, 14), backend="numpy")
     numpy_opt.step(_grads(params, 0))
     assert numpy_opt.last_plain_list_decline == "no table kernels for backend 'numpy'"
+
+
+@pytest.mark.parametrize("backend", TABLE_BACKENDS)
+def test_first_step_carves_step_counters_that_count_alone(backend):
+    """A plain list's first step creates its step counters side by side in one buffer
+    (the table reads them 16 to a cache line): each is still a writeable 0-d float32
+    array of its own memory, counted alone, and survives copies as a counter."""
+    params = _arrays([(5,), (3, 2), (4,)], np.float32, 3)
+    opt = fastoptim.Adam(params, lr=0.1, backend=backend)
+    opt.step(_grads(params, 0))
+    steps = [opt.state[i]["step"] for i in range(3)]
+    for s in steps:
+        assert isinstance(s, np.ndarray) and s.shape == () and s.dtype == np.float32
+        assert s.flags.writeable and float(s) == 1.0
+    assert steps[0].base is not None and steps[0].base is steps[1].base  # one buffer
+    assert not any(np.shares_memory(a, b) for a, b in [(steps[0], steps[1]),
+                                                        (steps[1], steps[2])])
+    grads = _grads(params, 1)
+    grads[1] = None  # parameter 1 does not step
+    opt.step(grads)
+    opt.step(_grads(params, 2))
+    assert opt.last_plain_list_decline is None  # the table took the carved counters
+    assert [float(opt.state[i]["step"]) for i in range(3)] == [3.0, 2.0, 3.0]
+    ref_params = _arrays([(5,), (3, 2), (4,)], np.float32, 3)
+    ref = fastoptim.Adam(ref_params, lr=0.1, backend="numpy")
+    for g in (_grads(ref_params, 0), grads, _grads(ref_params, 2)):
+        ref.step(g)
+    _assert_same(_snapshot(opt, params), _snapshot(ref, ref_params))
+    for copy_of in (copy.deepcopy, lambda o: pickle.loads(pickle.dumps(o))):
+        other = copy_of(opt)
+        other.state[0]["step"] += 1  # a copy's counter is its own
+        assert float(other.state[0]["step"]) == 4.0 and float(opt.state[0]["step"]) == 3.0
+    loaded = fastoptim.Adam([p.copy() for p in params], lr=0.1, backend=backend)
+    loaded.load_state_dict(opt.state_dict())
+    assert [float(loaded.state[i]["step"]) for i in range(3)] == [3.0, 2.0, 3.0]
