@@ -141,6 +141,13 @@ static inline span_t span_of(PyArrayObject *a)
     return s;
 }
 
+static void free_entries(PyObject **ent, Py_ssize_t n)
+{
+    if (ent == NULL) return;
+    for (Py_ssize_t i = 0; i < n; i++) Py_XDECREF(ent[i]);
+    free(ent);
+}
+
 /* state.get(i) for every i in [0, n), read in one pass over the dict's own storage (no int
  * objects, no hashing): new references, NULL where there is no entry. Sets *lookup and
  * returns NULL (no error) when the dict holds a key that is not an exact int: then each
@@ -155,8 +162,7 @@ static PyObject **entries_by_index(PyObject *state, Py_ssize_t n, int *lookup)
     Py_ssize_t pos = 0;
     while (PyDict_Next(state, &pos, &k, &v)) {
         if (!PyLong_CheckExact(k)) {
-            for (Py_ssize_t i = 0; i < n; i++) Py_XDECREF(ent[i]);
-            free(ent);
+            free_entries(ent, n);
             *lookup = 1;
             return NULL;
         }
@@ -168,13 +174,6 @@ static PyObject **entries_by_index(PyObject *state, Py_ssize_t n, int *lookup)
         }
     }
     return ent;
-}
-
-static void free_entries(PyObject **ent, Py_ssize_t n)
-{
-    if (ent == NULL) return;
-    for (Py_ssize_t i = 0; i < n; i++) Py_XDECREF(ent[i]);
-    free(ent);
 }
 
 #define DECLINE(why) do { reason = (why); goto done; } while (0)

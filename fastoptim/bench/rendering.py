@@ -298,7 +298,7 @@ def plot(report: Report, path) -> None:
                              squeeze=False)
     for ax, name in zip(axes[0], optimizers):
         rows = [r for r in report.results if r.optimizer == name and r.timed
-                and r.n_tensors == 1 and r.mode != "one" and r.dtype == report.settings["dtype"]
+                and r.n_tensors == 1 and r.dtype == report.settings["dtype"]
                 and r.kind != "bound"]
         contestants = list(dict.fromkeys(r.contestant for r in rows))
         for contestant in contestants:

@@ -319,11 +319,16 @@ class Optimizer(_GroupsMixin, _StepChecksMixin, _SegmentsMixin, _LoadMixin):
     def _new_entry(self, values=()):
         return _Entry(self._layout.version, values)
 
-    def _new_state(self, group, index):
-        """The state of one parameter before its first step."""
+    def _new_counter(self, counter=None):
+        """A zero step counter: ``counter`` (one carved by ``_state_slabs``) or a new one."""
+        return self._devices.step_counter() if counter is None else counter
+
+    def _new_state(self, group, index, counter=None):
+        """The state of one parameter before its first step (its step counter
+        ``counter`` when given, see ``_new_counter``)."""
         state = self._new_entry()
         if self._uses_step:
-            state._put("step", self._devices.step_counter())
+            state._put("step", self._new_counter(counter))
         return state
 
     def _step_count(self, entry):
@@ -342,13 +347,11 @@ class Optimizer(_GroupsMixin, _StepChecksMixin, _SegmentsMixin, _LoadMixin):
         state = self._state._get(index)
         counter = slabs.pop((index, "step"), None) if slabs else None
         if state is None:
-            state = self._new_state(group, index)
-            if counter is not None:
-                state._put("step", counter)  # a zero counter, as _new_state's
+            state = self._new_state(group, index, counter)
             if state or self._state_keys(group):  # plain SGD keeps no state, as in torch
                 self._state._put(index, state)
         elif self._uses_step and "step" not in state:  # an empty entry read as opt.state[p]
-            state._put("step", self._devices.step_counter() if counter is None else counter)
+            state._put("step", self._new_counter(counter))
         param = self._params[index]
         fresh = False
         for key, zero in self._state_keys(group):
