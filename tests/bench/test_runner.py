@@ -215,10 +215,23 @@ def test_many_case_goals_come_from_its_own_interleaved_rows(monkeypatch):
         assert e["goals"]["plain list <= 2x FlatParams"] == (e["list_over_flat"] <= 2.0)
         assert not any("torch" in k for k in e["goals"])  # no peers in this run
     assert "Many tensors: plain list, FlatParams, one tensor" in console.file.getvalue()
+    # the modes compared are timed over as many consecutive steps each (a repeat's first,
+    # cold step weighs the same in every mode), the reference and the floors over their own
+    assert len({r.inner for r in rows.values() if r.kind == "fastoptim"}) == 1
+    assert all(r.inner >= 1 for r in rows.values())
     # the thresholds are MANY_GOALS': none can be met at 0
     monkeypatch.setattr(report_module, "MANY_GOALS", dict(
         list_over_flat=0.0, flat_over_one=0.0, peer_over_list=3.0))
     assert not any(v for e in report_module.many_goals(report) for v in e["goals"].values())
+
+
+def test_same_inner_gives_every_entry_the_most_steps_any_needs():
+    entries = [runner._Entry(None, None) for _ in range(3)]
+    for e, inner in zip(entries, (3, 7, 5)):
+        e.inner = inner
+    runner._same_inner(e for e in entries)
+    assert [e.inner for e in entries] == [7, 7, 7]
+    runner._same_inner([])  # nothing to do
 
 
 def test_in_cache_pass_bound_and_goals(monkeypatch):
