@@ -183,15 +183,21 @@ def _run(opt, module, table, grads, plan, uniform):
             alone += 1
     if alone == plan.stop:
         return
+    every = uniform == T.ALL_STEPPED and not alone  # no row skipped: no search for them
     for group, (start, stop, keys, _) in zip(opt.param_groups, groups):
-        stepped = np.flatnonzero(rows[start:stop, T.COL_N] != T.SKIPPED)
-        if not stepped.size:
-            continue
+        if every:
+            if start == stop:
+                continue
+            first, count = start, stop - start
+        else:
+            stepped = np.flatnonzero(rows[start:stop, T.COL_N] != T.SKIPPED)
+            if not stepped.size:
+                continue
+            first, count = start + int(stepped[0]), stepped.size
         state = dict.fromkeys(keys)
         if uniform:
-            first = start + int(stepped[0])
             dtype = T.DTYPES[rows[first, T.COL_DTYPE]]
-            where = (start, stop, stepped.size)
+            where = (start, stop, count)
             bounds = plan.bounds.get(where)
             if bounds is None:
                 bounds = plan.bounds[where] = _blocks(rows, start, stop, parallel_min, threads,
@@ -200,7 +206,7 @@ def _run(opt, module, table, grads, plan, uniform):
                                           float(steps[first]) if opt._uses_step else None))
             continue
         # rows of several dtypes or step counts: one call per kind, over a compact copy
-        chosen = start + stepped
+        chosen = start + stepped  # (not uniform: never ALL_STEPPED, so stepped was found)
         kinds = np.rec.fromarrays([rows[chosen, T.COL_DTYPE], steps[chosen]])
         for kind in np.unique(kinds):
             sub = np.ascontiguousarray(rows[chosen[kinds == kind]])

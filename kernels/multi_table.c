@@ -190,8 +190,10 @@ static PyObject **entries_by_index(PyObject *state, Py_ssize_t n, int *lookup)
  * uses_step: whether each entry has a float32 0-d "step";
  * table: int64 C-contiguous writeable (len(params), NCOL); steps: float64 (len(params),),
  * filled with each stepped row's new step count; step_key: "step"; cache: new_cache().
- * Returns True (every group's stepped rows share one dtype and one step), False
- * (they do not: the caller splits them), or a str: why the general path must run. */
+ * Returns ALL_STEPPED (the int 2: every row has a gradient, and every group's rows share
+ * one dtype and one step), True (the same with some rows skipped), False (a group's
+ * stepped rows do not share them: the caller splits them), or a str: why the general
+ * path must run. */
 static PyObject *fill(PyObject *self, PyObject *args)
 {
     PyObject *params, *grads, *state, *groups, *step_key, *cache_obj;
@@ -218,7 +220,7 @@ static PyObject *fill(PyObject *self, PyObject *args)
     int64_t *table = (int64_t *)PyArray_DATA(table_arr);
     double *steps = (double *)PyArray_DATA(steps_arr);
     const char *reason = NULL;
-    int uniform = 1;
+    int uniform = 1, skipped = 0;
     c->written.n = 0;
     c->reads.n = 0;
     int lookup;
@@ -268,6 +270,7 @@ static PyObject *fill(PyObject *self, PyObject *args)
                  * must not overlap, as on the general path */
                 row[COL_N] = SKIPPED;
                 steps[i] = 0.0;
+                skipped = 1;
                 if (entry == NULL) continue;
                 if (!PyDict_Check(entry)) DECLINE("state entry type");
                 PyObject *k, *v;
@@ -369,7 +372,7 @@ done:
         c->valid = 0;
         result = PyUnicode_FromString(reason);
     } else {
-        result = PyBool_FromLong(uniform);
+        result = uniform && !skipped ? PyLong_FromLong(2) : PyBool_FromLong(uniform);
     }
     free_entries(ent, n);
     return result;

@@ -108,6 +108,57 @@ def test_groups_skipped_grads_and_mixed_dtypes(filler, backend):
     _assert_same(_snapshot(fast, fast_params), _snapshot(ref, ref_params))
 
 
+def _agreed_verdict(opt, grads):
+    """Both fillers' verdict on a step over ``grads`` (which must agree), the step counts
+    left as they were."""
+    groups, start = [], 0
+    for group in opt.param_groups:
+        stop = start + len(group["params"])
+        groups.append((start, stop, tuple(k for k, _ in opt._state_keys(group)),
+                       group["params"]))
+        start = stop
+    verdicts = []
+    for use_compiled in ([True, False] if T.compiled_available() else [False]):
+        counts = [np.array(e["step"]) for e in dict.values(opt.state)]
+        verdicts.append(T.fill(T.Table(len(opt._params)), opt._params, grads, opt.state,
+                               tuple(groups), opt._uses_step, use_compiled=use_compiled))
+        for e, count in zip(dict.values(opt.state), counts):
+            e["step"][...] = count
+    assert len({(type(v), v) for v in verdicts}) == 1, verdicts
+    return verdicts[0]
+
+
+@pytest.mark.parametrize("backend", TABLE_BACKENDS)
+@pytest.mark.parametrize("mixed", [False, True])
+def test_verdict_says_whether_any_row_is_skipped(filler, backend, mixed):
+    """fill's verdict: ALL_STEPPED (no gradient is None, every group uniform), True (rows
+    skipped, the stepped ones uniform), False (a group mixes dtypes or step counts); the
+    fillers agree, and every kind of step matches the reference."""
+    def build(b):
+        params = _arrays(SHAPES[:3], np.float32, 3) + _arrays(
+            SHAPES[3:5], np.float64 if mixed else np.float32, 4)
+        opt = fastoptim.Adam([{"params": params[:2]}, {"params": params[2:], "lr": 0.2}],
+                             lr=0.01, backend=b)
+        return opt, params
+
+    fast, fast_params = build(backend)
+    ref, ref_params = build("numpy")
+    seen = []
+    for step, skip in enumerate([None, None, 1, None, 3]):
+        grads = _grads(fast_params, 20 + step)
+        if skip is not None:
+            grads[skip] = None
+        if step:  # the state exists
+            seen.append(_agreed_verdict(fast, grads))
+        fast.step(grads)
+        ref.step([None if g is None else g.copy() for g in grads])
+        assert fast.last_plain_list_decline == (None if step else "no state yet")
+    # step 2 skips row 1 (group 0 stays uniform); from step 3 on row 1 lags a step
+    expected = [False] * 4 if mixed else [T.ALL_STEPPED, True, False, False]
+    assert [(type(v), v) for v in seen] == [(type(v), v) for v in expected]
+    _assert_same(_snapshot(fast, fast_params), _snapshot(ref, ref_params))
+
+
 @pytest.mark.parametrize("backend", TABLE_BACKENDS)
 def test_big_tensors_next_to_small_ones(filler, backend, monkeypatch):
     # parallel kernels from 64K elements, so that the two big ones take them
@@ -471,8 +522,8 @@ def test_fillers_agree_on_any_state_dict_keys(extra):
         for e, before in zip([e for e in state.values() if "step" in e], steps):
             e["step"][...] = before  # undo the count, for the other filler
     assert results[0][0] == results[1][0]
-    assert (results[0][0] is True) == (extra in ("none", "out of range", "negative", "huge",
-                                                 "True", "float", "str"))
+    assert (results[0][0] == T.ALL_STEPPED) == (extra in (
+        "none", "out of range", "negative", "huge", "True", "float", "str"))
     np.testing.assert_array_equal(results[0][1], results[1][1])
     np.testing.assert_array_equal(results[0][2], results[1][2])
 

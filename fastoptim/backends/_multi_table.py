@@ -67,6 +67,7 @@ from ._constants import (  # noqa: F401
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # index = the DTYPE column
 STEP_KEY = "step"
+ALL_STEPPED = 2  # fill's verdict when no row is skipped and every group is uniform
 
 if _compiled is not None:
     assert (_compiled.NCOL, _compiled.MAX_KEYS) == (NCOL, MAX_KEYS), "stale _multi_table_c build"
@@ -147,9 +148,10 @@ def fill(table, params, grads, state, groups, uses_step, use_compiled=True):
     ``params``: list of every parameter; ``grads``: list or tuple aligned with it;
     ``state``: dict {index: dict}; ``groups``: tuple of ``(start, stop, keys, members)``
     covering the parameters in order (``members``: the group's own list, which
-    must still hold ``params[start:stop]``). Returns True (within every group, the
-    stepped rows share one dtype and one step count), False (they do not), or a
-    str: why the general path must run instead.
+    must still hold ``params[start:stop]``). Returns ``ALL_STEPPED`` (2: no row is
+    skipped, and within every group the rows share one dtype and one step count),
+    True (the same, with rows skipped), False (a group's stepped rows do not share
+    them), or a str: why the general path must run instead.
     """
     if use_compiled and _compiled is not None:
         return _compiled.fill(params, grads, state, groups, uses_step, table.rows, table.steps,
@@ -209,7 +211,7 @@ def fill_py(params, grads, state, groups, uses_step, rows, steps, cache):
     if len(grads) != n:
         return "grads length"
     written, reads = [], []
-    uniform = True
+    uniform, skipped = True, False
     expect = 0
     reason = None
     for start, stop, keys, members in groups:
@@ -244,6 +246,7 @@ def fill_py(params, grads, state, groups, uses_step, rows, steps, cache):
             if g is None:
                 row[COL_N] = SKIPPED
                 steps[i] = 0.0
+                skipped = True
                 if entry is None:
                     continue
                 if not isinstance(entry, dict):
@@ -338,4 +341,4 @@ def fill_py(params, grads, state, groups, uses_step, rows, steps, cache):
             if rows[i, COL_N] != SKIPPED:
                 entry = dict.get(state, i)
                 entry[STEP_KEY][()] = np.float32(steps[i])
-    return uniform
+    return ALL_STEPPED if uniform and not skipped else uniform
