@@ -318,8 +318,7 @@ class _GroupsMixin:
         and values are the very objects validated last time, all immutable Python
         scalars (or tuples of them), is not validated again: the same immutable objects
         are the same values. Anything else (an array lr that a scheduler updates in
-        place, a list of betas, a new value, a new key) is validated afresh and bumps
-        ``_groups_epoch``, which the plain-list path keys its cached plan on."""
+        place, a list of betas, a new value, a new key) is validated afresh."""
         checked = self.__dict__.get("_groups_checked")
         groups = self.param_groups
         if checked is not None and len(checked) == len(groups):
