@@ -35,6 +35,7 @@ enum { COL_N = FO_COL_N, COL_DTYPE = FO_COL_DTYPE, COL_PARAM = FO_COL_PARAM, COL
        COL_STATE0 = FO_COL_STATE0, COL_STEP = FO_COL_STEP, NCOL = FO_NCOL };
 #define MAX_KEYS FO_MAX_KEYS
 #define SKIPPED FO_SKIPPED
+#define ALL_STEPPED FO_ALL_STEPPED
 
 typedef struct { uintptr_t lo, hi; } span_t;
 
@@ -190,7 +191,7 @@ static PyObject **entries_by_index(PyObject *state, Py_ssize_t n, int *lookup)
  * uses_step: whether each entry has a float32 0-d "step";
  * table: int64 C-contiguous writeable (len(params), NCOL); steps: float64 (len(params),),
  * filled with each stepped row's new step count; step_key: "step"; cache: new_cache().
- * Returns ALL_STEPPED (the int 2: every row has a gradient, and every group's rows share
+ * Returns ALL_STEPPED (an int: every row has a gradient, and every group's rows share
  * one dtype and one step), True (the same with some rows skipped), False (a group's
  * stepped rows do not share them: the caller splits them), or a str: why the general
  * path must run. */
@@ -372,7 +373,7 @@ done:
         c->valid = 0;
         result = PyUnicode_FromString(reason);
     } else {
-        result = uniform && !skipped ? PyLong_FromLong(2) : PyBool_FromLong(uniform);
+        result = uniform && !skipped ? PyLong_FromLong(ALL_STEPPED) : PyBool_FromLong(uniform);
     }
     free_entries(ent, n);
     return result;

@@ -51,8 +51,9 @@ DECAY_L2 = 1
 DECAY_DECOUPLED = 2
 
 # The multi-tensor pointer table (backends/_multi_table.py, kernels/multi_table.c,
-# kernels/multi_tensor.c): the int64 columns of one row, and the value of N that marks
-# a row to skip.
+# kernels/multi_tensor.c): the int64 columns of one row, the value of N that marks a
+# row to skip, and the table filler's verdict when no row is skipped and every group's
+# rows share one dtype and one step count (its other verdicts: True, False, a str).
 COL_N = 0
 COL_DTYPE = 1
 COL_PARAM = 2
@@ -62,3 +63,4 @@ MAX_KEYS = 3  # state arrays per row
 COL_STEP = COL_STATE0 + MAX_KEYS
 NCOL = COL_STEP + 1
 SKIPPED = -1
+ALL_STEPPED = 2

@@ -54,6 +54,7 @@ except ImportError:  # not built (no compiler at install time): the Python fille
     _compiled = None
 
 from ._constants import (  # noqa: F401
+    ALL_STEPPED,  # fill's verdict when no row is skipped and every group is uniform
     COL_DTYPE,
     COL_GRAD,
     COL_N,
@@ -67,7 +68,6 @@ from ._constants import (  # noqa: F401
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # index = the DTYPE column
 STEP_KEY = "step"
-ALL_STEPPED = 2  # fill's verdict when no row is skipped and every group is uniform
 
 if _compiled is not None:
     assert (_compiled.NCOL, _compiled.MAX_KEYS) == (NCOL, MAX_KEYS), "stale _multi_table_c build"
