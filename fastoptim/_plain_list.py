@@ -132,7 +132,7 @@ class _Plan:
 
 def _plan(opt):
     parallel_min, threads = _thread_policy(None)
-    keys_of = tuple(tuple(key for key, _ in opt._state_keys(group)) for group in opt.param_groups)
+    keys_of = opt._state_key_names()
     key = (opt._layout.version[0], keys_of, parallel_min, threads)
     plan = opt.__dict__.get("_plain_list_plan")
     if plan is None or plan.key != key or any(

@@ -57,10 +57,6 @@ class _FlatPlan:
         return (_no_plan, ())
 
 
-def _keys_of(opt):
-    return tuple(tuple(key for key, _ in opt._state_keys(group)) for group in opt.param_groups)
-
-
 def record(opt, grads, plan):
     """After a full step that ran ``plan`` (``_plan``'s result): keep it as the fast
     plan when every group stepped as one flat call over ``grads``' buffer, else drop it."""
@@ -74,7 +70,7 @@ def record(opt, grads, plan):
         return
     if any(not isinstance(work, tuple) for work in plan):
         return
-    keys_of = _keys_of(opt)
+    keys_of = opt._state_key_names()
     version = opt._layout.version[0]
     watched = [grads.param_buffer, grads.buffer]
     views = list(opt._params)
@@ -121,7 +117,7 @@ def try_step(opt, grads) -> bool:
     if len(segments) != len(plan.segments) or any(
             s is not p or not s.uniform for s, p in zip(segments, plan.segments)):
         return False
-    if _keys_of(opt) != plan.keys_of or fingerprint(plan.watched) != plan.print:
+    if opt._state_key_names() != plan.keys_of or fingerprint(plan.watched) != plan.print:
         return False
     if first_read_only(plan.views) >= 0:
         return False

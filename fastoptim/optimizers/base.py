@@ -202,6 +202,12 @@ class Optimizer(_GroupsMixin, _StepChecksMixin, _SegmentsMixin, _LoadMixin):
             return None
         return owners[0].grads
 
+    def _state_key_names(self):
+        """Each group's state keys, names only, in group order: what the fast paths'
+        cached plans (``_plain_list``, ``_flat_plan``) are keyed on."""
+        return tuple(tuple(key for key, _ in self._state_keys(group))
+                     for group in self.param_groups)
+
     def step(self, grads=None, closure=None):
         """Update every parameter in place from ``grads``; return the closure's loss.
 
