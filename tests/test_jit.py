@@ -143,3 +143,18 @@ def test_the_cuda_kernels_are_cached_under_their_digest_too():
     edited_update = _edited(_math.lion_update, "m * beta2", "m * beta1")
     device = cuda_backend.cuda.jit(device=True, inline=True)(edited_update)
     assert _jit.code_digest(_with_globals(lion, _lion_update=device)) != _jit.code_digest(lion)
+
+
+def test_the_same_code_in_two_modules_gets_two_names():
+    """The renamed kernels of every module share one cache: a function of the same code
+    defined in another module must not load the first one's entry (whose code refers to
+    that module)."""
+    source = "def twin(a):\n    return a + 1\n"
+    first, second = {"__name__": "module_one"}, {"__name__": "module_two"}
+    exec(source, first)
+    exec(source, second)
+    assert first["twin"].__code__.co_code == second["twin"].__code__.co_code
+    assert _jit.code_digest(first["twin"]) != _jit.code_digest(second["twin"])
+    again = {"__name__": "module_one"}
+    exec(source, again)  # the same code in the same place keeps its name (a warm cache)
+    assert _jit.code_digest(again["twin"]) == _jit.code_digest(first["twin"])

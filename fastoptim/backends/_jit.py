@@ -135,10 +135,11 @@ _LITERALS = (bool, int, float, complex, str, bytes)
 
 
 def code_digest(*funcs) -> str:
-    """A short digest of the functions' bytecode, constants and names, and of what they
-    reach through their globals and closures (a module's attributes included): the code
-    of every jitted or plain function called (its ``py_func``), recursively, and the
-    value of every literal global read (Numba compiles those in as constants)."""
+    """A short digest of the functions' bytecode, constants and names, of the module each
+    is defined in, and of what they reach through their globals and closures (a module's
+    attributes included): the code of every jitted or plain function called (its
+    ``py_func``), recursively, and the value of every literal global read (Numba compiles
+    those in as constants)."""
     h = hashlib.blake2b(digest_size=5)
     seen = set()
 
@@ -172,6 +173,10 @@ def code_digest(*funcs) -> str:
         if id(func) in seen:
             return
         seen.add(id(func))
+        # its module too: the renamed copies of every module's functions share one cache,
+        # and two functions of one name and code in two modules would share an entry
+        # (whose code refers to the first one's module)
+        h.update(repr(func.__module__).encode())
         add_code(func.__code__, func.__globals__)
         for name, cell in zip(func.__code__.co_freevars, func.__closure__ or ()):
             try:
