@@ -100,6 +100,14 @@ def setup_fastoptim(spec, case, mode, data, backend):
     return opt, params, lambda: opt.step(grads)
 
 
+def step_arrays(opt, param, grad) -> tuple:
+    """The arrays a step of a one-tensor fastoptim contestant reads and writes, the
+    parameter and the gradient first, then its state arrays in the kernel's order (what
+    ``floor.own_floor`` runs over)."""
+    entry = opt.state[0]
+    return (param, grad, *(entry[key] for key in opt._state_key_names()[0]))
+
+
 def snapshot(opt, params):
     """Copies of the parameters and every state array (torch's state_dict layout)."""
     state = opt.state_dict()["state"]

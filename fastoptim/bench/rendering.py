@@ -100,7 +100,8 @@ def case_table(report: Report, optimizer: str, case: Case, mode: str):
     numpy_time = _numpy_time(rows, mode)
     torch_times = [r.time_s for r in rows if r.contestant.startswith("torch") and r.timed]
     best_torch = min(torch_times) if torch_times else None
-    fastest = min((r.time_s for r in rows if r.timed and r.kind not in ("floor", "bound")),
+    fastest = min((r.time_s for r in rows if r.timed
+                   and r.kind not in ("floor", "own-floor", "bound")),
                   default=None)
     dtype = np.dtype(rows[0].dtype if rows else report.settings["dtype"])
     notes = [f"[red]{r.label}: {r.check}: {r.detail}[/red]" for r in rows
@@ -114,19 +115,25 @@ def case_table(report: Report, optimizer: str, case: Case, mode: str):
                   caption_justify="left")
     table.add_column("contestant", no_wrap=True)
     table.add_column("check", no_wrap=True)
-    for name in ("time/step", "GB/s", "of floor", "vs NumPy", "vs torch"):
+    own = any(r.kind == "own-floor" for r in rows)  # beyond the cache only
+    for name in ("time/step", "GB/s", "of floor") + (("own floor",) if own else ()) + (
+            "vs NumPy", "vs torch"):
         table.add_column(name, justify="right", no_wrap=True)
     for r in rows:
-        style = {"floor": "dim", "bound": "dim", "peer": "italic"}.get(r.kind, "")
+        style = {"floor": "dim", "own-floor": "dim", "bound": "dim",
+                 "peer": "italic"}.get(r.kind, "")
         check = {"ok": "[green]ok[/green]", "mismatch": "[bold red]MISMATCH[/bold red]",
                  "error": "[bold red]error[/bold red]"}.get(r.check, r.check)
         time_text = "not timed" if r.check == "mismatch" else format_time(r.time_s)
         if r.timed and r.time_s == fastest:
             time_text = f"[bold green]{time_text}[/bold green]"
+        own_cell = ("-" if r.fraction_of_own_floor is None
+                    else f"{100 * r.fraction_of_own_floor:.0f}%")
         table.add_row(
             r.label, check, time_text,
             "-" if r.gb_per_s is None else f"{r.gb_per_s:.1f}",
             "-" if r.fraction_of_floor is None else f"{100 * r.fraction_of_floor:.0f}%",
+            *((own_cell,) if own else ()),
             ratio(numpy_time / r.time_s) if numpy_time and r.timed else "-",
             ratio(best_torch / r.time_s) if best_torch and r.timed else "-",
             style=style,
@@ -142,7 +149,12 @@ def _caption(spec, case, mode, dtype, rows):
     text = (f"{spec.streams * dtype.itemsize} B/element (reads {', '.join(names)}; writes all "
             f"but grad) x {format_size(case.n)} elements; floor: the fastest of three {how}Numba "
             f"kernels moving the same bytes with no math (a plain loop; the backends' "
-            f"chunked, prefetching loop; one block per thread)")
+            f"chunked, prefetching loop; one block per thread), each on arrays of its own")
+    if any(r.kind == "own-floor" for r in rows):
+        text += ("; own floor: the floor on the backend's own arrays / its time (the "
+                 "floor on its arrays: the same no-math loop over the backend's own arrays "
+                 "(giving each its value back), dispatched as the backends are, timed "
+                 "right after it in every round)")
     if mode != "single":
         text += f"; peers step the {len(case.sizes)} tensors as separate tensors"
     if any(r.contestant.startswith("torch") for r in rows):
@@ -194,7 +206,8 @@ def summary_table(report: Report):
 
     table = Table(title="Summary: the fastest fastoptim backend per case", title_justify="left")
     for name, justify in (("optimizer", "left"), ("case", "left"), ("best backend", "left"),
-                          ("time/step", "right"), ("of floor", "right"), ("vs NumPy", "right"),
+                          ("time/step", "right"), ("of floor", "right"), ("of own floor", "right"),
+                          ("vs NumPy", "right"),
                           ("vs torch", "right")):
         table.add_column(name, justify=justify)
     seen = []
@@ -211,7 +224,7 @@ def summary_table(report: Report):
         if is_busy(same[0].busy_cpus):
             label += " [yellow](busy)[/yellow]"
         if not rows:
-            table.add_row(OPTIMIZERS[optimizer].label, label, "-", "-", "-", "-", "-")
+            table.add_row(OPTIMIZERS[optimizer].label, label, "-", "-", "-", "-", "-", "-")
             continue
         best = min(rows, key=lambda r: r.time_s)
         name = best.contestant + (f" [red](failed: {', '.join(mismatches)})[/red]"
@@ -219,8 +232,19 @@ def summary_table(report: Report):
         table.add_row(
             OPTIMIZERS[optimizer].label, label, name, format_time(best.time_s),
             "-" if best.fraction_of_floor is None else f"{100 * best.fraction_of_floor:.0f}%",
+            "-" if best.fraction_of_own_floor is None
+            else f"{100 * best.fraction_of_own_floor:.0f}%",
             ratio(best.speedup_vs_numpy), ratio(best.speedup_vs_best_torch))
     return table
+
+
+def _of_floor_cell(entry, backend):
+    """The backend's fraction of its own floor, the case's floor's in brackets."""
+    shared = entry["of_floor"].get(backend)
+    own = entry.get("of_own_floor", {}).get(backend)
+    if shared is None:
+        return "-"
+    return f"{100 * shared:.0f}%" if own is None else f"{100 * own:.0f}% ({100 * shared:.0f}%)"
 
 
 def kernel_goals_table(entries):
@@ -228,8 +252,9 @@ def kernel_goals_table(entries):
 
     table = Table(title="Kernels against their floor (in-cache regime 64K-2M, and 16M): "
                         "goals of this run", title_justify="left",
-                  caption="of floor: the floor's time / the backend's (the floor: the fastest "
-                          "no-math kernel of the case); compute bound: Adam's exact math with "
+                  caption="numba, c: the floor on the backend's own arrays / the backend's "
+                          "time (in brackets: the case's floor, the fastest no-math kernel on "
+                          "arrays of its own); compute bound: Adam's exact math with "
                           "the data in L1, on all threads (a step cannot beat it); numba/c: "
                           "time ratio; vs peers: the peer's time / the backend's",
                   caption_justify="left")
@@ -251,8 +276,7 @@ def kernel_goals_table(entries):
             OPTIMIZERS[e["optimizer"]].label, e["dtype"],
             e["case"] + (" flat" if e["mode"] == "flat" else ""), format_time(e["floor_s"]),
             format_time(e["compute_bound_s"]) if e["compute_bound_s"] else "-",
-            *[f"{100 * e['of_floor'][b]:.0f}%" if b in e["of_floor"] else "-"
-              for b in ("numba", "c")],
+            *[_of_floor_cell(e, b) for b in ("numba", "c")],
             f"{e['numba_over_c']:.2f}" if "numba_over_c" in e else "-",
             pair(e.get("vs_torch-fused")), pair(e.get(f"vs_{DEEPSPEED}")), verdict)
     return table
@@ -299,7 +323,7 @@ def plot(report: Report, path) -> None:
     for ax, name in zip(axes[0], optimizers):
         rows = [r for r in report.results if r.optimizer == name and r.timed
                 and r.n_tensors == 1 and r.dtype == report.settings["dtype"]
-                and r.kind != "bound"]
+                and r.kind not in ("bound", "own-floor")]
         contestants = list(dict.fromkeys(r.contestant for r in rows))
         for contestant in contestants:
             pts = sorted((r.n_elements, r.gb_per_s, r.label) for r in rows

@@ -28,9 +28,10 @@ from .contestants import (
     setup_fastoptim,
     setup_torch,
     snapshot,
+    step_arrays,
 )
 from .crossover import run_crossover
-from .floor import FLOOR_KERNELS, FLOOR_VARIANTS, adam_compute_bound, floor_kernel
+from .floor import FLOOR_KERNELS, FLOOR_VARIANTS, adam_compute_bound, floor_kernel, own_floor
 from .latency import run_latency
 from .machine import CpuMeter, Threads, busy_cpus, check_threads, machine_info, physical_memory
 from .rendering import (
@@ -89,6 +90,7 @@ class _Entry:
     prepare: Callable[[], Callable[[], None]]
     step: Optional[Callable[[], None]] = None
     inner: int = 0
+    arrays: Optional[tuple] = None  # a one-tensor fastoptim contestant's (step_arrays)
 
 
 class _Runner:
@@ -130,7 +132,17 @@ class _Runner:
 
     def contestants(self, spec, case) -> int:
         return (len(FLOOR_VARIANTS) + len(self.backends) * len(case.modes)
-                + len(self.peers(spec, case)))
+                + len(self._own_floor_backends(spec, case)) + len(self.peers(spec, case)))
+
+    def _own_floor_backends(self, spec, case) -> list:
+        """The fast backends that get a floor on their own arrays: those of a one-tensor
+        case beyond the last-level cache (``_threads.BLOCKED_MAX_BYTES``), where a step's
+        time is the memory's and where its arrays lie moves it (docs/benchmarks.md). In the
+        cache the floor timed right after a contestant would find its arrays warm."""
+        footprint = case.n * self.dtype.itemsize * spec.arrays
+        if case.modes != ("single",) or footprint <= _threads.BLOCKED_MAX_BYTES:
+            return []
+        return [b for b in self.backends if b != _backends.REFERENCE]
 
     def count(self) -> int:
         """Progress units: one per contestant (build, check, warm up) and one per round."""
@@ -187,12 +199,14 @@ class _Runner:
             opt, params, step = setup_fastoptim(spec, case, mode, self.data, name)
             for _ in range(CHECK_STEPS):
                 step()
-            return step, snapshot(opt, params)
+            arrays = (step_arrays(opt, params[0], self.data(case.n)[1])
+                      if mode == "single" else None)
+            return step, snapshot(opt, params), arrays
 
         def prepare():
             if not reference and not is_reference:  # numpy not timed: run it for the check
                 reference.update(run_checked_steps(_backends.REFERENCE)[1])
-            step, got = run_checked_steps(backend)
+            step, got, arrays = run_checked_steps(backend)
             if is_reference:
                 reference.update(got)
             else:
@@ -200,9 +214,20 @@ class _Runner:
                 if mismatch:  # reported, never timed
                     row.check, row.detail = "mismatch", mismatch
                     raise _Mismatch(mismatch)
+            entry.arrays = arrays
             return step  # the checked optimizer goes on stepping: it is what gets timed
 
-        return _Entry(row, prepare)
+        entry = _Entry(row, prepare)
+        return entry
+
+    def _own_floor_entry(self, spec, case, contestant):
+        """The floor kernel over a fast contestant's own arrays (``floor.own_floor``),
+        built once the contestant is: where the arrays lie in memory moves both alike."""
+        backend = contestant.row.contestant
+        row = self._row(spec, case, "single", f"own-floor-{backend}",
+                        f"floor on {backend}'s arrays", "own-floor", "n/a")
+        row.detail = backend
+        return _Entry(row, lambda: own_floor(contestant.arrays))
 
     def _peer_entry(self, spec, case, key, label, impl):
         row = self._row(spec, case, "tensors", key, label, "peer", "peer")
@@ -227,6 +252,14 @@ class _Runner:
         finally:
             self._done()
 
+    def _own_floor_of(self, spec, case, entry):
+        """A built contestant's floor on its own arrays, or None (not a fast backend of a
+        one-tensor case)."""
+        if (entry.row.kind != "fastoptim" or entry.arrays is None
+                or entry.row.contestant not in self._own_floor_backends(spec, case)):
+            return None
+        return self._own_floor_entry(spec, case, entry)
+
     # ---------------------------------------------------------------- timing
     def _has_enough(self, entry, spent) -> bool:
         """A contestant stops after its time budget once it has MIN_REPEATS repeats (a step
@@ -239,7 +272,14 @@ class _Runner:
         meter = CpuMeter().start()
         if self._interleave(spec, case):
             schedule = "interleaved"
-            live = [e for e in entries if self._build(e, where)]
+            live = []
+            for e in list(entries):
+                if self._build(e, where):
+                    live.append(e)
+                    own = self._own_floor_of(spec, case, e)
+                    if own is not None and self._build(own, where):
+                        entries.append(own)
+                        live.append(own)  # timed right after its contestant, every round
             if len(case.modes) > 1:
                 _same_inner(e for e in live if e.row.kind == "fastoptim")
             spent = [0.0] * len(live)
@@ -255,15 +295,24 @@ class _Runner:
                     self._done()
         else:
             schedule = "sequential"
-            for e in entries:
+            for e in list(entries):
                 if self._build(e, where):
-                    spent = 0.0
+                    pair = [e]
+                    own = self._own_floor_of(spec, case, e)
+                    if own is not None and self._build(own, where):
+                        entries.append(own)
+                        pair.append(own)  # alternates with its contestant
+                    spent = [0.0] * len(pair)
                     with NoGC():
-                        while len(e.row.times_s) < self.repeat and not self._has_enough(e, spent):
-                            t0 = time.perf_counter()
-                            e.row.times_s.append(time_repeat(e.step, e.inner))
-                            spent += time.perf_counter() - t0
-                e.step = None  # release its arrays before the next contestant
+                        while (len(e.row.times_s) < self.repeat
+                               and not self._has_enough(e, spent[0])):
+                            for i, x in enumerate(pair):
+                                t0 = time.perf_counter()
+                                x.row.times_s.append(time_repeat(x.step, x.inner))
+                                spent[i] += time.perf_counter() - t0
+                    for x in pair:
+                        x.step = None  # release its arrays before the next contestant
+                    e.arrays = None
             self._done(self.repeat)
         busy = meter.stop()
         rows = [e.row for e in entries]
@@ -313,6 +362,10 @@ def _derive(results, optimizer, case):
         r.gb_per_s = r.bytes_per_element * r.n_elements / r.time_s / 1e9
         if floor is not None:
             r.fraction_of_floor = floor.time_s / r.time_s
+        own = next((x for x in rows if x.kind == "own-floor" and x.detail == r.contestant
+                    and x.timed), None) if r.kind == "fastoptim" else None
+        if own is not None:
+            r.fraction_of_own_floor = own.time_s / r.time_s
         if r.kind in ("reference", "fastoptim"):
             numpy_row = next((x for x in rows if x.kind == "reference" and x.mode == r.mode
                               and x.timed), None)

@@ -261,3 +261,40 @@ def test_in_cache_pass_bound_and_goals(monkeypatch):
     out = console.file.getvalue()
     assert "compute bound (Adam math, data in L1)" in out and "Adam, float64" in out
     assert "goals of this run" in out
+
+
+@pytest.mark.parametrize("interleaved", [True, False])
+def test_beyond_the_cache_each_backend_gets_a_floor_on_its_own_arrays(monkeypatch, interleaved):
+    """A one-tensor case beyond the last-level cache times the no-math loop over each fast
+    backend's own arrays, right beside it, and its floor goal compares the two; cases in
+    the cache and the many-tensors case do without."""
+    monkeypatch.setattr(runner._threads, "BLOCKED_MAX_BYTES", 8 * 4096)  # 4K Adam: beyond
+    if not interleaved:
+        monkeypatch.setattr(runner._Runner, "_interleave", lambda self, spec, case: False)
+    goals = dict(report_module.KERNEL_GOALS, of_floor={("float32", 4096): 0.0})
+    monkeypatch.setattr(report_module, "KERNEL_GOALS", goals)
+    console = _console()
+    report = bench.run(optimizers=["adam", "sgd"], sizes=[4096, 1024], many=(4, 256), repeat=2,
+                       peers=False, latency=False, loop=False, console=console)
+    own = [r for r in report.results if r.kind == "own-floor"]
+    # Adam moves 16 B per element (4K: 64 KiB, beyond), SGD 12 (48 KiB); 1K of either fits
+    assert sorted((r.optimizer, r.case, r.detail) for r in own) == sorted(
+        (o, "4K", b) for o in ("adam", "sgd") for b in FAST)
+    for r in own:
+        assert r.timed and len(r.times_s) == 2 and r.contestant == f"own-floor-{r.detail}"
+        assert r.schedule == ("interleaved" if interleaved else "sequential")
+    for r in report.results:
+        match = [o for o in own if (o.optimizer, o.case, o.detail) == (r.optimizer, r.case,
+                                                                        r.contestant)]
+        if r.kind == "fastoptim" and match:
+            assert r.check == "ok"
+            assert r.fraction_of_own_floor == pytest.approx(match[0].time_s / r.time_s)
+        else:
+            assert r.fraction_of_own_floor is None
+    entry = next(e for e in report.goals["kernels"] if (e["optimizer"], e["case"]) ==
+                 ("adam", "4K"))
+    assert set(entry["of_own_floor"]) == set(FAST)
+    assert all(entry["goals"][f"{b} >= 0 of its own floor"] for b in FAST)
+    assert not any(k.endswith(" of floor") for k in entry["goals"])
+    out = console.file.getvalue()
+    assert "own floor" in out and f"floor on {FAST[0]}'s arrays" in out
