@@ -206,8 +206,7 @@ def summary_table(report: Report):
 
     table = Table(title="Summary: the fastest fastoptim backend per case", title_justify="left")
     for name, justify in (("optimizer", "left"), ("case", "left"), ("best backend", "left"),
-                          ("time/step", "right"), ("of floor", "right"), ("of own floor", "right"),
-                          ("vs NumPy", "right"),
+                          ("time/step", "right"), ("of floor", "right"), ("vs NumPy", "right"),
                           ("vs torch", "right")):
         table.add_column(name, justify=justify)
     seen = []
@@ -224,7 +223,7 @@ def summary_table(report: Report):
         if is_busy(same[0].busy_cpus):
             label += " [yellow](busy)[/yellow]"
         if not rows:
-            table.add_row(OPTIMIZERS[optimizer].label, label, "-", "-", "-", "-", "-", "-")
+            table.add_row(OPTIMIZERS[optimizer].label, label, "-", "-", "-", "-", "-")
             continue
         best = min(rows, key=lambda r: r.time_s)
         name = best.contestant + (f" [red](failed: {', '.join(mismatches)})[/red]"
@@ -232,8 +231,6 @@ def summary_table(report: Report):
         table.add_row(
             OPTIMIZERS[optimizer].label, label, name, format_time(best.time_s),
             "-" if best.fraction_of_floor is None else f"{100 * best.fraction_of_floor:.0f}%",
-            "-" if best.fraction_of_own_floor is None
-            else f"{100 * best.fraction_of_own_floor:.0f}%",
             ratio(best.speedup_vs_numpy), ratio(best.speedup_vs_best_torch))
     return table
 
