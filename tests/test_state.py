@@ -160,3 +160,34 @@ def test_loaded_state_is_carved_too(backend):
     b.step(grads)
     for x, y in zip(a_params, b_params):
         np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_large_parameters_state_is_allocated_alone(backend, monkeypatch):
+    """State arrays of CARVE_MAX_BYTES or more each get their own allocation (a large
+    step streams them faster than one after the other in one buffer); the small
+    parameters' state beside them is still carved, and both step the same numbers."""
+    from fastoptim.optimizers import _state
+    monkeypatch.setattr(_state, "CARVE_MAX_BYTES", 4096)  # 1024 float32 elements
+    rng = np.random.default_rng(7)
+    init = [rng.standard_normal(n).astype(np.float32) for n in (1024, 3000, 5, 9, 1023)]
+    grads = [rng.standard_normal(a.shape).astype(np.float32) for a in init]
+    params = [a.copy() for a in init]
+    opt = fastoptim.Adam(params, lr=0.1, backend=backend)
+    opt.step(grads)
+    keys = ("exp_avg", "exp_avg_sq")
+    for i in (0, 1):  # 4096 and 12000 bytes: alone, each its own buffer
+        owners = {id(_owner(opt.state[i][k])) for k in keys}
+        assert len(owners) == 2
+        assert all(_owner(opt.state[i][k]).nbytes == params[i].nbytes for k in keys)
+    small = {id(_owner(opt.state[i][k])) for i in (2, 3, 4) for k in keys}
+    assert len(small) == 1  # 20, 36 and 4092 bytes: carved together
+    assert id(_owner(opt.state[0]["exp_avg"])) not in small
+    monkeypatch.undo()
+    ref_params = [a.copy() for a in init]
+    ref = fastoptim.Adam(ref_params, lr=0.1, backend="numpy")
+    ref.step(grads)
+    for i in range(len(init)):
+        np.testing.assert_array_equal(params[i], ref_params[i])
+        for k in keys:
+            np.testing.assert_array_equal(opt.state[i][k], ref.state[i][k])

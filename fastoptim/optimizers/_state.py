@@ -243,6 +243,14 @@ class _State(dict):
 
 
 CARVE_ALIGN = 64  # bytes: where each array carved out of a shared buffer starts (a cache line)
+# An array of this many bytes or more is allocated alone, never carved: carving serves
+# small arrays (one buffer streams as a FlatParams group does), and a large one gains
+# nothing from sharing a buffer. It lost by it: a 16M-element Adam step over exp_avg and
+# exp_avg_sq carved one after the other (exactly 64 MiB apart) ran at 0.92 of the no-math
+# loop over the same arrays with numba against 0.995 allocated alone (six processes,
+# interleaved, 2-core AMD EPYC; C 1.05x and 1.01x numba's speed), and gaps of a page, or
+# a page and a line, between the two did not give that back (docs/benchmarks.md).
+CARVE_MAX_BYTES = 32 * 2**20
 
 
 def carve(wanted):
@@ -250,10 +258,12 @@ def carve(wanted):
     ``(index, key, init, param)`` ("zeros" or "empty"); returns ``{(index, key): array}``,
     each a C-contiguous, writeable view of its parameter's shape and dtype, starting on a
     cache line, in ``wanted``'s order within its buffer and overlapping no other. A
-    (dtype, init) asked for once gets nothing here (its caller allocates it alone)."""
+    (dtype, init) asked for once, and an array of ``CARVE_MAX_BYTES`` or more, get nothing
+    here (the caller allocates them alone)."""
     kinds = {}
     for index, key, init, param in wanted:
-        kinds.setdefault((np.dtype(param.dtype), init), []).append((index, key, param))
+        if param.nbytes < CARVE_MAX_BYTES:
+            kinds.setdefault((np.dtype(param.dtype), init), []).append((index, key, param))
     out = {}
     for (dtype, init), items in kinds.items():
         if len(items) < 2:
